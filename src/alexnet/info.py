@@ -1,0 +1,100 @@
+"""The paper's Figure 2 in text: every layer with its output shape, parameters and MACs.
+
+Shapes come from a forward pass on the meta device, so no memory is allocated and
+the numbers are those of the real modules, not of a second description of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .model import AlexNet, count_parameters, create_model
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    kind: str
+    output_shape: list[int]  # without the batch dimension
+    params: int
+    macs: int
+
+
+def _macs(module: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        return out[0].numel() * k
+    if isinstance(module, nn.Linear):
+        return module.in_features * module.out_features
+    return 0
+
+
+def check_input_size(model: AlexNet, input_size: int) -> None:
+    """Raise ValueError naming the last layer before a too-small input empties the maps."""
+    layer_table(model, input_size)
+
+
+def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
+    if input_size < 1:
+        raise ValueError(f"input size must be positive, not {input_size}")
+    if any(p.device.type != "meta" for p in model.parameters()):
+        model = copy.deepcopy(model).to("meta")
+    leaves = [(f"features.{n}", m) for n, m in model.features.named_children()]
+    leaves.append(("avgpool", model.avgpool))
+    leaves += [(f"classifier.{n}", m) for n, m in model.classifier.named_children()]
+    rows: list[LayerInfo] = []
+
+    def record(name: str):
+        def hook(mod, inputs, out):
+            params = sum(p.numel() for p in mod.parameters(recurse=False))
+            rows.append(LayerInfo(name, type(mod).__name__, list(out.shape[1:]), params,
+                                  _macs(mod, out)))  # fmt: skip
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, input_size, input_size, device="meta"))
+    except RuntimeError as e:
+        last = rows[-1].name if rows else "the input"
+        raise ValueError(
+            f"input size {input_size} is too small for the {getattr(model, 'variant', '?')} net: "
+            f"the maps are empty after {last} ({str(e).splitlines()[0]})"
+        ) from None
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def model_info(variant: str = "paper", input_size: int = 224, num_classes: int = 1000) -> dict:
+    with torch.device("meta"):
+        model = create_model(variant, num_classes=num_classes)
+    rows = layer_table(model, input_size)
+    return {
+        "variant": variant,
+        "input_size": input_size,
+        "num_classes": num_classes,
+        "params": count_parameters(model),
+        "macs": sum(r.macs for r in rows),
+        "layers": [asdict(r) for r in rows],
+    }
+
+
+def format_info(info: dict) -> str:
+    lines = [
+        f"AlexNet variant {info['variant']!r}, input 3x{info['input_size']}x{info['input_size']}, "
+        f"{info['num_classes']} classes",
+        f"{'layer':<22}{'type':<20}{'output':>16}{'params':>14}{'MACs':>16}",
+    ]
+    for r in info["layers"]:
+        shape = "x".join(str(d) for d in r["output_shape"])
+        lines.append(f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}")
+    lines.append("-" * 88)
+    lines.append(f"{'total':<58}{info['params']:>14,}{info['macs']:>16,}")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The network of PAPER.md §3, in torchvision's shape (features / avgpool / classifier).
+
+Read top to bottom it follows the paper: the constants of each section, then the
+layer table of Figure 2, then the initialisation of §5.
+
+Input size. The paper says 224x224, but an 11x11 stride-4 kernel over 224 pixels
+gives 54.25 positions. cuda-convnet, which the authors used, fed 224 and rounded the
+output size up, which is the same as 3 pixels of zero padding on the right and
+bottom. We do exactly that (`pad1`), so a 224 crop gives the paper's 55x55 conv1
+maps. A 227 crop (Caffe's choice) also gives 55x55 and never reaches the padding,
+so it computes what Caffe computes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .lrn import LocalResponseNorm
+
+# §3.3 Local response normalisation: k, n, alpha, beta (alpha is NOT divided by n).
+LRN_K = 2.0
+LRN_SIZE = 5
+LRN_ALPHA = 1e-4
+LRN_BETA = 0.75
+
+# §3.4 Overlapping pooling: z=3, s=2 (the ablation uses z=2, s=2).
+POOL_SIZE = 3
+POOL_STRIDE = 2
+
+# §4.2 Dropout on the outputs of fc6 and fc7.
+DROPOUT_P = 0.5
+
+# §5 Initialisation: N(0, 0.01^2) weights; bias 1 in conv2, conv4, conv5, fc6, fc7.
+INIT_STD = 0.01
+BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+# §3.5 / Figure 2: the layer table. (name, kernels, kernel size, stride, padding, groups)
+# groups=2 is the two towers of §3.2: conv2, conv4, conv5 see only their own tower.
+PAPER_CONVS = (
+    ("conv1", 96, 11, 4, 0, 1),
+    ("conv2", 256, 5, 1, 2, 2),
+    ("conv3", 384, 3, 1, 1, 1),
+    ("conv4", 384, 3, 1, 1, 2),
+    ("conv5", 256, 3, 1, 1, 2),
+)
+# §3.2's comparison net: one GPU, half the kernels in conv1-conv4, conv5 and the
+# fully connected layers kept at full size.
+ONE_TOWER_CONVS = (
+    ("conv1", 48, 11, 4, 0, 1),
+    ("conv2", 128, 5, 1, 2, 1),
+    ("conv3", 192, 3, 1, 1, 1),
+    ("conv4", 192, 3, 1, 1, 1),
+    ("conv5", 256, 3, 1, 1, 1),
+)
+HIDDEN = 4096
+POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
+CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
+
+VARIANTS = ("paper", "one-tower", "torchvision")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Switches for the paper's ablations (§3.1, §3.3, §3.4)."""
+
+    lrn: bool = True
+    overlap_pool: bool = True
+    activation: str = "relu"  # "relu" or "tanh" (§3.1, Figure 1)
+    dropout: float = DROPOUT_P
+    init: str = "paper"  # "paper" (§5) or "torch" (PyTorch's default init)
+
+    def __post_init__(self):
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be 'relu' or 'tanh', not {self.activation!r}")
+        if self.init not in ("paper", "torch"):
+            raise ValueError(f"init must be 'paper' or 'torch', not {self.init!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+class AlexNet(nn.Module):
+    """features -> avgpool -> classifier, as torchvision's AlexNet is laid out.
+
+    `avgpool` is an AdaptiveAvgPool2d to 6x6, which is the identity at 224 and 227
+    inputs (the paper's case); it lets larger images through, as in torchvision.
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, hidden_end: int):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
+        self.classifier = classifier
+        self._hidden_end = hidden_end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The 4096-d last hidden layer (fc7 after its ReLU), for retrieval (§6.1)."""
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier[: self._hidden_end](x)
+
+
+def _activation(options: ModelOptions) -> nn.Module:
+    return nn.ReLU(inplace=True) if options.activation == "relu" else nn.Tanh()
+
+
+def _paper_features(convs, options: ModelOptions) -> nn.Sequential:
+    pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
+    layers: list[tuple[str, nn.Module]] = [("pad1", nn.ZeroPad2d(CONV1_PAD))]
+    in_ch = 3
+    for i, (name, out_ch, size, stride, pad, groups) in enumerate(convs, start=1):
+        layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
+        layers.append((f"relu{i}", _activation(options)))
+        if i in (1, 2) and options.lrn:  # §3.3: after the ReLU of layers 1 and 2
+            layers.append((f"norm{i}", LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)))
+        if i in (1, 2, 5):  # §3.4: after both normalisations and after conv5
+            layers.append((f"pool{i}", nn.MaxPool2d(*pool)))
+        in_ch = out_ch
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _paper_classifier(num_classes: int, options: ModelOptions) -> tuple[nn.Sequential, int]:
+    # §4.2: dropout acts on the *outputs* of fc6 and fc7 (torchvision puts it before them).
+    layers = OrderedDict(
+        fc6=nn.Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
+        relu6=_activation(options),
+        drop6=nn.Dropout(options.dropout),
+        fc7=nn.Linear(HIDDEN, HIDDEN),
+        relu7=_activation(options),
+        drop7=nn.Dropout(options.dropout),
+        fc8=nn.Linear(HIDDEN, num_classes),
+    )
+    return nn.Sequential(layers), 5  # last_hidden stops after relu7
+
+
+def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
+    """The "one weird trick" net, index for index the same as torchvision.models.alexnet."""
+    act = lambda: _activation(options)  # noqa: E731
+    pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), act(), nn.MaxPool2d(*pool),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2), act(), nn.MaxPool2d(*pool),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1), act(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), act(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1), act(), nn.MaxPool2d(*pool),
+    )  # fmt: skip
+    classifier = nn.Sequential(
+        nn.Dropout(options.dropout), nn.Linear(256 * 6 * 6, HIDDEN), act(),
+        nn.Dropout(options.dropout), nn.Linear(HIDDEN, HIDDEN), act(),
+        nn.Linear(HIDDEN, num_classes),
+    )  # fmt: skip
+    return AlexNet(features, classifier, hidden_end=6)
+
+
+def init_paper_(model: AlexNet) -> None:
+    """§5: every weight ~ N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
+    for name, module in learned_layers(model):
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        nn.init.constant_(module.bias, 1.0 if name in BIAS_ONE_LAYERS else 0.0)
+
+
+LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def learned_layers(model: AlexNet) -> list[tuple[str, nn.Module]]:
+    """The eight learned layers in order, named as the paper names them, in any variant."""
+    modules = [
+        m for m in (*model.features, *model.classifier) if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    return list(zip(LAYER_NAMES, modules, strict=True))
+
+
+def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> AlexNet:
+    """Build a variant by name: "paper", "one-tower" or "torchvision".
+
+    options: lrn, overlap_pool, activation, dropout, init (see ModelOptions).
+    The torchvision layout has no LRN and keeps PyTorch's default init unless
+    init="paper" is asked for.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, not {num_classes}")
+    if variant == "torchvision":
+        opts = ModelOptions(**{"init": "torch", **options})
+        model = _torchvision_layout(num_classes, opts)  # it has no LRN: `lrn` is moot
+    else:
+        opts = ModelOptions(**options)
+        convs = PAPER_CONVS if variant == "paper" else ONE_TOWER_CONVS
+        classifier, hidden_end = _paper_classifier(num_classes, opts)
+        model = AlexNet(_paper_features(convs, opts), classifier, hidden_end)
+    if opts.init == "paper":
+        init_paper_(model)
+    model.variant = variant
+    model.options = opts
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,76 @@
+"""LRN against PAPER.md §3.3's formula, written out here independently of the library."""
+
+import pytest
+import torch
+
+from alexnet.lrn import LocalResponseNorm
+
+K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
+
+
+def reference_lrn(a: torch.Tensor) -> torch.Tensor:
+    channels = a.shape[1]
+    out = torch.empty_like(a)
+    for i in range(channels):
+        lo, hi = max(0, i - N // 2), min(channels - 1, i + N // 2)
+        s = (a[:, lo : hi + 1] ** 2).sum(dim=1)
+        out[:, i] = a[:, i] / (K + ALPHA * s) ** BETA
+    return out
+
+
+def _input(dtype=torch.float64, shape=(2, 11, 5, 4)):
+    torch.manual_seed(0)
+    # large activations so that alpha * sum is comparable with k and the test bites
+    return (torch.randn(shape, dtype=dtype) * 60).relu()
+
+
+def test_forward_matches_formula():
+    x = _input()
+    assert torch.allclose(LocalResponseNorm(N, ALPHA, BETA, K)(x), reference_lrn(x), rtol=1e-12)
+
+
+def test_not_divided_by_n():
+    x = _input()
+    ours = LocalResponseNorm(N, ALPHA, BETA, K)(x)
+    divided = torch.nn.LocalResponseNorm(N, alpha=ALPHA, beta=BETA, k=K)(x)
+    equivalent = torch.nn.LocalResponseNorm(N, alpha=ALPHA * N, beta=BETA, k=K)(x)
+    assert not torch.allclose(ours, divided, rtol=1e-3)
+    assert torch.allclose(ours, equivalent, rtol=1e-10)
+
+
+def test_gradient_gradcheck():
+    x = _input(shape=(2, 7, 3, 3)).requires_grad_()
+    assert torch.autograd.gradcheck(LocalResponseNorm(N, ALPHA, BETA, K), (x,))
+
+
+def test_gradient_matches_autograd_of_formula():
+    x = _input().requires_grad_()
+    g = torch.randn_like(x)
+    (gx,) = torch.autograd.grad(LocalResponseNorm(N, ALPHA, BETA, K)(x), x, g)
+    (gr,) = torch.autograd.grad(reference_lrn(x), x, g)
+    assert torch.allclose(gx, gr, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
+)
+def test_low_precision_within_stated_tolerance(dtype, rtol):
+    x64 = _input(shape=(4, 16, 6, 6))
+    x = x64.to(dtype).requires_grad_()
+    y = LocalResponseNorm(N, ALPHA, BETA, K)(x)
+    assert y.dtype == dtype
+    ref = reference_lrn(x.detach().double())
+    assert torch.allclose(y.double(), ref, rtol=rtol, atol=rtol * 1e-2)
+    g = torch.randn_like(x64)
+    (gx,) = torch.autograd.grad(y, x, g.to(dtype))
+    xr = x.detach().double().requires_grad_()
+    (gr,) = torch.autograd.grad(reference_lrn(xr), xr, g.to(dtype).double())
+    assert torch.allclose(gx.double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item())
+
+
+def test_channels_last_same_result():
+    x = _input(torch.float32, shape=(2, 12, 5, 5))
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K)
+    a = lrn(x)
+    b = lrn(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b)

@@ -1,0 +1,158 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import create_model
+from alexnet.info import model_info
+from alexnet.model import BIAS_ONE_LAYERS, INIT_STD, count_parameters, learned_layers
+
+PAPER_SHAPES = {
+    "conv1": [96, 55, 55], "pool1": [96, 27, 27], "conv2": [256, 27, 27],
+    "pool2": [256, 13, 13], "conv3": [384, 13, 13], "conv4": [384, 13, 13],
+    "conv5": [256, 13, 13], "pool5": [256, 6, 6], "fc6": [4096], "fc7": [4096], "fc8": [1000],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [224, 227])
+def test_stage_shapes_meta_and_real(size):
+    info = model_info("paper", size)
+    shapes = {r["name"].split(".")[-1]: r["output_shape"] for r in info["layers"]}
+    for name, shape in PAPER_SHAPES.items():
+        assert shapes[name] == shape, name
+    # and the real modules agree with the meta pass
+    model = create_model("paper").eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        for name, module in model.features.named_children():
+            x = module(x)
+            if name in PAPER_SHAPES:
+                assert list(x.shape[1:]) == PAPER_SHAPES[name]
+
+
+def test_227_never_touches_the_conv1_padding():
+    model = create_model("paper").eval()
+    x = torch.randn(1, 3, 227, 227)
+    conv1 = model.features.conv1
+    with torch.no_grad():
+        assert torch.equal(model.features[:2](x), conv1(x))
+
+
+@pytest.mark.parametrize(
+    "variant,params",
+    [("paper", 60_965_224), ("torchvision", 61_100_840), ("one-tower", 59_798_312)],
+)
+def test_parameter_counts(variant, params):
+    assert count_parameters(create_model(variant)) == params
+    assert model_info(variant)["params"] == params
+
+
+def test_towers_groups():
+    f = create_model("paper").features
+    assert [f.conv1.groups, f.conv2.groups, f.conv3.groups, f.conv4.groups, f.conv5.groups] == [
+        1, 2, 1, 2, 2,
+    ]  # fmt: skip
+    one = create_model("one-tower").features
+    assert [one.conv1.out_channels, one.conv2.out_channels, one.conv3.out_channels,
+            one.conv4.out_channels, one.conv5.out_channels] == [48, 128, 192, 192, 256]  # fmt: skip
+    assert all(m.groups == 1 for m in one if isinstance(m, nn.Conv2d))
+
+
+def test_paper_layer_order():
+    names = [n for n, _ in create_model("paper").features.named_children()]
+    assert names == [
+        "pad1", "conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2",
+        "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5",
+    ]  # fmt: skip
+    f = create_model("paper").features
+    assert (f.norm1.size, f.norm1.alpha, f.norm1.beta, f.norm1.k) == (5, 1e-4, 0.75, 2.0)
+    assert f.pool1.kernel_size == 3 and f.pool1.stride == 2
+    cls = [n for n, _ in create_model("paper").classifier.named_children()]
+    assert cls == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
+
+
+def test_torchvision_state_dict_loads_and_matches():
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet().eval()
+    ours = create_model("torchvision")
+    ours.load_state_dict(tv.state_dict())
+    ours.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x), tv(x))
+
+
+def test_paper_init_pattern():
+    torch.manual_seed(0)
+    model = create_model("paper")
+    for name, layer in learned_layers(model):
+        w = layer.weight.detach()
+        assert abs(w.mean().item()) < 1e-3, name
+        assert w.std().item() == pytest.approx(INIT_STD, rel=0.05), name
+        expected = 1.0 if name in BIAS_ONE_LAYERS else 0.0
+        assert torch.all(layer.bias == expected), name
+
+
+def test_dropout_positions_train_vs_eval():
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=10)
+    x = torch.randn(2, 3, 224, 224)
+    model.eval()
+    with torch.no_grad():
+        h1, h2 = model.last_hidden(x), model.last_hidden(x)
+        assert torch.equal(h1, h2) and (h1 >= 0).all()
+        # last_hidden is fc7 after its ReLU, before drop7
+        y = torch.flatten(model.avgpool(model.features(x)), 1)
+        for name in ("fc6", "relu6", "drop6", "fc7", "relu7"):
+            y = getattr(model.classifier, name)(y)
+        assert torch.equal(h1, y)
+    model.train()
+    with torch.no_grad():
+        h = model.classifier.relu6(model.classifier.fc6(torch.ones(1, 9216)))
+        dropped = model.classifier.drop6(h.repeat(64, 1))
+        frac = (dropped == 0).float().mean().item()
+        assert 0.4 < frac < 0.6  # dropout acts on fc6's output
+        alive = h.expand_as(dropped) > 0
+        assert set(torch.unique(dropped[alive] / h.expand_as(dropped)[alive]).tolist()) <= {
+            0.0,
+            2.0,
+        }
+
+
+def test_every_parameter_gets_a_gradient_and_loss_drops():
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=4, dropout=0.0)
+    x = torch.randn(8, 3, 224, 224)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if not losses:
+            for name, p in model.named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, name
+        opt.step()
+        losses.append(loss.item())
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_ablation_options():
+    m = create_model("paper", lrn=False, overlap_pool=False, activation="tanh")
+    names = [n for n, _ in m.features.named_children()]
+    assert "norm1" not in names and "norm2" not in names
+    assert m.features.pool1.kernel_size == 2 and isinstance(m.features.relu1, nn.Tanh)
+    assert count_parameters(m) == 60_965_224  # 2/2 pooling keeps the 6x6 map
+    out = m(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="unknown variant"):
+        create_model("vgg")
+    with pytest.raises(ValueError, match="activation"):
+        create_model("paper", activation="gelu")
+    with pytest.raises(ValueError, match="too small"):
+        model_info("paper", 40)
