@@ -53,7 +53,42 @@ def _cmd_info(args) -> int:
     return 0
 
 
-VERBS = (_add_info,)
+# ---------------------------------------------------------------- prepare
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="turn an image collection into a store (PAPER.md §2)")
+    p.add_argument("src", help="image folder (class sub-folders), ILSVRC-2012 root, or the "
+                   "root of torchvision MNIST / Fashion-MNIST / CIFAR-10 files")
+    p.add_argument("out", help="the store directory to create")
+    p.add_argument("--val", dest="val_src", help="validation images (class sub-folders or flat)")
+    p.add_argument("--val-labels", help="labels of a flat validation folder")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held out per class when there is no --val (default 0.1)")
+    p.add_argument("--class-names", help="synset mapping file (wnid name) for human names")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--format", default="auto", choices=("auto", "raw", "jpeg"))
+    p.add_argument("--shard-size", type=_positive_int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args) -> int:
+    from .data.prepare import PrepareConfig, format_summary, prepare
+
+    cfg = PrepareConfig(
+        src=args.src, out=args.out, val_src=args.val_src, val_labels=args.val_labels,
+        class_names=args.class_names, val_fraction=args.val_fraction, workers=args.workers,
+        size=args.size, format=args.format, shard_size=args.shard_size, seed=args.seed,
+        overwrite=args.overwrite, progress=not args.json and sys.stderr.isatty(),
+    )  # fmt: skip
+    summary = prepare(cfg)
+    _print_json(summary) if args.json else print(format_summary(summary))
+    return 0
+
+
+VERBS = (_add_info, _add_prepare)
 
 
 def build_parser() -> argparse.ArgumentParser:

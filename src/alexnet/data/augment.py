@@ -1,0 +1,109 @@
+"""The paper's augmentation (PAPER.md §4.1) on whole uint8 batches, on any device.
+
+As in torchvision's transforms v2, the random draws (`draw_*`) are kept apart from the
+deterministic kernels (`crop_flip`, `to_network_input`), so a test can pin the
+parameters and check pixels exactly, and a resumed run can redraw the same ones.
+
+Images travel as (B, 256, 256, 3) uint8, as the store holds them. The crop and the
+flip are one gather (the flip is a reversed column index), the mean image is gathered
+with the same indices (so it is subtracted before cropping, as in §2), and the result
+is permuted to (B, 3, 224, 224), which is already channels_last in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CROP = 224  # §4.1: random 224x224 patches of the 256x256 images
+LIGHTING_STD = 0.1  # §4.1: alpha_i ~ N(0, 0.1)
+PIXEL_SCALE = 255.0  # eigenvalues are of 0..1 pixels; the net sees 0..255 values
+
+
+@dataclass
+class CropParams:
+    top: torch.Tensor  # (B,) int64
+    left: torch.Tensor  # (B,) int64
+    flip: torch.Tensor  # (B,) bool
+    alpha: torch.Tensor | None = None  # (B, 3) lighting draws, training only
+
+    def slice(self, start: int, stop: int) -> CropParams:
+        a = None if self.alpha is None else self.alpha[start:stop]
+        return CropParams(self.top[start:stop], self.left[start:stop], self.flip[start:stop], a)
+
+
+def draw_train_params(
+    batch: int, generator: torch.Generator, size: int = 256, crop: int = CROP
+) -> CropParams:
+    """Random crop position, a flip with p=0.5 and fresh lighting draws, per image."""
+    span = size - crop + 1
+    top = torch.randint(0, span, (batch,), generator=generator)
+    left = torch.randint(0, span, (batch,), generator=generator)
+    flip = torch.rand(batch, generator=generator) < 0.5
+    alpha = torch.randn(batch, 3, generator=generator) * LIGHTING_STD
+    return CropParams(top, left, flip, alpha)
+
+
+def center_params(batch: int, size: int = 256, crop: int = CROP) -> CropParams:
+    off = torch.full((batch,), (size - crop) // 2, dtype=torch.long)
+    return CropParams(off, off.clone(), torch.zeros(batch, dtype=torch.bool))
+
+
+def ten_crop_params(batch: int, size: int = 256, crop: int = CROP) -> CropParams:
+    """§4.1 test time: four corners and the centre, then the same five flipped.
+    Ordered image by image: rows 10*i .. 10*i+9 belong to image i."""
+    far, mid = size - crop, (size - crop) // 2
+    tops = torch.tensor([0, 0, far, far, mid] * 2)
+    lefts = torch.tensor([0, far, 0, far, mid] * 2)
+    flips = torch.tensor([False] * 5 + [True] * 5)
+    return CropParams(tops.repeat(batch), lefts.repeat(batch), flips.repeat(batch))
+
+
+def _grid(p: CropParams, crop: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ar = torch.arange(crop, device=device)
+    rows = p.top.to(device)[:, None] + ar
+    cols = p.left.to(device)[:, None] + torch.where(p.flip.to(device)[:, None], crop - 1 - ar, ar)
+    return rows, cols
+
+
+def crop_flip(images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
+    """(N, H, W, C) -> (B, crop, crop, C); with B = len(p) a multiple of N (ten crops)."""
+    rows, cols = _grid(p, crop, images.device)
+    reps = rows.shape[0] // images.shape[0]
+    b = torch.arange(images.shape[0], device=images.device).repeat_interleave(reps)
+    return images[b[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def lighting_shift(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tensor) -> torch.Tensor:
+    """§4.1 "fancy PCA": [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T per image, in 0..255 units.
+
+    The eigenvalues are those of the covariance of 0..1 pixel values (the convention of
+    the cuda-convnet-derived implementations); read literally in 0..255 units they
+    would shift colours by hundreds of levels.
+    """
+    return (alpha * eigval) @ eigvec.T * PIXEL_SCALE
+
+
+class Normalizer:
+    """Mean-image subtraction (§2) and PCA lighting (§4.1), held on one device."""
+
+    def __init__(self, mean, eigval, eigvec, device="cpu"):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.eigval = torch.as_tensor(eigval, dtype=torch.float32, device=device)
+        self.eigvec = torch.as_tensor(eigvec, dtype=torch.float32, device=device)
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_stats(cls, stats, device="cpu") -> Normalizer:
+        return cls(stats.mean, stats.eigval, stats.eigvec, device)
+
+    def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
+        """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
+        images = images.to(self.device, non_blocking=True)
+        x = crop_flip(images, p, crop).float()
+        rows, cols = _grid(p, crop, self.device)
+        x -= self.mean[rows[:, :, None], cols[:, None, :]]
+        if p.alpha is not None:
+            x += lighting_shift(p.alpha.to(self.device), self.eigval, self.eigvec)[:, None, None]
+        return x.permute(0, 3, 1, 2)

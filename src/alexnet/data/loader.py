@@ -1,0 +1,155 @@
+"""Feeding the net: seeded epoch order, worker processes reading uint8 batches into
+pinned memory, and the batched augmentation of augment.py on the training device.
+
+Determinism and resumption: the epoch's order comes from a generator seeded with
+(seed, epoch), and each step's augmentation draws from one seeded with (seed, epoch,
+step). Nothing depends on how many batches came before, so a run resumed at step k
+of an epoch sees exactly the batches and crops an uninterrupted run would.
+
+Data parallelism: the sampler follows torch's DistributedSampler contract
+(num_replicas, rank, set_epoch), but splits each *global* batch of
+batch_size * num_replicas consecutive indices of one permutation, and the
+augmentation is drawn for the global batch and sliced per rank. N processes therefore
+see exactly what one process with the global batch sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import CROP, CropParams, Normalizer, center_params, draw_train_params
+from .store import StoreSplit
+
+
+def derive_seed(*parts: int) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def generator_for(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields this rank's index list for each step of an epoch."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+        drop_last: bool = True, num_replicas: int = 1, rank: int = 0,
+    ):  # fmt: skip
+        if batch_size * num_replicas > n and drop_last:
+            raise ValueError(
+                f"global batch {batch_size * num_replicas} is larger than the {n} images"
+            )
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def steps_per_epoch(self) -> int:
+        if self.drop_last:
+            return self.n // self.global_batch
+        return math.ceil(self.n / self.global_batch)
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=generator_for(self.seed, self.epoch))
+
+    def rank_slice(self, global_size: int) -> tuple[int, int]:
+        """This rank's [start, stop) within a global batch of global_size."""
+        bounds = np.linspace(0, global_size, self.num_replicas + 1).round().astype(int)
+        return int(bounds[self.rank]), int(bounds[self.rank + 1])
+
+    def __iter__(self):
+        order = self.order()
+        for step in range(self.start_step, self.steps_per_epoch()):
+            batch = order[step * self.global_batch : (step + 1) * self.global_batch]
+            lo, hi = self.rank_slice(len(batch))
+            yield batch[lo:hi].tolist()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch() - self.start_step
+
+
+class _Batches(Dataset):
+    """dataset[list of indices] -> (uint8 (B, H, W, 3), labels (B,)): one read per step."""
+
+    def __init__(self, split: StoreSplit):
+        self.split = split
+        self.labels = torch.from_numpy(split.labels)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, indices):
+        return torch.from_numpy(self.split.batch(indices)), self.labels[indices]
+
+
+def make_loader(
+    split: StoreSplit, sampler: EpochSampler, workers: int, pin_memory: bool = False
+) -> DataLoader:
+    return DataLoader(
+        _Batches(split),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+class TrainFeed:
+    """Iterates (input, labels, step) for one epoch: augmented, on the device."""
+
+    def __init__(
+        self, split: StoreSplit, normalizer: Normalizer, sampler: EpochSampler,
+        workers: int = 1, crop: int = CROP,
+    ):  # fmt: skip
+        self.split, self.normalizer, self.sampler = split, normalizer, sampler
+        self.workers, self.crop = workers, crop
+        self.pin = normalizer.device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        self.sampler.set_epoch(epoch, start_step)
+        loader = make_loader(self.split, self.sampler, self.workers, self.pin)
+        device = self.normalizer.device
+        for step, (images, labels) in enumerate(loader, start=start_step):
+            params = self.params(epoch, step, len(images))
+            x = self.normalizer(images, params, self.crop)
+            yield x, labels.to(device, non_blocking=True), step
+
+    def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
+        g = generator_for(self.sampler.seed, epoch, step, 1)
+        global_size = min(self.sampler.global_batch, self.sampler.n - step * self.sampler.global_batch)
+        p = draw_train_params(global_size, g, self.split.size, self.crop)
+        lo, hi = self.sampler.rank_slice(global_size)
+        assert hi - lo == local_batch
+        return p.slice(lo, hi)
+
+
+def eval_batches(split: StoreSplit, batch_size: int, workers: int = 0, rank: int = 0,
+                 num_replicas: int = 1):  # fmt: skip
+    """(uint8 images, labels) in store order, this rank's contiguous share of each batch."""
+    sampler = EpochSampler(len(split), batch_size, shuffle=False, drop_last=False,
+                           num_replicas=num_replicas, rank=rank)  # fmt: skip
+    yield from make_loader(split, sampler, workers)
+
+
+__all__ = ["EpochSampler", "TrainFeed", "eval_batches", "center_params", "make_loader"]

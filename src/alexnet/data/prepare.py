@@ -1,0 +1,291 @@
+"""`alexnet prepare`: a source of images -> a store of 256x256 RGB shards (PAPER.md §2).
+
+Safety: everything is built in OUT.partial/ and renamed to OUT only once complete, so
+a finished store is never half-written. Work is cut into fixed shards, decided up
+front from the sorted file list; a shard counts as done when its .json exists (written
+last, atomically). A re-run after an interruption finds the same plan, keeps the done
+shards and makes the rest, and ends with exactly the bytes an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import UsageError
+from .images import STORE_SIZE, BadImage, load_for_store, resize_center_crop
+from .sources import Item, Source, discover, stratified_split
+from .store import (
+    RAW_LIMIT_BYTES,
+    STORE_VERSION,
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+    encode_jpeg,
+)
+
+SHARD_SIZE = 1024
+
+
+@dataclass
+class PrepareConfig:
+    src: str
+    out: str
+    val_src: str | None = None
+    val_labels: str | None = None
+    class_names: str | None = None
+    val_fraction: float = 0.1
+    workers: int = 0  # 0: as many as there are cores
+    size: int = STORE_SIZE
+    format: str = "auto"  # "raw", "jpeg" or "auto"
+    shard_size: int = SHARD_SIZE
+    seed: int = 0
+    overwrite: bool = False
+    progress: bool = True
+
+
+def _process(args) -> tuple[np.ndarray | None, str | None, bytes | None]:
+    """In a worker: one item -> (256x256x3 image, None, encoded) or (None, reason, None)."""
+    item, size, fmt = args
+    try:
+        if item.array is not None:
+            from PIL import Image
+
+            img = resize_center_crop(Image.fromarray(item.array).convert("RGB"), size)
+        else:
+            img = load_for_store(item.path, size)
+    except BadImage as e:
+        return None, str(e), None
+    except MemoryError:
+        return None, "too large to decode", None
+    return img, None, (encode_jpeg(img) if fmt == "jpeg" else None)
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _plan(source: Source, cfg: PrepareConfig) -> dict[str, list[list[Item]]]:
+    splits = dict(source.splits)
+    if "val" not in splits:
+        splits["train"], splits["val"] = stratified_split(
+            splits["train"], cfg.val_fraction, cfg.seed
+        )
+    for name, items in splits.items():
+        items.sort(key=lambda it: it.key)
+        if not items:
+            raise UsageError(f"the {name} split has no images")
+    return {
+        name: [items[i : i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
+        for name, items in splits.items()
+    }
+
+
+def _plan_digest(plan, cfg: PrepareConfig, fmt: str) -> str:
+    h = hashlib.sha256(json.dumps([cfg.size, fmt, STORE_VERSION]).encode())
+    for name, shards in plan.items():
+        for shard in shards:
+            h.update(name.encode())
+            for it in shard:
+                h.update(f"{it.key}\0{it.label}\n".encode())
+    return h.hexdigest()
+
+
+def _choose_format(fmt: str, n_images: int, size: int) -> str:
+    if fmt not in ("auto", "raw", "jpeg"):
+        raise UsageError(f"--format must be auto, raw or jpeg, not {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    return "raw" if n_images * size * size * 3 <= RAW_LIMIT_BYTES else "jpeg"
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    parent = out.parent if out.parent != Path("") else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as e:
+            raise UsageError(f"cannot create {parent}: {e.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output {out} is not writable (no write permission on {parent})")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        if (out / "meta.json").exists():
+            raise UsageError(f"{out} already holds a store; pass --overwrite to rebuild it")
+        raise UsageError(f"{out} exists and is not empty; choose another OUT")
+
+
+def _shard_stats(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Sums that combine exactly across shards: the mean image and the RGB covariance."""
+    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    return {
+        "count": np.array(len(images), dtype=np.int64),
+        "image_sum": images.astype(np.float64).sum(axis=0),
+        "rgb_sum": x.sum(axis=0),
+        "rgb_outer": x.T @ x,
+    }
+
+
+def _finish_stats(work: Path, shards: list[str]) -> None:
+    total = None
+    for name in shards:
+        with np.load(work / "train" / f"{name}.stats.npz") as z:
+            part = {k: z[k] for k in z.files}
+        total = part if total is None else {k: total[k] + part[k] for k in total}
+    count = int(total["count"])
+    pixels = count * total["image_sum"].shape[0] * total["image_sum"].shape[1]
+    mu = total["rgb_sum"] / pixels
+    cov = total["rgb_outer"] / pixels - np.outer(mu, mu)
+    eigval, eigvec = np.linalg.eigh(cov)
+    order = np.argsort(eigval)[::-1]
+    # Fix each eigenvector's sign so that the store does not depend on LAPACK's choice.
+    eigvec = eigvec[:, order]
+    eigvec *= np.where(eigvec.sum(axis=0) < 0, -1.0, 1.0)
+    atomic_save_npz(
+        work / "stats.npz",
+        mean=(total["image_sum"] / count).astype(np.float32),
+        eigval=eigval[order].astype(np.float32),
+        eigvec=eigvec.astype(np.float32),
+        rgb_mean=mu.astype(np.float32),
+    )
+
+
+def _write_shard(work: Path, split: str, idx: int, results, fmt: str) -> tuple[int, list]:
+    name = f"{idx:05d}"
+    kept, skipped = [], []
+    for item, (img, reason, enc) in results:
+        if img is None:
+            skipped.append({"path": item.path or item.key, "reason": reason})
+        else:
+            kept.append((item, img, enc))
+    base = work / split / name
+    meta = {
+        "keys": [it.key for it, _, _ in kept],
+        "labels": [it.label for it, _, _ in kept],
+        "skipped": skipped,
+    }
+    images = np.stack([img for _, img, _ in kept]) if kept else None
+    if fmt == "raw" and kept:
+        atomic_save_npy(f"{base}.npy", images)
+    elif fmt == "jpeg" and kept:
+        blobs = [enc for _, _, enc in kept]
+        meta["offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).tolist()
+        atomic_write_bytes(f"{base}.jpg", b"".join(blobs))
+    if split == "train" and kept:
+        atomic_save_npz(f"{base}.stats.npz", **_shard_stats(images))
+    atomic_write_json(f"{base}.json", meta)  # last: marks the shard done
+    return len(kept), skipped
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    """Build the store; returns the summary ({written: {split: n}, skipped: [...]})."""
+    out = Path(cfg.out)
+    _check_out(out, cfg.overwrite)
+    if cfg.size < 8:
+        raise UsageError(f"--size must be at least 8, not {cfg.size}")
+    source = discover(cfg.src, cfg.val_src, cfg.val_labels, cfg.class_names)
+    plan = _plan(source, cfg)
+    fmt = _choose_format(cfg.format, sum(len(s) for sh in plan.values() for s in sh), cfg.size)
+    digest = _plan_digest(plan, cfg, fmt)
+
+    work = out.with_name(out.name + ".partial")
+    plan_file = work / "plan.json"
+    if work.exists():
+        try:
+            resumable = json.loads(plan_file.read_text()).get("digest") == digest
+        except (OSError, ValueError):
+            resumable = False
+        if not resumable:
+            shutil.rmtree(work)
+    for split in plan:
+        (work / split).mkdir(parents=True, exist_ok=True)
+    for stray in work.rglob(".*.tmp"):  # a write cut short by the interruption
+        stray.unlink()
+    atomic_write_json(plan_file, {"digest": digest})
+
+    todo = [
+        (split, i, shard)
+        for split, shards in plan.items()
+        for i, shard in enumerate(shards)
+        if not (work / split / f"{i:05d}.json").exists()
+    ]
+    workers = cfg.workers or os.cpu_count() or 1
+    n_todo = sum(len(s) for _, _, s in todo)
+    with tqdm(total=n_todo, unit="img", desc="prepare", disable=not cfg.progress) as bar:
+        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+        with ctx.Pool(workers, initializer=_worker_init) as pool:
+            for split, idx, shard in todo:
+                args = [(it, cfg.size, fmt) for it in shard]
+                results = []
+                for item, res in zip(shard, pool.imap(_process, args, chunksize=8), strict=True):
+                    results.append((item, res))
+                    bar.update(1)
+                _write_shard(work, split, idx, results, fmt)
+
+    return _finalize(work, out, plan, source, cfg, fmt)
+
+
+def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, fmt: str) -> dict:
+    splits_meta, written, skipped = {}, {}, list(source.skipped)
+    for split, shards in plan.items():
+        entries = []
+        for i in range(len(shards)):
+            name = f"{i:05d}"
+            meta = json.loads((work / split / f"{name}.json").read_text())
+            skipped += meta["skipped"]
+            if meta["labels"]:
+                entries.append({"name": name, "count": len(meta["labels"])})
+        written[split] = sum(e["count"] for e in entries)
+        splits_meta[split] = {"count": written[split], "shards": entries}
+    if written.get("train", 0) == 0:
+        raise UsageError(f"no usable training images in {cfg.src} ({len(skipped)} skipped)")
+    _finish_stats(work, [e["name"] for e in splits_meta["train"]["shards"]])
+    for e in splits_meta["train"]["shards"]:
+        os.unlink(work / "train" / f"{e['name']}.stats.npz")
+    atomic_write_json(work / "skipped.json", skipped)
+    atomic_write_json(
+        work / "meta.json",
+        {
+            "version": STORE_VERSION,
+            "format": fmt,
+            "size": cfg.size,
+            "source_kind": source.kind,
+            "classes": [asdict(c) for c in source.classes],
+            "splits": splits_meta,
+            "written_by": f"alexnet {__version__}",
+        },
+    )
+    os.unlink(work / "plan.json")
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out)
+    return {"store": str(out), "format": fmt, "written": written, "skipped": skipped}
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"store {summary['store']} ({summary['format']})"]
+    lines += [f"  {split}: {n} images written" for split, n in summary["written"].items()]
+    skipped = summary["skipped"]
+    lines.append(f"  skipped: {len(skipped)} file(s)" + (" (see skipped.json)" if skipped else ""))
+    lines += [f"    {s['path']}: {s['reason']}" for s in skipped[:20]]
+    if len(skipped) > 20:
+        lines.append(f"    ... and {len(skipped) - 20} more")
+    return "\n".join(lines)

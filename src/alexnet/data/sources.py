@@ -1,0 +1,233 @@
+"""Finding the images and labels of what users bring: an image folder, ILSVRC-2012, or
+torchvision dataset files already on disk (MNIST, Fashion-MNIST, CIFAR-10)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from .images import is_image_name
+
+WNID = re.compile(r"^n\d{8}$")
+
+
+@dataclass
+class ClassInfo:
+    index: int
+    id: str  # folder name or wnid
+    name: str  # human name where known, else the id
+
+
+@dataclass
+class Item:
+    key: str  # stable identity, e.g. the path relative to the source root
+    label: int
+    path: str | None = None
+    array: np.ndarray | None = None  # in-memory sources (torchvision datasets)
+
+
+@dataclass
+class Source:
+    kind: str
+    classes: list[ClassInfo]
+    splits: dict[str, list[Item]]
+    skipped: list[dict] = field(default_factory=list)  # found but unusable: {path, reason}
+
+
+def _walk_images(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f)]
+    return found
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _folder_items(root: Path, class_ids: list[str], base: Path, skipped: list) -> list[Item]:
+    index = {c: i for i, c in enumerate(class_ids)}
+    items = []
+    for d in _class_dirs(root):
+        files = _walk_images(d)
+        if d.name not in index:
+            skipped += [{"path": str(f), "reason": "class not in the training set"} for f in files]
+            continue
+        items += [Item(str(f.relative_to(base)), index[d.name], path=str(f)) for f in files]
+    return items
+
+
+def read_class_names(path: str | Path) -> dict[str, str]:
+    """wnid -> name from a synset mapping ("n01440764 tench, Tinca tinca" per line)
+    or a class index JSON ({"0": ["n01440764", "tench"], ...})."""
+    text = Path(path).read_text()
+    if text.lstrip().startswith("{"):
+        return {wnid: name for wnid, name in json.loads(text).values()}
+    names = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2:
+            names[parts[0]] = parts[1].split(",")[0].strip()
+    return names
+
+
+def _names_for(ids: list[str], class_names: dict[str, str] | None) -> list[str]:
+    if class_names:
+        return [class_names.get(i, i) for i in ids]
+    if len(ids) == 1000 and all(WNID.match(i) for i in ids):
+        # The full ILSVRC-2012 set: class index = rank of the sorted wnids, which is
+        # the order of torchvision's ImageNet category names.
+        from torchvision.models import AlexNet_Weights
+
+        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    return list(ids)
+
+
+def _flat_val_labels(val_dir: Path, labels_file: Path, class_ids: list[str]) -> dict[str, str]:
+    """File name -> wnid for a flat ILSVRC val folder.
+
+    Accepts LOC_val_solution.csv (ImageId,PredictionString), "name wnid" lines, or the
+    devkit's ILSVRC2012_validation_ground_truth.txt with meta.mat beside it.
+    """
+    if labels_file.name == "ILSVRC2012_validation_ground_truth.txt":
+        meta = labels_file.parent / "meta.mat"
+        try:
+            import scipy.io as sio
+        except ImportError:
+            raise UsageError("reading the devkit's meta.mat needs scipy: pip install scipy") from None
+        synsets = sio.loadmat(meta, squeeze_me=True)["synsets"]
+        id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}
+        truth = [int(x) for x in labels_file.read_text().split()]
+        files = sorted(f.name for f in val_dir.iterdir() if is_image_name(f.name))
+        return {f: id_to_wnid[t] for f, t in zip(files, truth, strict=False)}
+    mapping = {}
+    with labels_file.open() as fh:
+        if labels_file.suffix == ".csv":
+            for row in csv.DictReader(fh):
+                mapping[row["ImageId"]] = row["PredictionString"].split()[0]
+        else:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2:
+                    mapping[Path(parts[0]).stem] = parts[1]
+    return {f.name: mapping[f.stem] for f in val_dir.iterdir() if f.stem in mapping}
+
+
+def _torchvision_source(root: Path) -> Source | None:
+    from torchvision import datasets
+
+    candidates = [
+        ("mnist", datasets.MNIST, root / "MNIST" / "raw" / "train-images-idx3-ubyte"),
+        ("fashion-mnist", datasets.FashionMNIST, root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"),  # noqa: E501
+        ("cifar10", datasets.CIFAR10, root / "cifar-10-batches-py" / "data_batch_1"),
+    ]
+    for kind, cls, marker in candidates:
+        if not marker.exists():
+            continue
+        splits = {}
+        for split, train in (("train", True), ("val", False)):
+            try:
+                ds = cls(str(root), train=train, download=False)
+            except RuntimeError as e:
+                raise UsageError(f"{root}: {kind} files are incomplete or corrupt ({e})") from None
+            data = np.asarray(ds.data)
+            targets = np.asarray(ds.targets)
+            splits[split] = [
+                Item(f"{kind}:{split}:{i}", int(t), array=a)
+                for i, (a, t) in enumerate(zip(data, targets, strict=True))
+            ]
+        classes = [ClassInfo(i, str(i), n) for i, n in enumerate(ds.classes)]
+        return Source(kind, classes, splits)
+    return None
+
+
+def discover(
+    src: str | Path,
+    val_src: str | Path | None = None,
+    val_labels: str | Path | None = None,
+    class_names: str | Path | None = None,
+) -> Source:
+    """Find classes and items; splits holds "train", and "val" when the source has one."""
+    root = Path(src)
+    if not root.exists():
+        raise UsageError(f"source {src} does not exist")
+    if not root.is_dir():
+        raise UsageError(f"source {src} is not a directory")
+    if not any(root.iterdir()):
+        raise UsageError(f"source {src} is empty")
+    tv = _torchvision_source(root)
+    if tv is not None:
+        return tv
+    names = read_class_names(class_names) if class_names else None
+    skipped: list[dict] = []
+    train_root = root / "train" if (root / "train").is_dir() else root
+    kind = "ilsvrc" if train_root is not root else "folder"
+    class_ids = [d.name for d in _class_dirs(train_root) if _walk_images(d)]
+    if not class_ids:
+        raise UsageError(f"source {src} has no class sub-folders with images in them")
+    classes = [
+        ClassInfo(i, c, n) for i, (c, n) in enumerate(zip(class_ids, _names_for(class_ids, names)))
+    ]
+    splits = {"train": _folder_items(train_root, class_ids, root, skipped)}
+    val_root = Path(val_src) if val_src else (root / "val" if kind == "ilsvrc" else None)
+    if val_root is not None:
+        if not val_root.is_dir():
+            raise UsageError(f"validation source {val_root} is not a directory")
+        if _class_dirs(val_root):
+            splits["val"] = _folder_items(val_root, class_ids, val_root.parent, skipped)
+        else:
+            splits["val"] = _flat_val_items(val_root, val_labels, class_ids, skipped)
+    return Source(kind, classes, splits, skipped)
+
+
+def _flat_val_items(val_root: Path, val_labels, class_ids: list[str], skipped) -> list[Item]:
+    labels_file = Path(val_labels) if val_labels else None
+    if labels_file is None:
+        for guess in ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt"):
+            for where in (val_root.parent, val_root.parent / "ILSVRC2012_devkit_t12" / "data"):
+                if (where / guess).exists():
+                    labels_file = where / guess
+    if labels_file is None or not labels_file.exists():
+        raise UsageError(
+            f"{val_root} is a flat folder: give its labels with --val-labels "
+            "(LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt)"
+        )
+    wnid_of = _flat_val_labels(val_root, labels_file, class_ids)
+    index = {c: i for i, c in enumerate(class_ids)}
+    items = []
+    for f in sorted(val_root.iterdir()):
+        if not is_image_name(f.name):
+            continue
+        wnid = wnid_of.get(f.name)
+        if wnid is None or wnid not in index:
+            skipped.append({"path": str(f), "reason": "no label for this file"})
+            continue
+        items.append(Item(f"{val_root.name}/{f.name}", index[wnid], path=str(f)))
+    return items
+
+
+def stratified_split(items: list[Item], fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic hold-out: per class, a seeded shuffle of the sorted keys."""
+    if not 0.0 < fraction < 1.0:
+        raise UsageError(f"--val-fraction must be between 0 and 1, not {fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[Item]] = {}
+    for it in sorted(items, key=lambda i: i.key):
+        by_class.setdefault(it.label, []).append(it)
+    train, val = [], []
+    for label in sorted(by_class):
+        group = by_class[label]
+        order = rng.permutation(len(group))
+        n_val = min(len(group) - 1, max(1, round(fraction * len(group)))) if len(group) > 1 else 0
+        chosen = set(order[:n_val].tolist())
+        for i, it in enumerate(group):
+            (val if i in chosen else train).append(it)
+    return train, val
