@@ -88,7 +88,97 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
-VERBS = (_add_info, _add_prepare)
+# ---------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train (default: the paper's net on the embedded demo)")
+    p.add_argument("--data", help="a prepared store (default: build and use the demo dataset)")
+    p.add_argument("--out", help="run directory (default: runs/<date-time>)")
+    p.add_argument("--variant", default="paper")
+    p.add_argument("--recipe", help="paper (default on real data), torchvision, demo (default "
+                   "without --data)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", help="plateau, step, warmup-cosine or constant")
+    p.add_argument("--patience", type=int, help="plateau: epochs without improvement")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--init", choices=("paper", "torch", "kaiming"))
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--no-lrn", dest="lrn", action="store_false")
+    p.add_argument("--no-overlap-pool", dest="overlap_pool", action="store_false")
+    p.add_argument("--activation", default="relu", choices=("relu", "tanh"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
+    p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .train.loop import TrainConfig, TrainingDiverged, train
+
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg.progress = sys.stderr.isatty() and not args.json
+    try:
+        summary = train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"alexnet: error: {e}", file=sys.stderr)
+        return 3
+    if summary["rank"] != 0:
+        return 0
+    if args.json:
+        _print_json(summary)
+        return 0
+    last = summary["history"][-1] if summary["history"] else None
+    if last:
+        print(f"final: val top-1 error {last['val_top1_error']:.3f}, "
+              f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)")
+    print(f"run directory: {summary['run_dir']}")
+    print(f"metrics:       {summary['metrics']}")
+    print(f"checkpoint:    {summary['checkpoint']}")
+    if summary.get("report"):
+        print(f"report:        {summary['report']}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="throughput against baselines measured in the same run")
+    what = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    d = what.add_parser("data", help="our loader vs torchvision's usual pipeline")
+    d.add_argument("--data", required=True, help="a prepared store")
+    d.add_argument("--source", required=True, help="the original image folder of that store")
+    d.add_argument("--workers", type=int, default=1)
+    d.add_argument("--batch-size", type=_positive_int, default=64)
+    d.add_argument("--batches", type=_positive_int, default=20)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_cmd_bench_data)
+
+
+def _cmd_bench_data(args) -> int:
+    from .bench import bench_data
+
+    r = bench_data(args.data, args.source, args.workers, args.batch_size, args.batches)
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"workers {r['workers']}, batch {r['batch_size']}, store {r['store_format']}")
+        print(f"  ours (store + batched augmentation):   {r['ours_img_s']:8.1f} img/s")
+        print(f"  torchvision ImageFolder pipeline:      {r['baseline_img_s']:8.1f} img/s")
+        print(f"  ratio: {r['ratio']:.2f}x")
+    return 0
+
+
+VERBS = (_add_info, _add_prepare, _add_train, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

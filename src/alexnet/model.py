@@ -61,6 +61,8 @@ POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
 CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
 
 VARIANTS = ("paper", "one-tower", "torchvision")
+INITS = ("paper", "torch", "kaiming")
+
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,13 @@ class ModelOptions:
     overlap_pool: bool = True
     activation: str = "relu"  # "relu" or "tanh" (§3.1, Figure 1)
     dropout: float = DROPOUT_P
-    init: str = "paper"  # "paper" (§5) or "torch" (PyTorch's default init)
+    init: str = "paper"  # "paper" (§5), "torch" (PyTorch's default) or "kaiming"
 
     def __post_init__(self):
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be 'relu' or 'tanh', not {self.activation!r}")
-        if self.init not in ("paper", "torch"):
-            raise ValueError(f"init must be 'paper' or 'torch', not {self.init!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
@@ -167,6 +169,21 @@ def init_paper_(model: AlexNet) -> None:
         nn.init.constant_(module.bias, 1.0 if name in BIAS_ONE_LAYERS else 0.0)
 
 
+def init_kaiming_(model: AlexNet) -> None:
+    """He et al. (2015) N(0, 2/fan_in) for every ReLU layer, biases 0, and the output
+    layer at the paper's N(0, 0.01^2). Meant for unit-variance inputs (input_scale 1/64).
+
+    Not the paper's init: the paper's N(0, 0.01^2) with bias 1 is known to sit on a flat
+    loss for a long time (PAPER.md §5, "does not train"); this one lets small data
+    train in a few epochs (the `demo` recipe).
+    """
+    layers = learned_layers(model)
+    for name, module in layers:
+        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+    nn.init.normal_(layers[-1][1].weight, mean=0.0, std=INIT_STD)
+
+
 LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
@@ -199,6 +216,8 @@ def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> 
         model = AlexNet(_paper_features(convs, opts), classifier, hidden_end)
     if opts.init == "paper":
         init_paper_(model)
+    elif opts.init == "kaiming":
+        init_kaiming_(model)
     model.variant = variant
     model.options = opts
     return model

@@ -88,15 +88,17 @@ def lighting_shift(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tens
 class Normalizer:
     """Mean-image subtraction (§2) and PCA lighting (§4.1), held on one device."""
 
-    def __init__(self, mean, eigval, eigvec, device="cpu"):
+    def __init__(self, mean, eigval, eigvec, device="cpu", scale: float = 1.0):
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.eigval = torch.as_tensor(eigval, dtype=torch.float32, device=device)
         self.eigvec = torch.as_tensor(eigvec, dtype=torch.float32, device=device)
         self.device = torch.device(device)
+        # 1.0: the paper's raw centred 0..255 values (§2); recipes may scale them down
+        self.scale = scale
 
     @classmethod
-    def from_stats(cls, stats, device="cpu") -> Normalizer:
-        return cls(stats.mean, stats.eigval, stats.eigvec, device)
+    def from_stats(cls, stats, device="cpu", scale: float = 1.0) -> Normalizer:
+        return cls(stats.mean, stats.eigval, stats.eigvec, device, scale)
 
     def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
         """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
@@ -106,4 +108,6 @@ class Normalizer:
         x -= self.mean[rows[:, :, None], cols[:, None, :]]
         if p.alpha is not None:
             x += lighting_shift(p.alpha.to(self.device), self.eigval, self.eigvec)[:, None, None]
+        if self.scale != 1.0:
+            x *= self.scale
         return x.permute(0, 3, 1, 2)

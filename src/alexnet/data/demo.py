@@ -1,0 +1,155 @@
+"""The embedded demo dataset: procedurally drawn JPEG photographs of ten shapes.
+
+Nothing is downloaded. Each class is a shape; within a class every image varies in
+position, scale, rotation, the object's colour and texture, and the background: a
+colour gradient with textured clutter (lines, blobs and noise). So the net has to
+learn shape, not colour or place. Images are drawn at varied sizes and aspect ratios
+so that `prepare` does real resizing and cropping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CLASSES = (
+    "disk", "square", "triangle", "star", "cross",
+    "ring", "hexagon", "crescent", "arrow", "heart",
+)  # fmt: skip
+DEMO_VERSION = 1
+
+
+def _polygon(kind: str) -> list[tuple[float, float]]:
+    """Unit-size outline centred on 0, for the polygonal classes."""
+    if kind == "square":
+        return [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+    if kind == "triangle":
+        return [(math.cos(a), math.sin(a)) for a in np.radians([-90, 30, 150])]
+    if kind == "hexagon":
+        return [(math.cos(a), math.sin(a)) for a in np.radians(np.arange(0, 360, 60))]
+    if kind == "star":
+        pts = []
+        for i in range(10):
+            r = 1.0 if i % 2 == 0 else 0.42
+            a = math.radians(-90 + 36 * i)
+            pts.append((r * math.cos(a), r * math.sin(a)))
+        return pts
+    if kind == "cross":
+        w = 0.33
+        return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1),
+                (-w, w), (-1, w), (-1, -w), (-w, -w)]  # fmt: skip
+    if kind == "arrow":
+        return [(-1, -0.3), (0.2, -0.3), (0.2, -0.75), (1, 0), (0.2, 0.75), (0.2, 0.3), (-1, 0.3)]
+    if kind == "heart":
+        t = np.linspace(0, 2 * np.pi, 60)
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        return [(a / 17, b / 17) for a, b in zip(x, y, strict=True)]
+    raise ValueError(kind)
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = (np.cos(angle) * xx / w + np.sin(angle) * yy / h + 1) / 2
+    arr = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    arr += rng.normal(0, rng.uniform(4, 20), (h, w, 3))  # sensor-like noise
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.integers(8, 25)):  # clutter: strokes and blobs
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            pts = [tuple(rng.uniform(0, [w, h])) for _ in range(2)]
+            draw.line(pts, fill=col, width=int(rng.integers(1, 6)))
+        else:
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, min(w, h) / 12)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
+    return img
+
+
+def _object_fill(rng: np.random.Generator, size: int) -> Image.Image:
+    """The object's surface: a colour with stripes, checks or speckle."""
+    base = rng.integers(0, 256, 3).astype(np.float64)
+    other = rng.integers(0, 256, 3).astype(np.float64)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    style = rng.integers(0, 3)
+    freq = rng.uniform(4, 12)
+    if style == 0:
+        mask = (np.sin((xx * np.cos(freq) + yy * np.sin(freq)) * freq * np.pi) > 0).astype(float)
+    elif style == 1:
+        mask = ((np.floor(xx * freq) + np.floor(yy * freq)) % 2).astype(float)
+    else:
+        mask = rng.random((size, size))
+    mix = rng.uniform(0.1, 0.5)
+    arr = base * (1 - mix * mask[..., None]) + other * (mix * mask[..., None])
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
+    w = int(rng.integers(256, 360))
+    h = int(rng.integers(256, 360))
+    img = _background(rng, w, h)
+    s = min(w, h)
+    radius = rng.uniform(0.16, 0.34) * s
+    cx = rng.uniform(radius + 0.1 * s, w - radius - 0.1 * s) if w > 2 * radius + 0.2 * s else w / 2
+    cy = rng.uniform(radius + 0.1 * s, h - radius - 0.1 * s) if h > 2 * radius + 0.2 * s else h / 2
+    angle = rng.uniform(0, 2 * np.pi)
+    box = int(2 * radius) + 4
+    mask = Image.new("L", (box, box), 0)
+    md = ImageDraw.Draw(mask)
+    c, r = box / 2, radius
+    kind = CLASSES[label]
+    if kind == "disk":
+        md.ellipse([c - r, c - r, c + r, c + r], fill=255)
+    elif kind == "ring":
+        md.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        md.ellipse([c - 0.55 * r, c - 0.55 * r, c + 0.55 * r, c + 0.55 * r], fill=0)
+    elif kind == "crescent":
+        md.ellipse([c - r, c - r, c + r, c + r], fill=255)
+        off = 0.45 * r
+        md.ellipse([c - r + off, c - r - 0.1 * r, c + r + off, c + r - 0.1 * r], fill=0)
+    else:
+        ca, sa = math.cos(angle), math.sin(angle)
+        pts = [(c + r * (x * ca - y * sa), c + r * (x * sa + y * ca)) for x, y in _polygon(kind)]
+        md.polygon(pts, fill=255)
+    if kind in ("crescent", "ring", "disk"):
+        mask = mask.rotate(math.degrees(angle), resample=Image.Resampling.BILINEAR)
+    mask = mask.filter(ImageFilter.GaussianBlur(0.8))
+    img.paste(_object_fill(rng, box), (int(cx - box / 2), int(cy - box / 2)), mask)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+    return img
+
+
+def build_demo_dataset(root: str | Path, per_class: int = 60, seed: int = 0) -> Path:
+    """Write CLASSES x per_class JPEGs into root/<class>/, once; returns root.
+
+    The finished folder carries a marker with its parameters; a matching one is reused.
+    """
+    root = Path(root)
+    marker = root / ".complete"
+    stamp = f"{DEMO_VERSION} {per_class} {seed}\n"
+    if marker.exists() and marker.read_text() == stamp:
+        return root
+    tmp = root.with_name(root.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    for label, name in enumerate(CLASSES):
+        (tmp / name).mkdir(parents=True)
+        rng = np.random.default_rng([seed, label])
+        for i in range(per_class):
+            draw_example(label, rng).save(tmp / name / f"{name}_{i:04d}.jpg", quality=90)
+    (tmp / ".complete").write_text(stamp)
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return root

@@ -1,0 +1,71 @@
+"""Top-k error and per-class accuracy, counted so that shards and ranks add up exactly."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) bool: the label is among the k highest scores.
+
+    Ties at the k-th place count in the label's favour only if it strictly beats
+    enough others: it is correct when fewer than k classes score strictly higher.
+    With fewer than k classes every prediction is correct.
+    """
+    true = scores.gather(1, labels[:, None])
+    higher = (scores > true).sum(dim=1)
+    return higher < k
+
+
+class Tally:
+    """Running counts of top-1 / top-5 hits, overall and per class."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.n = 0
+        self.top1 = 0
+        self.top5 = 0
+        self.class_total = torch.zeros(num_classes, dtype=torch.long)
+        self.class_top1 = torch.zeros(num_classes, dtype=torch.long)
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        scores, labels = scores.detach().float().cpu(), labels.cpu()
+        c1, c5 = topk_correct(scores, labels, 1), topk_correct(scores, labels, 5)
+        self.n += len(labels)
+        self.top1 += int(c1.sum())
+        self.top5 += int(c5.sum())
+        self.class_total += torch.bincount(labels, minlength=self.num_classes)
+        self.class_top1 += torch.bincount(labels[c1], minlength=self.num_classes)
+
+    def all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        t = torch.cat([torch.tensor([self.n, self.top1, self.top5]), self.class_total,
+                       self.class_top1]).to(_comm_device())  # fmt: skip
+        dist.all_reduce(t)
+        t = t.cpu()
+        self.n, self.top1, self.top5 = int(t[0]), int(t[1]), int(t[2])
+        k = self.num_classes
+        self.class_total, self.class_top1 = t[3 : 3 + k], t[3 + k :]
+
+    def result(self) -> dict:
+        n = max(self.n, 1)
+        per_class = [
+            (int(c) / int(t)) if t else None
+            for c, t in zip(self.class_top1.tolist(), self.class_total.tolist(), strict=True)
+        ]
+        return {
+            "images": self.n,
+            "top1_error": 1 - self.top1 / n,
+            "top5_error": 1 - self.top5 / n,
+            "per_class": per_class,
+        }
+
+
+def _comm_device() -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")  # fmt: skip

@@ -1,0 +1,141 @@
+"""The paper's update rule (PAPER.md §5) and the learning-rate schedules.
+
+    v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw
+    w <- w + v
+
+torch.optim.SGD keeps eps outside the velocity (v <- m v + g; w <- w - eps v), which
+differs from this rule whenever eps changes: here a cut in the learning rate slows
+the next steps at once, while the velocity built up so far decays at its own pace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+MOMENTUM = 0.9  # §5
+WEIGHT_DECAY = 5e-4  # §5
+BASE_LR = 0.01  # §5
+LR_FACTOR = 0.1  # §5: divided by 10 ...
+MAX_REDUCTIONS = 3  # §5: ... three times before termination
+
+
+class PaperSGD(Optimizer):
+    def __init__(self, params, lr: float = BASE_LR, momentum: float = MOMENTUM,
+                 weight_decay: float = WEIGHT_DECAY):  # fmt: skip
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError("lr, momentum and weight_decay must be non-negative")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            grads = [p.grad for p in params]
+            vs = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                vs.append(state["velocity"])
+            torch._foreach_mul_(vs, m)
+            if wd:
+                torch._foreach_add_(vs, params, alpha=-wd * lr)
+            torch._foreach_add_(vs, grads, alpha=-lr)
+            torch._foreach_add_(params, vs)
+        return loss
+
+
+class Schedule:
+    """Learning rate per step; `end_epoch` feeds back the validation error."""
+
+    name = "constant"
+
+    def __init__(self, base_lr: float, epochs: int, steps_per_epoch: int):
+        self.base_lr, self.epochs, self.steps_per_epoch = base_lr, epochs, steps_per_epoch
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        return self.base_lr
+
+    def end_epoch(self, epoch: int, val_error: float) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class PlateauSchedule(Schedule):
+    """§5: divide by 10 when the validation error stops improving, at most three times."""
+
+    name = "plateau"
+
+    def __init__(self, base_lr, epochs, steps_per_epoch, patience: int = 5,
+                 factor: float = LR_FACTOR, max_reductions: int = MAX_REDUCTIONS):  # fmt: skip
+        super().__init__(base_lr, epochs, steps_per_epoch)
+        self.patience, self.factor, self.max_reductions = patience, factor, max_reductions
+        self.reductions, self.best, self.bad_epochs = 0, math.inf, 0
+
+    def lr_at(self, epoch, step):
+        return self.base_lr * self.factor**self.reductions
+
+    def end_epoch(self, epoch, val_error):
+        if val_error < self.best:
+            self.best, self.bad_epochs = val_error, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience and self.reductions < self.max_reductions:
+            self.reductions += 1
+            self.bad_epochs = 0
+
+    def state_dict(self):
+        return {"reductions": self.reductions, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.reductions, self.best = state["reductions"], state["best"]
+        self.bad_epochs = state["bad_epochs"]
+
+
+class StepSchedule(Schedule):
+    """torchvision's reference recipe: x0.1 every 30 epochs."""
+
+    name = "step"
+
+    def __init__(self, base_lr, epochs, steps_per_epoch, every: int = 30, factor: float = 0.1):
+        super().__init__(base_lr, epochs, steps_per_epoch)
+        self.every, self.factor = every, factor
+
+    def lr_at(self, epoch, step):
+        return self.base_lr * self.factor ** (epoch // self.every)
+
+
+class WarmupCosineSchedule(Schedule):
+    """Linear warm-up, then cosine decay to zero: lets small data train in few epochs."""
+
+    name = "warmup-cosine"
+
+    def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs: float = 1.0):
+        super().__init__(base_lr, epochs, steps_per_epoch)
+        self.warmup = max(1, round(warmup_epochs * steps_per_epoch))
+        self.total = max(self.warmup + 1, epochs * steps_per_epoch)
+
+    def lr_at(self, epoch, step):
+        t = epoch * self.steps_per_epoch + step
+        if t < self.warmup:
+            return self.base_lr * (t + 1) / self.warmup
+        progress = (t - self.warmup) / (self.total - self.warmup)
+        return self.base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+SCHEDULES = {s.name: s for s in (PlateauSchedule, StepSchedule, WarmupCosineSchedule, Schedule)}

@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Keep every cache (the demo dataset) inside the test's tmp space.
+os.environ.setdefault("ALEXNET_TEST", "1")
+
+
+def run_cli(*args, env=None, timeout=600, cwd=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )  # fmt: skip
+
+
+def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+    arr = np.zeros((size[1], size[0], 3), dtype=np.uint8) + np.array(color, dtype=np.uint8)
+    arr = np.clip(arr.astype(int) + rng.integers(-10, 10, arr.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, format=fmt, **save)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Three classes of small real JPEG/PNG files, at varied depths and extension cases."""
+    root = tmp_path / "src"
+    colors = {"apple": (220, 40, 40), "leaf": (40, 200, 60), "sky": (40, 80, 230)}
+    for ci, (name, color) in enumerate(colors.items()):
+        for i in range(8):
+            sub = root / name / ("nested" if i % 3 == 0 else "")
+            ext = [".jpg", ".JPEG", ".png", ".Jpg"][i % 4]
+            fmt = "PNG" if ext == ".png" else "JPEG"
+            write_image(sub / f"{name}{i}{ext}", size=(60 + 7 * i, 40 + 5 * ci), color=color,
+                        fmt=fmt)  # fmt: skip
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
