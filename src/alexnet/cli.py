@@ -116,6 +116,7 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=128)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -178,7 +179,175 @@ def _cmd_bench_data(args) -> int:
     return 0
 
 
-VERBS = (_add_info, _add_prepare, _add_train, _add_bench)
+# ---------------------------------------------------------------- results (§6)
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="top-1/top-5 error, 1 or 10 crops, per class")
+    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("--data", required=True, help="a prepared store")
+    p.add_argument("--split", default="val")
+    p.add_argument("--crops", type=int, default=10, choices=(1, 10))
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .data.store import Store
+    from .evaluate import evaluate_split
+    from .inference import load_for_inference
+    from .train.loop import pick_device
+
+    device = pick_device(args.device)
+    loaded = load_for_inference(args.ckpt, device)
+    store = Store(args.data)
+    if store.num_classes != loaded.num_classes:
+        raise UsageError(f"the checkpoint has {loaded.num_classes} classes, the store "
+                         f"{store.num_classes}")  # fmt: skip
+    r = evaluate_split(loaded.model, store.split(args.split), loaded.normalizer(device),
+                       loaded.num_classes, crops=args.crops, batch_size=args.batch_size,
+                       workers=args.workers, progress=sys.stderr.isatty())  # fmt: skip
+    r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{r['images']} images, {r['crops']} crop(s): top-1 error {r['top1_error']:.4f}, "
+          f"top-5 error {r['top5_error']:.4f}")  # fmt: skip
+    for name, acc in r["per_class"].items():
+        print(f"  {name:<30} {'-' if acc is None else f'{acc:.3f}'}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="the five most probable classes of images (Figure 4)")
+    p.add_argument("ckpt")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=_positive_int, default=5)
+    p.add_argument("--figure", help="draw the predictions with bars into this PNG")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from .inference import load_for_inference
+    from .predict import display_image, predict_files
+
+    loaded = load_for_inference(args.ckpt, args.device)
+    results = predict_files(loaded, args.images, args.top)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"alexnet: error: {r['image']}: {r['error']}", file=sys.stderr)
+    if args.json:
+        _print_json(results)
+    else:
+        for r in results:
+            if "top" in r:
+                print(r["image"])
+                for t in r["top"]:
+                    print(f"  {t['prob']:6.1%}  {t['name']}")
+    ok = [r for r in results if "top" in r]
+    if args.figure and ok:
+        from .data.store import atomic_write_bytes
+        from .figures import predictions_png
+
+        png = predictions_png([display_image(r["image"]) for r in ok], [r["top"] for r in ok])
+        atomic_write_bytes(args.figure, png)
+    return 0 if not failed else (1 if ok else 2)
+
+
+def _add_kernels(sub) -> None:
+    p = sub.add_parser("kernels", help="the conv1 kernels as a grid (Figure 3)")
+    p.add_argument("ckpt")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=_cmd_kernels)
+
+
+def _cmd_kernels(args) -> int:
+    from .data.store import atomic_write_bytes
+    from .figures import kernels_png
+    from .inference import load_for_inference
+
+    atomic_write_bytes(args.out, kernels_png(load_for_inference(args.ckpt).model))
+    print(args.out)
+    return 0
+
+
+def _add_neighbors(sub) -> None:
+    p = sub.add_parser("neighbors", help="nearest gallery images in fc7 space (Figure 4)")
+    p.add_argument("ckpt")
+    p.add_argument("--gallery", required=True, help="a prepared store")
+    p.add_argument("--split", default="train", help="gallery split (default train)")
+    p.add_argument("--query", nargs="+", required=True, help="query image files")
+    p.add_argument("--k", type=_positive_int, default=5)
+    p.add_argument("--codes", type=_positive_int, metavar="BITS",
+                   help="also search binary codes from an auto-encoder, and compare")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_neighbors)
+
+
+def _cmd_neighbors(args) -> int:
+    from .retrieval import neighbors
+
+    r = neighbors(args.ckpt, args.gallery, args.query, k=args.k, split=args.split,
+                  out=args.out, codes=args.codes, device=args.device,
+                  progress=sys.stderr.isatty())  # fmt: skip
+    if args.json:
+        _print_json(r)
+    else:
+        for q in r["queries"]:
+            names = ", ".join(f"{n['name']} ({n['distance']:.1f})" for n in q["neighbors"])
+            print(f"{q['image']}: {names}")
+        if "codes" in r:
+            c = r["codes"]
+            print(f"{c['bits']}-bit codes: top-{args.k} agreement with Euclidean "
+                  f"{c['agreement']:.1%}")  # fmt: skip
+        print(r["figure"])
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="default RUN_DIR/report.html")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    print(build_report(args.run_dir, args.out, device=args.device))
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export to ONNX, checked against PyTorch")
+    p.add_argument("ckpt")
+    p.add_argument("--onnx", required=True, help="the .onnx file to write")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .export import export_onnx
+
+    r = export_onnx(args.ckpt, args.onnx, args.input_size)
+    if args.json:
+        _print_json(r)
+    else:
+        state = (f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})" if r["checked"]
+                 else r.get("note", "not checked"))  # fmt: skip
+        print(f"{r['onnx']}: {state}")
+    return 0
+
+
+VERBS = (_add_info, _add_prepare, _add_train, _add_evaluate, _add_predict, _add_kernels,
+         _add_neighbors, _add_report, _add_export, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

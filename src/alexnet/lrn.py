@@ -82,6 +82,11 @@ def local_response_norm(
     if x.device.type == "meta":
         # Shape inference (alexnet info) only: no autograd function needed.
         return torch.empty_like(x)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
+        dtype = x.dtype
+        xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+        return (xf * _inv_pow(_denominator(xf, size, alpha, k), beta)).to(dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k)
 
 

@@ -88,11 +88,15 @@ def lighting_shift(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tens
 class Normalizer:
     """Mean-image subtraction (§2) and PCA lighting (§4.1), held on one device."""
 
-    def __init__(self, mean, eigval, eigvec, device="cpu", scale: float = 1.0):
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
-        self.eigval = torch.as_tensor(eigval, dtype=torch.float32, device=device)
-        self.eigvec = torch.as_tensor(eigvec, dtype=torch.float32, device=device)
+    def __init__(self, mean, eigval=None, eigvec=None, device="cpu", scale: float = 1.0,
+                 std=None):  # fmt: skip
+        """mean: the (H, W, 3) mean image (§2), or a per-channel (3,) mean; std: optional
+        per-channel divisor (torchvision's preprocessing). Values in 0..255 units."""
         self.device = torch.device(device)
+        as_t = lambda v: None if v is None else torch.as_tensor(v, dtype=torch.float32,
+                                                                  device=self.device)  # noqa: E731
+        self.mean, self.std = as_t(mean), as_t(std)
+        self.eigval, self.eigvec = as_t(eigval), as_t(eigvec)
         # 1.0: the paper's raw centred 0..255 values (§2); recipes may scale them down
         self.scale = scale
 
@@ -104,8 +108,13 @@ class Normalizer:
         """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
         images = images.to(self.device, non_blocking=True)
         x = crop_flip(images, p, crop).float()
-        rows, cols = _grid(p, crop, self.device)
-        x -= self.mean[rows[:, :, None], cols[:, None, :]]
+        if self.mean.dim() == 3:
+            rows, cols = _grid(p, crop, self.device)
+            x -= self.mean[rows[:, :, None], cols[:, None, :]]
+        else:
+            x -= self.mean
+        if self.std is not None:
+            x /= self.std
         if p.alpha is not None:
             x += lighting_shift(p.alpha.to(self.device), self.eigval, self.eigvec)[:, None, None]
         if self.scale != 1.0:

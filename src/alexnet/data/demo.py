@@ -10,6 +10,7 @@ so that `prepare` does real resizing and cropping.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -126,7 +127,16 @@ def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
     return img
 
 
-def build_demo_dataset(root: str | Path, per_class: int = 60, seed: int = 0) -> Path:
+def _draw_class(args) -> None:
+    tmp, label, per_class, seed = args
+    name = CLASSES[label]
+    rng = np.random.default_rng([seed, label])
+    for i in range(per_class):
+        draw_example(label, rng).save(tmp / name / f"{name}_{i:04d}.jpg", quality=90)
+
+
+def build_demo_dataset(root: str | Path, per_class: int = 200, seed: int = 0,
+                       workers: int = 0) -> Path:  # fmt: skip
     """Write CLASSES x per_class JPEGs into root/<class>/, once; returns root.
 
     The finished folder carries a marker with its parameters; a matching one is reused.
@@ -141,11 +151,11 @@ def build_demo_dataset(root: str | Path, per_class: int = 60, seed: int = 0) -> 
         import shutil
 
         shutil.rmtree(tmp)
-    for label, name in enumerate(CLASSES):
+    for name in CLASSES:
         (tmp / name).mkdir(parents=True)
-        rng = np.random.default_rng([seed, label])
-        for i in range(per_class):
-            draw_example(label, rng).save(tmp / name / f"{name}_{i:04d}.jpg", quality=90)
+    jobs = [(tmp, label, per_class, seed) for label in range(len(CLASSES))]
+    with multiprocessing.get_context("fork").Pool(workers or os.cpu_count() or 1) as pool:
+        pool.map(_draw_class, jobs)  # one seeded stream per class: same files for any pool
     (tmp / ".complete").write_text(stamp)
     if root.exists():
         import shutil

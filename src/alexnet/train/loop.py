@@ -59,6 +59,7 @@ class TrainConfig:
     patience: int | None = None
     warmup_epochs: float | None = None
     init: str | None = None
+    input_scale: float | None = None
     dropout: float = 0.5
     lrn: bool = True
     overlap_pool: bool = True
@@ -84,7 +85,7 @@ class TrainConfig:
         values = asdict(self)
         values["recipe"] = recipe_name
         for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                     "patience", "warmup_epochs", "init"):  # fmt: skip
+                     "patience", "warmup_epochs", "init", "input_scale"):  # fmt: skip
             if values[name] is None:
                 values[name] = getattr(r, name)
         cfg = TrainConfig(**values)
@@ -288,7 +289,7 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
 
     sampler = EpochSampler(len(train_split), cfg.batch_size, seed=cfg.seed,
                            num_replicas=di.world, rank=di.rank)  # fmt: skip
-    normalizer = Normalizer.from_stats(store.stats, device)
+    normalizer = Normalizer.from_stats(store.stats, device, scale=cfg.input_scale)
     feed = TrainFeed(train_split, normalizer, sampler, workers=cfg.workers)
     steps_per_epoch = sampler.steps_per_epoch()
     optimizer = _build_optimizer(cfg, model)
@@ -329,7 +330,8 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
             "normalization": {"kind": "mean-image",
                               "mean": torch.from_numpy(store.stats.mean),
                               "eigval": torch.from_numpy(store.stats.eigval),
-                              "eigvec": torch.from_numpy(store.stats.eigvec)},
+                              "eigvec": torch.from_numpy(store.stats.eigvec),
+                              "scale": cfg.input_scale},
         }  # fmt: skip
         last = run_dir / "checkpoints" / "last.pt"
         save_atomic(state, last)

@@ -19,6 +19,7 @@ class Recipe:
     patience: int = 5
     warmup_epochs: float = 0.0
     init: str = "paper"
+    input_scale: float = 1.0  # 1.0: the paper's raw centred 0..255 pixels (§2)
 
 
 RECIPES = {

@@ -1,0 +1,138 @@
+"""The paper's figures (§6.1): first-layer kernels (Figure 3), top-5 predictions and
+nearest neighbours (Figure 4), plus the training curves. PNG bytes, drawn with Agg."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .model import AlexNet, learned_layers  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def kernel_grid(model: AlexNet, towers: int | None = None, cols: int = 16, pad: int = 1,
+                scale: int = 4) -> np.ndarray:  # fmt: skip
+    """conv1's kernels as one RGB uint8 image, each kernel min-max scaled on its own as
+    in Figure 3. With two towers (the paper net) the first 48 kernels (GPU 1) and the
+    last 48 (GPU 2) are drawn as separate blocks, one above the other."""
+    w = dict(learned_layers(model))["conv1"].weight.detach().float().cpu()
+    if towers is None:
+        conv2 = dict(learned_layers(model))["conv2"]
+        towers = conv2.groups
+    k = w.shape[-1]
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # (N, k, k, 3)
+    blocks = np.array_split(np.arange(len(w)), towers)
+    tiles = []
+    for block in blocks:
+        rows = int(np.ceil(len(block) / cols))
+        grid = np.ones((rows * (k + pad) + pad, cols * (k + pad) + pad, 3))
+        for j, idx in enumerate(block):
+            r, c = divmod(j, cols)
+            y, x = pad + r * (k + pad), pad + c * (k + pad)
+            grid[y : y + k, x : x + k] = w[idx]
+        tiles.append(grid)
+    gap = np.ones((3 * pad + 2, tiles[0].shape[1], 3))
+    out = tiles[0]
+    for t in tiles[1:]:
+        out = np.concatenate([out, gap, t])
+    out = (out * 255).round().astype(np.uint8)
+    return out.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def kernels_png(model: AlexNet) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(kernel_grid(model)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predictions_png(images: list[np.ndarray], tops: list[list[dict]],
+                    truths: list[str | None] | None = None) -> bytes:  # fmt: skip
+    """Figure 4, left: each image with its five most probable labels as bars."""
+    n = len(images)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows * 2, cols, figsize=(3.2 * cols, 5.2 * rows),
+                             gridspec_kw={"height_ratios": [3, 2] * rows}, squeeze=False)  # fmt: skip
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (img, top) in enumerate(zip(images, tops, strict=True)):
+        r, c = divmod(i, cols)
+        ax_img, ax_bar = axes[2 * r, c], axes[2 * r + 1, c]
+        ax_img.imshow(img)
+        truth = truths[i] if truths else None
+        if truth:
+            ax_img.set_title(truth, fontsize=10, fontweight="bold")
+        ax_bar.axis("on")
+        names = [t["name"] for t in top][::-1]
+        probs = [t["prob"] for t in top][::-1]
+        colors = ["#d62728" if truth and nm == truth else "#1f77b4" for nm in names]
+        ax_bar.barh(range(len(names)), probs, color=colors)
+        ax_bar.set_yticks(range(len(names)), [nm[:22] for nm in names], fontsize=8)
+        ax_bar.set_xlim(0, 1)
+        ax_bar.tick_params(axis="x", labelsize=7)
+        for side in ("top", "right"):
+            ax_bar.spines[side].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def neighbors_png(queries: list[np.ndarray], rows: list[list[np.ndarray]],
+                  labels: list[list[str]] | None = None) -> bytes:  # fmt: skip
+    """Figure 4, right: each query (first column) with its nearest gallery images."""
+    k = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(queries)),
+                             squeeze=False)  # fmt: skip
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (q, row) in enumerate(zip(queries, rows, strict=True)):
+        axes[i, 0].imshow(q)
+        axes[i, 0].set_title("query", fontsize=8, fontweight="bold")
+        for j, img in enumerate(row):
+            axes[i, j + 1].imshow(img)
+            if labels:
+                axes[i, j + 1].set_title(labels[i][j][:16], fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_png(history: list[dict]) -> bytes:
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    axes[0].set_title("training loss")
+    axes[1].plot(epochs, [h["val_top1_error"] for h in history], "o-", label="val top-1 error")
+    axes[1].plot(epochs, [h["val_top5_error"] for h in history], "s-", label="val top-5 error")
+    if "train_top1_error" in history[0]:
+        axes[1].plot(epochs, [h["train_top1_error"] for h in history], "--", label="train top-1")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("error")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(epochs, [h["lr"] for h in history], "o-")
+    axes[2].set_yscale("log")
+    axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def to_display(x: torch.Tensor) -> np.ndarray:
+    """uint8 HWC array from any image tensor, for drawing."""
+    return x.detach().cpu().numpy()

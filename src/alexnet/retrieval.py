@@ -1,0 +1,151 @@
+"""Nearest neighbours in the 4096-d last hidden layer (§6.1, Figure 4 right), and the
+short binary codes the paper proposed for searching them quickly."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data.augment import center_params
+from .data.loader import eval_batches
+from .data.store import Store, atomic_save_npy
+from .inference import Loaded
+
+
+def checkpoint_key(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
+    device = next(loaded.model.parameters()).device
+    x = loaded.normalizer(device)(images_u8, center_params(len(images_u8)))
+    return loaded.model.last_hidden(x).float().cpu()
+
+
+def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_size: int = 64,
+                     progress: bool = False) -> np.ndarray:  # fmt: skip
+    """(N, 4096) float32 for a whole split, computed once and cached beside the store."""
+    cache = store.root / "features" / f"{checkpoint_key(loaded.path)}-{split}.npy"
+    if cache.exists():
+        return np.load(cache)
+    data = store.split(split)
+    parts = [
+        features(loaded, images).numpy()
+        for images, _ in tqdm(eval_batches(data, batch_size), desc="gallery features",
+                              disable=not progress)  # fmt: skip
+    ]
+    feats = np.concatenate(parts).astype(np.float32)
+    cache.parent.mkdir(exist_ok=True)
+    atomic_save_npy(cache, feats)
+    return feats
+
+
+def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int,
+            chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Euclidean k-NN as batched matrix products: |q|^2 + |g|^2 - 2 q.g, chunked over the gallery."""
+    k = min(k, len(gallery))
+    q2 = (queries * queries).sum(1, keepdim=True)
+    best_d = torch.full((len(queries), 0), float("inf"))
+    best_i = torch.zeros((len(queries), 0), dtype=torch.long)
+    for start in range(0, len(gallery), chunk):
+        g = gallery[start : start + chunk]
+        d = (q2 + (g * g).sum(1)[None] - 2 * queries @ g.T).clamp_min(0)
+        d, i = torch.cat([best_d, d], 1), torch.cat([best_i, torch.arange(start, start + len(g)).expand(len(queries), -1)], 1)  # noqa: E501
+        best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        best_i = i.gather(1, pos)
+    return best_d.sqrt(), best_i
+
+
+class CodeAutoencoder(nn.Module):
+    """4096 -> 1024 -> BITS (sigmoid) -> 1024 -> 4096; codes are the bits thresholded at 0.5."""
+
+    def __init__(self, bits: int, dim: int = 4096, hidden: int = 1024):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
+        self.decoder = nn.Sequential(nn.Linear(bits, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        z = torch.sigmoid(self.encoder(x))
+        return self.decoder(z), z
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.encoder(x)) > 0.5
+
+
+def train_codes(feats: torch.Tensor, bits: int, epochs: int = 30, seed: int = 0) -> CodeAutoencoder:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    scale = feats.std().clamp_min(1e-6)
+    x = feats / scale
+    ae = CodeAutoencoder(bits, dim=feats.shape[1])
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(128):
+            recon, z = ae(x[idx])
+            # the small push of z towards 0/1 makes thresholding lose little
+            loss = nn.functional.mse_loss(recon, x[idx]) + 0.01 * (z * (1 - z)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    ae.input_scale = scale
+    return ae
+
+
+def hamming_nearest(q: torch.Tensor, g: torch.Tensor, k: int) -> torch.Tensor:
+    """k nearest codes by Hamming distance, as one matrix product of +-1 codes."""
+    qs, gs = q.float() * 2 - 1, g.float() * 2 - 1
+    dist = (q.shape[1] - qs @ gs.T) / 2
+    return dist.topk(min(k, len(g)), dim=1, largest=False).indices
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean fraction of each row of `a` found in the same row of `b` (top-k overlap)."""
+    hits = [len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    return float(np.mean(hits))
+
+
+def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: str = "train",
+              out: str | None = None, codes: int | None = None, device="cpu",
+              progress: bool = False) -> dict:  # fmt: skip
+    """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
+    from .data.images import load_for_store
+    from .data.store import atomic_write_bytes
+    from .figures import neighbors_png
+    from .inference import load_for_inference
+
+    loaded = load_for_inference(ckpt, device)
+    store = Store(gallery)
+    data = store.split(split)
+    gal = torch.from_numpy(gallery_features(loaded, store, split, progress=progress))
+    q_images = np.stack([load_for_store(p) for p in queries])
+    q = features(loaded, torch.from_numpy(q_images))
+    dist, idx = nearest(q, gal, k)
+    result = {"gallery": str(gallery), "split": split, "k": k, "queries": []}
+    for path, d_row, i_row in zip(queries, dist.tolist(), idx.tolist(), strict=True):
+        result["queries"].append({"image": str(path), "neighbors": [
+            {"index": i, "key": data.keys[i], "name": loaded.classes[int(data.labels[i])],
+             "distance": d} for d, i in zip(d_row, i_row, strict=True)]})  # fmt: skip
+    if codes:
+        ae = train_codes(gal, codes)
+        g_codes, q_codes = ae.codes(gal / ae.input_scale), ae.codes(q / ae.input_scale)
+        h_idx = hamming_nearest(q_codes, g_codes, k)
+        result["codes"] = {"bits": codes, "agreement": agreement(idx, h_idx),
+                           "hamming_neighbors": h_idx.tolist()}  # fmt: skip
+    if out:
+        rows = [[data.image(i)[16:240, 16:240] for i in r] for r in idx.tolist()]
+        labels = [[loaded.classes[int(data.labels[i])] for i in r] for r in idx.tolist()]
+        atomic_write_bytes(out, neighbors_png([im[16:240, 16:240] for im in q_images], rows,
+                                              labels))  # fmt: skip
+        result["figure"] = str(out)
+    return result

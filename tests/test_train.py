@@ -1,0 +1,185 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+
+from alexnet.data.demo import CLASSES, build_demo_dataset
+from alexnet.data.prepare import PrepareConfig, prepare
+from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
+
+FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+
+
+@pytest.fixture
+def tiny_store(image_folder, tmp_path):
+    out = tmp_path / "store"
+    prepare(PrepareConfig(src=str(image_folder), out=str(out), val_fraction=0.25, workers=2,
+                          progress=False))  # fmt: skip
+    return out
+
+
+def test_paper_sgd_is_the_papers_rule():
+    torch.manual_seed(0)
+    w0 = torch.randn(5)
+    w = w0.clone().requires_grad_()
+    opt = PaperSGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    v, wr = torch.zeros(5), w0.clone()
+    for step, lr in enumerate([0.1, 0.1, 0.01, 0.01]):  # a cut in lr mid-way
+        for g in opt.param_groups:
+            g["lr"] = lr
+        grad = torch.randn(5, generator=torch.Generator().manual_seed(step))
+        w.grad = grad.clone()
+        opt.step()
+        v = 0.9 * v - 0.0005 * lr * wr - lr * grad
+        wr = wr + v
+        assert torch.allclose(w.detach(), wr, atol=1e-7)
+    # and it is not torch's SGD once lr changes
+    w2 = w0.clone().requires_grad_()
+    sgd = torch.optim.SGD([w2], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for step, lr in enumerate([0.1, 0.1, 0.01, 0.01]):
+        sgd.param_groups[0]["lr"] = lr
+        w2.grad = torch.randn(5, generator=torch.Generator().manual_seed(step))
+        sgd.step()
+    assert not torch.allclose(w2.detach(), wr, atol=1e-6)
+
+
+def test_plateau_divides_by_ten_at_most_three_times():
+    s = PlateauSchedule(0.01, 90, 10, patience=1)
+    lrs = []
+    for epoch, err in enumerate([0.9, 0.8, 0.8, 0.8] + [0.8] * 20):
+        s.end_epoch(epoch, err)
+        lrs.append(s.lr_at(epoch + 1, 0))
+    assert lrs[1] == 0.01 and lrs[3] == pytest.approx(0.001)
+    assert min(lrs) == pytest.approx(1e-5) and s.reductions == 3
+    state = s.state_dict()
+    s2 = PlateauSchedule(0.01, 90, 10, patience=1)
+    s2.load_state_dict(state)
+    assert s2.lr_at(0, 0) == s.lr_at(0, 0)
+
+
+def test_warmup_cosine_shape():
+    s = WarmupCosineSchedule(0.1, epochs=4, steps_per_epoch=10, warmup_epochs=1)
+    assert s.lr_at(0, 0) == pytest.approx(0.01) and s.lr_at(0, 9) == pytest.approx(0.1)
+    assert s.lr_at(3, 9) < 0.01
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_train_writes_the_run_directory(tiny_store, tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "4",
+                "--recipe", "paper", *FAST)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"run directory: {run}" in r.stdout and "metrics.jsonl" in r.stdout
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    for key in ("epoch", "train_loss", "val_top1_error", "val_top5_error", "lr"):
+        assert all(key in x for x in lines)
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"] == "paper" and config["lr"] == 0.01 and config["batch_size"] == 4
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert (run / "checkpoints" / "best.pt").is_file()
+    state = _state(run)
+    assert state["epoch"] == 2 and state["step"] == 0 and state["num_classes"] == 3
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
+
+
+def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
+    args = ["--data", tiny_store, "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "1",
+            "--recipe", "paper", "--lr", "0.001", *FAST]  # fmt: skip
+    ref = tmp_path / "ref"
+    r = run_cli("train", "--out", ref, *args)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--out", str(run),
+                             *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    last = run / "checkpoints" / "last.pt"
+    deadline, seen = time.time() + 300, set()
+    while len(seen) < 3 and time.time() < deadline and proc.poll() is None:
+        if last.exists():
+            seen.add(last.stat().st_mtime_ns)
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    time.sleep(0.3)  # land somewhere inside a step, not on a checkpoint boundary
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _state(run)["global_step"]
+    assert 0 < killed_at < 8
+    r = run_cli("train", "--resume", run, *FAST)
+    assert r.returncode == 0, r.stderr
+    a, b = _state(ref), _state(run)
+    assert b["global_step"] == a["global_step"] == 8
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, v in a["optimizer"]["state"].items():
+        assert torch.equal(v["velocity"], b["optimizer"]["state"][k]["velocity"])
+    strip = lambda rows: [{k: v for k, v in x.items() if "second" not in k} for x in rows]
+    assert strip(a["history"]) == strip(b["history"])
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tiny_store, tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "1", "--batch-size", "4",
+                "--lr", "1e12", "--recipe", "paper", "--checkpoint-every", "1", *FAST)  # fmt: skip
+    assert r.returncode == 3
+    assert "non-finite loss" in r.stderr and "step" in r.stderr and "Traceback" not in r.stderr
+    state = _state(run)  # the last good one: finite weights
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_arguments_exit_2(tiny_store, tmp_path):
+    cases = [
+        (["--data", tiny_store, "--lr", "-1"], "--lr"),
+        (["--data", tiny_store, "--batch-size", "1000"], "larger than"),
+        (["--data", tmp_path], "not a prepared store"),
+        (["--resume", tmp_path], "no checkpoint"),
+        (["--data", tiny_store, "--recipe", "nope"], "unknown recipe"),
+        (["--data", tiny_store, "--variant", "vgg"], "unknown variant"),
+    ]
+    for args, message in cases:
+        r = run_cli("train", "--out", tmp_path / "r", *args, *FAST)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_two_gloo_processes_equal_one_with_the_global_batch(tiny_store, tmp_path):
+    common = ["--data", tiny_store, "--epochs", "1", "--recipe", "paper", "--lr", "0.001",
+              "--dropout", "0", *FAST]  # fmt: skip
+    one = tmp_path / "one"
+    r = run_cli("train", "--out", one, "--batch-size", "4", *common)
+    assert r.returncode == 0, r.stderr
+    two = tmp_path / "two"
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "alexnet", "train", "--out", str(two), "--batch-size", "2", *map(str, common)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _state(one), _state(two)
+    assert a["global_step"] == b["global_step"] == 4
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-6), k
+    assert a["history"][0]["val_top1_error"] == b["history"][0]["val_top1_error"]
+
+
+def test_demo_dataset_is_built_once(tmp_path):
+    root = build_demo_dataset(tmp_path / "demo", per_class=2)
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert folders == sorted(CLASSES) and len(CLASSES) >= 10
+    files = sorted(root.rglob("*.jpg"))
+    assert len(files) == 2 * len(CLASSES)
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    build_demo_dataset(tmp_path / "demo", per_class=2)
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
