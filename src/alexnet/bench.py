@@ -79,3 +79,101 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
         "threads": torch.get_num_threads(),
         "total_batches_each": total,
     }
+
+
+def naive_paper_model(num_classes: int = 1000) -> torch.nn.Module:
+    """The paper net as most reimplementations write it: nn.LocalResponseNorm (with
+    alpha multiplied by n to undo its division) and nn.Conv2d(groups=2)."""
+    from torch import nn
+
+    from .model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, create_model
+
+    model = create_model("paper", num_classes=num_classes)
+    for name in ("norm1", "norm2"):
+        setattr(model.features, name,
+                nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K))  # fmt: skip
+    return model
+
+
+def _step_rate(model, device, batch_size, steps, amp, train: bool) -> float:
+    from torch import nn
+
+    model = model.to(device, memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(batch_size, 3, 224, 224, generator=g) * 60).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch_size,), generator=g).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step():
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            if train:
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            else:
+                with torch.no_grad():
+                    model(x)
+
+    model.train(train)
+    for _ in range(2 if device.type == "cuda" else 1):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return batch_size * steps / (time.perf_counter() - t0)
+
+
+def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 3,
+                precision: str = "auto", compile: bool = False, profile: bool = False) -> dict:  # fmt: skip
+    """Training (and inference) img/s of our paper model vs (a) the naive eager paper
+    model and (b) torchvision's alexnet, measured in the same run, same settings."""
+    import torchvision
+
+    from .model import create_model
+    from .train.loop import autocast_dtype, pick_device
+
+    dev = pick_device(device)
+    amp = autocast_dtype(precision, dev)
+    torch.manual_seed(0)
+    builders = {
+        "ours": lambda: create_model("paper"),
+        "naive": naive_paper_model,
+        "torchvision": lambda: torchvision.models.alexnet(),
+    }
+    result = {"device": str(dev), "batch_size": batch_size, "steps": steps,
+              "precision": str(amp).replace("torch.", "") if amp else "fp32",
+              "compile": compile, "threads": torch.get_num_threads()}  # fmt: skip
+    if dev.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    for name, build in builders.items():
+        model = build()
+        if compile:
+            model = torch.compile(model)
+        result[f"{name}_img_s"] = round(_step_rate(model, dev, batch_size, steps, amp, True), 2)
+        result[f"{name}_infer_img_s"] = round(
+            _step_rate(model, dev, batch_size, steps, amp, False), 2
+        )
+        del model
+    result["ratio_vs_naive"] = round(result["ours_img_s"] / result["naive_img_s"], 3)
+    result["ratio_vs_torchvision"] = round(result["ours_img_s"] / result["torchvision_img_s"], 3)
+    if profile:
+        result["top_operators"] = _profile(create_model("paper"), dev, batch_size, amp)
+    return result
+
+
+def _profile(model, dev, batch_size, amp, top: int = 12) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    _step_rate(model, dev, batch_size, 1, amp, True)
+    with profile(activities=acts) as prof:
+        _step_rate(model, dev, batch_size, 1, amp, True)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
+    return [{"op": e.key, "self_ms": round(getattr(e, key, 0) / 1000, 1), "calls": e.count}
+            for e in events[:top]]  # fmt: skip

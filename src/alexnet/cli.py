@@ -163,6 +163,15 @@ def _add_bench(sub) -> None:
     d.add_argument("--batches", type=_positive_int, default=20)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=_cmd_bench_data)
+    t = what.add_parser("train", help="training img/s: ours vs naive eager vs torchvision")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--steps", type=_positive_int, default=3)
+    t.add_argument("--precision", default="auto")
+    t.add_argument("--compile", action="store_true")
+    t.add_argument("--profile", action="store_true", help="name the top operators")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_cmd_bench_train)
 
 
 def _cmd_bench_data(args) -> int:
@@ -346,6 +355,27 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_bench_train(args) -> int:
+    from .bench import bench_train
+
+    r = bench_train(args.device, args.batch_size, args.steps, args.precision, args.compile,
+                    args.profile)  # fmt: skip
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{r['device']}, batch {r['batch_size']}, {r['precision']}, channels_last, "
+          f"{r['threads']} threads{', compiled' if r['compile'] else ''}")  # fmt: skip
+    print(f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}")
+    for name, label in (("ours", "ours (fast LRN)"), ("naive", "naive (nn.LocalResponseNorm)"),
+                        ("torchvision", "torchvision.models.alexnet")):  # fmt: skip
+        print(f"{label:<34}{r[name + '_img_s']:>12.2f}{r[name + '_infer_img_s']:>13.2f}")
+    print(f"ours / naive: {r['ratio_vs_naive']:.2f}x, ours / torchvision: "
+          f"{r['ratio_vs_torchvision']:.2f}x")  # fmt: skip
+    for op in r.get("top_operators", []):
+        print(f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}")
+    return 0
+
+
 VERBS = (_add_info, _add_prepare, _add_train, _add_evaluate, _add_predict, _add_kernels,
          _add_neighbors, _add_report, _add_export, _add_bench)
 
@@ -374,3 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alexnet: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug of ours: still one line, with a way to see more
+        if os.environ.get("ALEXNET_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"alexnet: internal error: {type(e).__name__}: {msg} "
+              "(set ALEXNET_DEBUG=1 for the traceback)", file=sys.stderr)  # fmt: skip
+        return 1

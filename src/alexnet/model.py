@@ -99,15 +99,17 @@ class AlexNet(nn.Module):
         self._hidden_end = hidden_end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+        return self.classifier(self._pooled(x))
 
     def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The 4096-d last hidden layer (fc7 after its ReLU), for retrieval (§6.1)."""
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[: self._hidden_end](x)
+        return self.classifier[: self._hidden_end](self._pooled(x))
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # identity at 6x6; ONNX can't size it
+            x = self.avgpool(x)
+        return torch.flatten(x, 1)
 
 
 def _activation(options: ModelOptions) -> nn.Module:

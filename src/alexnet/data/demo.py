@@ -1,9 +1,10 @@
-"""The embedded demo dataset: procedurally drawn JPEG photographs of ten shapes.
+"""The embedded demo dataset: procedurally drawn JPEG photographs of ten kinds of object.
 
-Nothing is downloaded. Each class is a shape; within a class every image varies in
-position, scale, rotation, the object's colour and texture, and the background: a
-colour gradient with textured clutter (lines, blobs and noise). So the net has to
-learn shape, not colour or place. Images are drawn at varied sizes and aspect ratios
+Nothing is downloaded. Each class is a shape with its own surface pattern (spots,
+checks, stripes, ...), as real categories have both a form and a texture. Within a
+class every image varies in position, scale, rotation, the object's colours and the
+pattern's scale, and the background: a colour gradient with noise and clutter (lines
+and blobs). Colour and place carry no information; shape and pattern do. Images are drawn at varied sizes and aspect ratios
 so that `prepare` does real resizing and cropping.
 """
 
@@ -21,13 +22,13 @@ CLASSES = (
     "disk", "square", "triangle", "star", "cross",
     "ring", "hexagon", "crescent", "arrow", "heart",
 )  # fmt: skip
-DEMO_VERSION = 1
+DEMO_VERSION = 3
 
 
 def _polygon(kind: str) -> list[tuple[float, float]]:
     """Unit-size outline centred on 0, for the polygonal classes."""
     if kind == "square":
-        return [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+        return [(-0.72, -0.72), (0.72, -0.72), (0.72, 0.72), (-0.72, 0.72)]  # corners inside r
     if kind == "triangle":
         return [(math.cos(a), math.sin(a)) for a in np.radians([-90, 30, 150])]
     if kind == "hexagon":
@@ -62,31 +63,68 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     arr += rng.normal(0, rng.uniform(4, 20), (h, w, 3))  # sensor-like noise
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(rng.integers(8, 25)):  # clutter: strokes and blobs
+    for _ in range(rng.integers(4, 12)):  # clutter: strokes and small blobs
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
             pts = [tuple(rng.uniform(0, [w, h])) for _ in range(2)]
-            draw.line(pts, fill=col, width=int(rng.integers(1, 6)))
+            draw.line(pts, fill=col, width=int(rng.integers(1, 4)))
         else:
-            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, min(w, h) / 12)
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, min(w, h) / 16)
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
     return img
 
 
-def _object_fill(rng: np.random.Generator, size: int) -> Image.Image:
-    """The object's surface: a colour with stripes, checks or speckle."""
-    base = rng.integers(0, 256, 3).astype(np.float64)
+def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random colour whose brightness differs clearly from the background's."""
+    bg = float(background.mean())
+    while True:
+        c = rng.integers(0, 256, 3).astype(np.float64)
+        if abs(c.mean() - bg) > 70:
+            return c
+
+
+def _pattern(label: int, u: np.ndarray, v: np.ndarray, freq: float,
+             rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Each class's characteristic surface, as real categories have theirs (a zebra's
+    stripes, a leopard's spots); it turns with the object and varies in scale."""
+    fu, fv = u * freq, v * freq
+    if label == 0:  # spots
+        return (((fu % 1) - 0.5) ** 2 + ((fv % 1) - 0.5) ** 2 < 0.09).astype(float)
+    if label == 1:  # checks
+        return ((np.floor(fu) + np.floor(fv)) % 2).astype(float)
+    if label == 2:  # stripes
+        return (np.sin(2 * np.pi * fu) > 0).astype(float)
+    if label == 3:  # fine speckle
+        return (rng.random(u.shape) < 0.35).astype(float)
+    if label == 4:  # concentric rings
+        return (np.sin(2 * np.pi * np.hypot(u - 0.5, v - 0.5) * freq * 1.5) > 0).astype(float)
+    if label == 5:  # grid lines
+        return (((fu % 1) < 0.22) | ((fv % 1) < 0.22)).astype(float)
+    if label == 6:  # fine stripes
+        return (np.sin(2 * np.pi * fu * 2.2) > 0.3).astype(float)
+    if label == 7:  # smooth shading
+        return np.clip(u * 1.2 - 0.1, 0, 1)
+    if label == 8:  # zigzag
+        return (np.sin(2 * np.pi * fu + 2.5 * np.sin(2 * np.pi * fv)) > 0).astype(float)
+    # blotches: smooth noise, thresholded
+    coarse = rng.random((6, 6))
+    big = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+        u.shape[::-1], Image.Resampling.BICUBIC)) / 255.0  # fmt: skip
+    return (big > 0.5).astype(float)
+
+
+def _object_fill(rng: np.random.Generator, size: int, base: np.ndarray, label: int,
+                 angle: float) -> Image.Image:  # fmt: skip
+    """The object's surface: its colour, with the class's pattern in a second colour."""
     other = rng.integers(0, 256, 3).astype(np.float64)
+    if np.abs(other - base).sum() < 150:
+        other = 255 - base
     yy, xx = np.mgrid[0:size, 0:size] / size
-    style = rng.integers(0, 3)
-    freq = rng.uniform(4, 12)
-    if style == 0:
-        mask = (np.sin((xx * np.cos(freq) + yy * np.sin(freq)) * freq * np.pi) > 0).astype(float)
-    elif style == 1:
-        mask = ((np.floor(xx * freq) + np.floor(yy * freq)) % 2).astype(float)
-    else:
-        mask = rng.random((size, size))
-    mix = rng.uniform(0.1, 0.5)
+    ca, sa = np.cos(angle), np.sin(angle)
+    u = (xx - 0.5) * ca + (yy - 0.5) * sa + 0.5
+    v = -(xx - 0.5) * sa + (yy - 0.5) * ca + 0.5
+    mask = _pattern(label, u, v, rng.uniform(4, 8), rng)
+    mix = rng.uniform(0.45, 0.8)
     arr = base * (1 - mix * mask[..., None]) + other * (mix * mask[..., None])
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
@@ -96,7 +134,7 @@ def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
     h = int(rng.integers(256, 360))
     img = _background(rng, w, h)
     s = min(w, h)
-    radius = rng.uniform(0.16, 0.34) * s
+    radius = rng.uniform(0.24, 0.4) * s
     cx = rng.uniform(radius + 0.1 * s, w - radius - 0.1 * s) if w > 2 * radius + 0.2 * s else w / 2
     cy = rng.uniform(radius + 0.1 * s, h - radius - 0.1 * s) if h > 2 * radius + 0.2 * s else h / 2
     angle = rng.uniform(0, 2 * np.pi)
@@ -121,7 +159,9 @@ def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
     if kind in ("crescent", "ring", "disk"):
         mask = mask.rotate(math.degrees(angle), resample=Image.Resampling.BILINEAR)
     mask = mask.filter(ImageFilter.GaussianBlur(0.8))
-    img.paste(_object_fill(rng, box), (int(cx - box / 2), int(cy - box / 2)), mask)
+    left, top = int(cx - box / 2), int(cy - box / 2)
+    behind = np.asarray(img.crop((left, top, left + box, top + box)))
+    img.paste(_object_fill(rng, box, _contrasting(rng, behind), label, angle), (left, top), mask)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     return img

@@ -1,0 +1,226 @@
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from conftest import run_cli, write_image
+from PIL import Image
+
+from alexnet.data.augment import Normalizer, crop_flip, ten_crop_params
+from alexnet.data.prepare import PrepareConfig, prepare
+from alexnet.data.store import Store
+from alexnet.evaluate import evaluate_split
+from alexnet.inference import load_for_inference
+from alexnet.metrics import Tally, topk_correct
+from alexnet.train.loop import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny store and a run on it: 3 classes, one short epoch of the paper net."""
+    root = tmp_path_factory.mktemp("results")
+    colors = [(220, 40, 40), (40, 200, 60), (40, 80, 230)]
+    for c, name in enumerate(["apple", "leaf", "sky"]):
+        for i in range(6):
+            write_image(root / "src" / name / f"{i}.jpg", size=(80 + i, 70), color=colors[c])
+    prepare(PrepareConfig(src=str(root / "src"), out=str(root / "store"), val_fraction=0.34,
+                          workers=1, progress=False))  # fmt: skip
+    cfg = TrainConfig(data=str(root / "store"), out=str(root / "run"), epochs=1, batch_size=4,
+                      recipe="paper", lr=1e-3, device="cpu", workers=0, progress=False,
+                      report=False, eval_batch_size=8)  # fmt: skip
+    train(cfg)
+    return root
+
+
+# ------------------------------------------------------------------ metrics
+def test_topk_hand_computed_with_ties():
+    scores = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.7, 0.2], [0.3, 0.3, 0.3]])
+    labels = torch.tensor([1, 0, 2])
+    # a tie with the top counts as a hit: no class scores strictly higher
+    assert topk_correct(scores, labels, 1).tolist() == [True, False, True]
+    assert topk_correct(scores, labels, 2).tolist() == [True, False, True]
+    assert topk_correct(scores, labels, 3).tolist() == [True, True, True]
+
+
+def test_top5_with_fewer_than_five_classes_is_always_right():
+    scores = torch.randn(10, 3)
+    labels = torch.randint(0, 3, (10,))
+    assert topk_correct(scores, labels, 5).all()
+
+
+def test_tally_per_class():
+    t = Tally(3)
+    t.update(torch.tensor([[2.0, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]]),
+             torch.tensor([0, 1, 2, 2]))  # fmt: skip
+    r = t.result()
+    assert r["images"] == 4 and r["top1_error"] == pytest.approx(0.25)
+    assert r["per_class"] == [1.0, 1.0, 0.5]
+
+
+def test_ten_crop_averages_softmax(trained):
+    loaded = load_for_inference(trained / "run" / "checkpoints" / "last.pt")
+    store = Store(trained / "store")
+    val = store.split("val")
+    norm = loaded.normalizer()
+    r = evaluate_split(loaded.model, val, norm, 3, crops=10, batch_size=4)
+    images = torch.from_numpy(val.batch(range(len(val))))
+    with torch.no_grad():
+        probs = loaded.model(norm(images, ten_crop_params(len(val)))).softmax(1)
+    avg = probs.view(len(val), 10, 3).mean(1)
+    expected_err = 1 - (avg.argmax(1) == torch.from_numpy(val.labels)).float().mean().item()
+    assert r["top1_error"] == pytest.approx(expected_err)
+    assert r["crops"] == 10 and r["images"] == len(val)
+    # the ten crops really are the corner/centre patches and their mirrors
+    x = crop_flip(images, ten_crop_params(len(val)))
+    assert torch.equal(x[5], x[0].flip(1))
+
+
+# ------------------------------------------------------------------ commands
+def test_evaluate_cli_json(trained):
+    r = run_cli("evaluate", trained / "run" / "checkpoints" / "last.pt", "--data",
+                trained / "store", "--crops", "10", "--json", "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"top1_error", "top5_error", "crops", "images", "per_class"}
+    assert out["crops"] == 10 and out["top5_error"] == 0.0  # 3 classes: always in the top 5
+    assert set(out["per_class"]) == {"apple", "leaf", "sky"}
+
+
+def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):
+    good = write_image(tmp_path / "a.png", size=(300, 120), color=(220, 40, 40), fmt="PNG")
+    grey = write_image(tmp_path / "g.jpg", size=(50, 90), mode="L")
+    corrupt = tmp_path / "c.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff garbage")
+    fig = tmp_path / "pred.png"
+    r = run_cli("predict", trained / "run" / "checkpoints" / "last.pt", good, tmp_path / "nope.jpg",
+                corrupt, grey, "--json", "--figure", fig)  # fmt: skip
+    assert r.returncode == 1  # some failed, the others ran
+    assert r.stderr.count("\n") == 2 and "nope.jpg" in r.stderr and "c.jpg" in r.stderr
+    out = json.loads(r.stdout)
+    assert [("top" in x) for x in out] == [True, False, False, True]
+    top = out[0]["top"]
+    assert len(top) == 3 and abs(sum(t["prob"] for t in top) - 1) < 1e-5
+    assert {t["name"] for t in top} == {"apple", "leaf", "sky"}
+    assert Image.open(fig).size[0] > 200
+
+
+def test_kernels_cli_two_tower_blocks(trained, tmp_path):
+    out = tmp_path / "k.png"
+    r = run_cli("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out)
+    assert r.returncode == 0, r.stderr
+    img = np.asarray(Image.open(out))
+    # 2 blocks of 3 rows x 16 columns of 11x11 kernels (pad 1, gap 5, scale 4)
+    assert img.shape == (4 * (2 * (3 * 12 + 1) + 5), 4 * (16 * 12 + 1), 3)
+
+
+def test_neighbors_cli_cache_and_codes(trained, tmp_path):
+    query = write_image(tmp_path / "q.jpg", size=(100, 100), color=(40, 200, 60))
+    out = tmp_path / "nn.png"
+    args = ["neighbors", trained / "run" / "checkpoints" / "last.pt", "--gallery",
+            trained / "store", "--query", query, "--k", "3", "--out", out, "--json"]  # fmt: skip
+    r = run_cli(*args, "--codes", "16")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    nbrs = res["queries"][0]["neighbors"]
+    assert len(nbrs) == 3 and nbrs[0]["distance"] <= nbrs[-1]["distance"]
+    assert 0.0 <= res["codes"]["agreement"] <= 1.0
+    cache = list((trained / "store" / "features").glob("*-train.npy"))
+    assert len(cache) == 1
+    feats = np.load(cache[0])
+    assert feats.shape == (len(Store(trained / "store").split("train")), 4096)
+    mtime = cache[0].stat().st_mtime_ns
+    r = run_cli(*args)
+    assert r.returncode == 0 and cache[0].stat().st_mtime_ns == mtime  # reused
+
+
+def test_exact_euclidean_search():
+    from alexnet.retrieval import nearest
+
+    g = torch.randn(50, 8)
+    q = torch.randn(3, 8)
+    d, i = nearest(q, g, 4, chunk=7)
+    ref = torch.cdist(q, g).topk(4, largest=False)
+    assert torch.equal(i, ref.indices) and torch.allclose(d, ref.values, atol=1e-4)
+
+
+def test_export_onnx_matches(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = run_cli("export", trained / "run" / "checkpoints" / "last.pt", "--onnx",
+                tmp_path / "m.onnx", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["checked"] and out["max_abs_diff"] < 1e-3
+
+
+# ------------------------------------------------------------------ torchvision weights
+def test_torchvision_pretrained_file_matches_torchvision(tmp_path):
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet().eval()
+    pth = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(tv.state_dict(), pth)
+    img = write_image(tmp_path / "cat.jpg", size=(333, 250), color=(120, 90, 60))
+    r = run_cli("predict", pth, img, "--json")
+    assert r.returncode == 0, r.stderr
+    top = json.loads(r.stdout)[0]["top"]
+    tf = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.transforms()
+    with torch.no_grad():
+        probs = tv(tf(Image.open(img).convert("RGB"))[None]).softmax(1)[0]
+    ref_p, ref_i = probs.topk(5)
+    assert [t["index"] for t in top] == ref_i.tolist()
+    assert np.allclose([t["prob"] for t in top], ref_p.tolist(), atol=1e-6)
+    names = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    assert top[0]["name"] == names[top[0]["index"]]
+    r = run_cli("kernels", pth, "--out", tmp_path / "k.png")
+    assert r.returncode == 0, r.stderr
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli("evaluate", bad, "--data", tmp_path)
+    assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ report in a browser
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("chromium is required in CI (installed by .ci/run)")
+    pytest.skip("no chromium to render the report")
+
+
+def test_report_renders_in_headless_chromium(trained, tmp_path):
+    r = run_cli("report", trained / "run", "--out", tmp_path / "report.html")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "http" not in page.split("<body>")[1]
+    browser = _chromium()
+    shot = tmp_path / "shot.png"
+    profile = tmp_path / "profile"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         "--window-size=1280,3000", f"--screenshot={shot}",
+         (tmp_path / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists(), proc.stderr[-2000:]
+    console_errors = [line for line in proc.stderr.splitlines()
+                      if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)]  # fmt: skip
+    assert console_errors == []
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert px.shape[0] >= 2000
+    # not blank: the figures put many distinct colours on the page, well below the top
+    body = px[400:]
+    colours = len(np.unique(body.reshape(-1, 3) // 8, axis=0))
+    assert colours > 200, colours
+    assert (body.std(axis=(0, 1)) > 20).all()
