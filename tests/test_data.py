@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_image
 from PIL import Image
 
 from alexnet.data.augment import (
@@ -25,6 +24,7 @@ from alexnet.data.loader import EpochSampler, TrainFeed
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store
 from alexnet.errors import UsageError
+from conftest import run_cli, write_image
 
 
 def _prepare(src, out, **kw):
@@ -156,7 +156,9 @@ def test_prepare_deterministic_split_and_bytes(image_folder, tmp_path):
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_statistics_match_numpy(image_folder, tmp_path):

@@ -2,22 +2,21 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import run_cli, write_image
 from PIL import Image
 
-from alexnet.data.augment import Normalizer, crop_flip, ten_crop_params
+from alexnet.data.augment import crop_flip, ten_crop_params
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store
 from alexnet.evaluate import evaluate_split
 from alexnet.inference import load_for_inference
 from alexnet.metrics import Tally, topk_correct
 from alexnet.train.loop import TrainConfig, train
+from conftest import run_cli, write_image
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
 
 from alexnet.data.demo import CLASSES, build_demo_dataset
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
+from conftest import run_cli
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 

@@ -3,14 +3,13 @@ with weights_only=True. Wrappers (DDP, torch.compile) are unwrapped before savin
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import UsageError
+from .files import atomic_write
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -24,19 +23,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

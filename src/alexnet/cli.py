@@ -56,13 +56,20 @@ def _cmd_info(args) -> int:
 # ---------------------------------------------------------------- prepare
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="turn an image collection into a store (PAPER.md §2)")
-    p.add_argument("src", help="image folder (class sub-folders), ILSVRC-2012 root, or the "
-                   "root of torchvision MNIST / Fashion-MNIST / CIFAR-10 files")
+    p.add_argument(
+        "src",
+        help="image folder (class sub-folders), ILSVRC-2012 root, or the "
+        "root of torchvision MNIST / Fashion-MNIST / CIFAR-10 files",
+    )
     p.add_argument("out", help="the store directory to create")
     p.add_argument("--val", dest="val_src", help="validation images (class sub-folders or flat)")
     p.add_argument("--val-labels", help="labels of a flat validation folder")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="held out per class when there is no --val (default 0.1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="held out per class when there is no --val (default 0.1)",
+    )
     p.add_argument("--class-names", help="synset mapping file (wnid name) for human names")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     p.add_argument("--size", type=int, default=256)
@@ -94,8 +101,9 @@ def _add_train(sub) -> None:
     p.add_argument("--data", help="a prepared store (default: build and use the demo dataset)")
     p.add_argument("--out", help="run directory (default: runs/<date-time>)")
     p.add_argument("--variant", default="paper")
-    p.add_argument("--recipe", help="paper (default on real data), torchvision, demo (default "
-                   "without --data)")
+    p.add_argument(
+        "--recipe", help="paper (default on real data), torchvision, demo (default without --data)"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float)
@@ -141,8 +149,10 @@ def _cmd_train(args) -> int:
         return 0
     last = summary["history"][-1] if summary["history"] else None
     if last:
-        print(f"final: val top-1 error {last['val_top1_error']:.3f}, "
-              f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)")
+        print(
+            f"final: val top-1 error {last['val_top1_error']:.3f}, "
+            f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)"
+        )
     print(f"run directory: {summary['run_dir']}")
     print(f"metrics:       {summary['metrics']}")
     print(f"checkpoint:    {summary['checkpoint']}")
@@ -258,8 +268,8 @@ def _cmd_predict(args) -> int:
                     print(f"  {t['prob']:6.1%}  {t['name']}")
     ok = [r for r in results if "top" in r]
     if args.figure and ok:
-        from .data.store import atomic_write_bytes
         from .figures import predictions_png
+        from .files import atomic_write_bytes
 
         png = predictions_png([display_image(r["image"]) for r in ok], [r["top"] for r in ok])
         atomic_write_bytes(args.figure, png)
@@ -274,8 +284,8 @@ def _add_kernels(sub) -> None:
 
 
 def _cmd_kernels(args) -> int:
-    from .data.store import atomic_write_bytes
     from .figures import kernels_png
+    from .files import atomic_write_bytes
     from .inference import load_for_inference
 
     atomic_write_bytes(args.out, kernels_png(load_for_inference(args.ckpt).model))
@@ -290,8 +300,12 @@ def _add_neighbors(sub) -> None:
     p.add_argument("--split", default="train", help="gallery split (default train)")
     p.add_argument("--query", nargs="+", required=True, help="query image files")
     p.add_argument("--k", type=_positive_int, default=5)
-    p.add_argument("--codes", type=_positive_int, metavar="BITS",
-                   help="also search binary codes from an auto-encoder, and compare")
+    p.add_argument(
+        "--codes",
+        type=_positive_int,
+        metavar="BITS",
+        help="also search binary codes from an auto-encoder, and compare",
+    )
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -376,8 +390,18 @@ def _cmd_bench_train(args) -> int:
     return 0
 
 
-VERBS = (_add_info, _add_prepare, _add_train, _add_evaluate, _add_predict, _add_kernels,
-         _add_neighbors, _add_report, _add_export, _add_bench)
+VERBS = (
+    _add_info,
+    _add_prepare,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_kernels,
+    _add_neighbors,
+    _add_report,
+    _add_export,
+    _add_bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

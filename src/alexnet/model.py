@@ -64,7 +64,6 @@ VARIANTS = ("paper", "one-tower", "torchvision")
 INITS = ("paper", "torch", "kaiming")
 
 
-
 @dataclass(frozen=True)
 class ModelOptions:
     """Switches for the paper's ablations (§3.1, §3.3, §3.4)."""
@@ -180,7 +179,7 @@ def init_kaiming_(model: AlexNet) -> None:
     train in a few epochs (the `demo` recipe).
     """
     layers = learned_layers(model)
-    for name, module in layers:
+    for _, module in layers:
         nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(module.bias)
     nn.init.normal_(layers[-1][1].weight, mean=0.0, std=INIT_STD)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.augment import Normalizer
-from .data.store import Store, atomic_write_bytes
+from .data.store import Store
 from .errors import UsageError
 from .evaluate import evaluate_split
 from .figures import curves_png, kernels_png, neighbors_png, predictions_png
+from .files import atomic_write_bytes
 from .inference import load_for_inference
 from .predict import predict_stored
 from .retrieval import features, nearest
@@ -36,7 +36,10 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, samples: int = 8,
-                 k: int = 5, device="cpu") -> Path:  # fmt: skip
+                 k: int = 5, device="cpu", eval_limit: int | None = 1000,
+                 gallery_limit: int = 1000) -> Path:  # fmt: skip
+    """eval_limit: at most this many validation images in the error table (a seeded
+    choice, stated on the page; None for all); gallery_limit likewise for neighbours."""
     run = Path(run_dir)
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
@@ -53,9 +56,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
     val = store.split("val")
     norm = loaded.normalizer(device)
 
-    results = [evaluate_split(loaded.model, val, norm, loaded.num_classes, crops=c)
-               for c in (1, 10)]  # fmt: skip
     rng = np.random.default_rng(0)
+    subset = val
+    if eval_limit is not None and len(val) > eval_limit:
+        subset = val.subset(np.sort(rng.choice(len(val), size=eval_limit, replace=False)))
+    results = [evaluate_split(loaded.model, subset, norm, loaded.num_classes, crops=c)
+               for c in (1, 10)]  # fmt: skip
     pick = np.sort(rng.choice(len(val), size=min(samples, len(val)), replace=False))
     images = val.batch(pick)
     tops = predict_stored(loaded, images, top=5)
@@ -63,7 +69,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
     crops = [im[16:240, 16:240] for im in images]
 
     train = store.split("train")
-    gallery_idx = np.sort(rng.choice(len(train), size=min(len(train), 2000), replace=False))
+    gallery_idx = np.sort(
+        rng.choice(len(train), size=min(len(train), gallery_limit), replace=False)
+    )
     gal = torch.cat([features(loaded, torch.from_numpy(train.batch(part)))
                      for part in np.array_split(gallery_idx, max(1, len(gallery_idx) // 64))])  # fmt: skip
     q = features(loaded, torch.from_numpy(images[: min(4, len(images))]))
@@ -78,7 +86,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
         for n, t1, t5, c in PAPER_ROWS
     )
     ours = "".join(
-        f"<tr class='ours'><td>this run ({html.escape(run.name)}, {r['images']} val images)</td>"
+        f"<tr class='ours'><td>this run ({html.escape(run.name)}, {r['images']} of "
+        f"{len(val)} val images)</td>"
         f"<td>{r['crops']} crop{'s' if r['crops'] > 1 else ''}</td>"
         f"<td>{r['top1_error']:.1%}</td><td>{r['top5_error']:.1%}</td></tr>"
         for r in results
@@ -93,9 +102,9 @@ tr.ours {{ background: #eef6ff; font-weight: bold; }}
 img {{ max-width: 100%; }} .note {{ color: #666; font-size: 0.9em; }}
 </style></head><body>
 <h1>AlexNet run <code>{html.escape(str(run))}</code></h1>
-<p>variant <b>{html.escape(config['variant'])}</b>, recipe <b>{html.escape(config['recipe'])}</b>,
-{len(history)} epoch(s), {store.num_classes} classes, data <code>{html.escape(config['data'])}</code>.
-Last epoch: validation top-1 error {last['val_top1_error']:.1%}, top-5 error {last['val_top5_error']:.1%}.</p>
+<p>variant <b>{html.escape(config["variant"])}</b>, recipe <b>{html.escape(config["recipe"])}</b>,
+{len(history)} epoch(s), {store.num_classes} classes, data <code>{html.escape(config["data"])}</code>.
+Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {last["val_top5_error"]:.1%}.</p>
 <h2>Training curves</h2>
 {_img(curves_png(history), "training curves")}
 <h2>Error rates beside the paper's</h2>

@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from .data.augment import center_params
 from .data.loader import eval_batches
-from .data.store import Store, atomic_save_npy
+from .data.store import Store
+from .files import atomic_save_npy
 from .inference import Loaded
 
 
@@ -41,8 +42,9 @@ def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_s
     data = store.split(split)
     parts = [
         features(loaded, images).numpy()
-        for images, _ in tqdm(eval_batches(data, batch_size), desc="gallery features",
-                              disable=not progress)  # fmt: skip
+        for images, _ in tqdm(
+            eval_batches(data, batch_size), desc="gallery features", disable=not progress
+        )  # fmt: skip
     ]
     feats = np.concatenate(parts).astype(np.float32)
     cache.parent.mkdir(exist_ok=True)
@@ -60,7 +62,10 @@ def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int,
     for start in range(0, len(gallery), chunk):
         g = gallery[start : start + chunk]
         d = (q2 + (g * g).sum(1)[None] - 2 * queries @ g.T).clamp_min(0)
-        d, i = torch.cat([best_d, d], 1), torch.cat([best_i, torch.arange(start, start + len(g)).expand(len(queries), -1)], 1)  # noqa: E501
+        d, i = (
+            torch.cat([best_d, d], 1),
+            torch.cat([best_i, torch.arange(start, start + len(g)).expand(len(queries), -1)], 1),
+        )  # noqa: E501
         best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False)
         best_i = i.gather(1, pos)
     return best_d.sqrt(), best_i
@@ -120,8 +125,8 @@ def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: st
               progress: bool = False) -> dict:  # fmt: skip
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
     from .data.images import load_for_store
-    from .data.store import atomic_write_bytes
     from .figures import neighbors_png
+    from .files import atomic_write_bytes
     from .inference import load_for_inference
 
     loaded = load_for_inference(ckpt, device)

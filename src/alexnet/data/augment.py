@@ -93,8 +93,9 @@ class Normalizer:
         """mean: the (H, W, 3) mean image (§2), or a per-channel (3,) mean; std: optional
         per-channel divisor (torchvision's preprocessing). Values in 0..255 units."""
         self.device = torch.device(device)
-        as_t = lambda v: None if v is None else torch.as_tensor(v, dtype=torch.float32,
-                                                                  device=self.device)  # noqa: E731
+        as_t = lambda v: (
+            None if v is None else torch.as_tensor(v, dtype=torch.float32, device=self.device)
+        )  # noqa: E731
         self.mean, self.std = as_t(mean), as_t(std)
         self.eigval, self.eigvec = as_t(eigval), as_t(eigvec)
         # 1.0: the paper's raw centred 0..255 values (§2); recipes may scale them down

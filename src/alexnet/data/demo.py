@@ -4,8 +4,10 @@ Nothing is downloaded. Each class is a shape with its own surface pattern (spots
 checks, stripes, ...), as real categories have both a form and a texture. Within a
 class every image varies in position, scale, rotation, the object's colours and the
 pattern's scale, and the background: a colour gradient with noise and clutter (lines
-and blobs). Colour and place carry no information; shape and pattern do. Images are drawn at varied sizes and aspect ratios
-so that `prepare` does real resizing and cropping.
+and blobs). Each class also has a typical hue, jittered so that neighbouring classes
+overlap: colour is a first cue (it is what an un-normalised net learns first), and
+shape and pattern settle the rest. Place carries no information. Images are drawn at
+varied sizes and aspect ratios so that `prepare` does real resizing and cropping.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ CLASSES = (
     "disk", "square", "triangle", "star", "cross",
     "ring", "hexagon", "crescent", "arrow", "heart",
 )  # fmt: skip
-DEMO_VERSION = 3
+DEMO_VERSION = 4
 
 
 def _polygon(kind: str) -> list[tuple[float, float]]:
@@ -74,13 +76,16 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return img
 
 
-def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """A random colour whose brightness differs clearly from the background's."""
-    bg = float(background.mean())
-    while True:
-        c = rng.integers(0, 256, 3).astype(np.float64)
-        if abs(c.mean() - bg) > 70:
-            return c
+def _class_colour(rng: np.random.Generator, label: int, background: np.ndarray) -> np.ndarray:
+    """The class's typical hue (jittered so that neighbouring classes overlap), with a
+    random saturation, and a brightness that stands out from the background."""
+    import colorsys
+
+    hue = (label / len(CLASSES) + rng.normal(0, 0.035)) % 1.0
+    sat = rng.uniform(0.45, 1.0)
+    dark_bg = float(background.mean()) < 128
+    val = rng.uniform(0.8, 1.0) if dark_bg else rng.uniform(0.2, 0.45)
+    return np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255
 
 
 def _pattern(label: int, u: np.ndarray, v: np.ndarray, freq: float,
@@ -161,7 +166,9 @@ def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
     mask = mask.filter(ImageFilter.GaussianBlur(0.8))
     left, top = int(cx - box / 2), int(cy - box / 2)
     behind = np.asarray(img.crop((left, top, left + box, top + box)))
-    img.paste(_object_fill(rng, box, _contrasting(rng, behind), label, angle), (left, top), mask)
+    img.paste(
+        _object_fill(rng, box, _class_colour(rng, label, behind), label, angle), (left, top), mask
+    )
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     return img

@@ -137,7 +137,9 @@ class TrainFeed:
 
     def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
         g = generator_for(self.sampler.seed, epoch, step, 1)
-        global_size = min(self.sampler.global_batch, self.sampler.n - step * self.sampler.global_batch)
+        global_size = min(
+            self.sampler.global_batch, self.sampler.n - step * self.sampler.global_batch
+        )
         p = draw_train_params(global_size, g, self.split.size, self.crop)
         lo, hi = self.sampler.rank_slice(global_size)
         assert hi - lo == local_batch

@@ -102,7 +102,9 @@ def _flat_val_labels(val_dir: Path, labels_file: Path, class_ids: list[str]) -> 
         try:
             import scipy.io as sio
         except ImportError:
-            raise UsageError("reading the devkit's meta.mat needs scipy: pip install scipy") from None
+            raise UsageError(
+                "reading the devkit's meta.mat needs scipy: pip install scipy"
+            ) from None
         synsets = sio.loadmat(meta, squeeze_me=True)["synsets"]
         id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}
         truth = [int(x) for x in labels_file.read_text().split()]
@@ -126,7 +128,11 @@ def _torchvision_source(root: Path) -> Source | None:
 
     candidates = [
         ("mnist", datasets.MNIST, root / "MNIST" / "raw" / "train-images-idx3-ubyte"),
-        ("fashion-mnist", datasets.FashionMNIST, root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"),  # noqa: E501
+        (
+            "fashion-mnist",
+            datasets.FashionMNIST,
+            root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte",
+        ),  # noqa: E501
         ("cifar10", datasets.CIFAR10, root / "cifar-10-batches-py" / "data_batch_1"),
     ]
     for kind, cls, marker in candidates:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,44 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..files import (  # noqa: F401  (re-exported for the data modules)
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 
 STORE_VERSION = 1
 JPEG_QUALITY = 95
 RAW_LIMIT_BYTES = 8 << 30  # "auto" picks raw below this many bytes of pixels
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_save_npz(path: str | Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:
@@ -156,10 +126,40 @@ class StoreSplit:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.size, self.size, 3)
 
+    def subset(self, indices) -> StoreSplit:
+        """A view on some of this split's images, in the given order."""
+        return _Subset(self, np.asarray(indices, dtype=np.int64))
+
     def __getstate__(self):  # memmaps are reopened in the receiving process
         state = self.__dict__.copy()
         state["_open"] = {}
         return state
+
+
+class _Subset(StoreSplit):
+    def __init__(self, parent: StoreSplit, indices: np.ndarray):
+        self.parent, self.indices = parent, indices
+        self.name, self.format, self.size = parent.name, parent.format, parent.size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.parent.labels[self.indices]
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.parent.keys[i] for i in self.indices]
+
+    def image(self, index: int) -> np.ndarray:
+        return self.parent.image(int(self.indices[index]))
+
+    def encoded(self, index: int) -> np.ndarray:
+        return self.parent.encoded(int(self.indices[index]))
+
+    def __getstate__(self):
+        return self.__dict__.copy()
 
 
 class Store:

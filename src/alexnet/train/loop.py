@@ -31,10 +31,11 @@ from .. import __version__
 from ..checkpoint import load, save_atomic, unwrap
 from ..data.augment import Normalizer
 from ..data.loader import EpochSampler, TrainFeed, derive_seed
-from ..data.store import Store, atomic_write_json
+from ..data.store import Store
 from ..distributed import DistInfo, init_from_env, shutdown
 from ..errors import UsageError
 from ..evaluate import evaluate_split
+from ..files import atomic_write_bytes, atomic_write_json
 from ..model import VARIANTS, create_model
 from .optim import SCHEDULES, PaperSGD
 from .recipes import RECIPES
@@ -94,7 +95,9 @@ class TrainConfig:
 
     def _check(self) -> None:
         if self.variant not in VARIANTS:
-            raise UsageError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+            raise UsageError(
+                f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}"
+            )
         checks = [
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, not {self.lr}"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
@@ -184,7 +187,10 @@ def ensure_demo_store(progress: bool = True) -> Path:
 
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module):
-    if cfg.recipe and RECIPES[cfg.recipe].optimizer == "sgd":
+    kind = RECIPES[cfg.recipe].optimizer
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if kind == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)  # fmt: skip
     return PaperSGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -246,9 +252,18 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     device = pick_device(cfg.device)
     dist_info = init_from_env(device.type)
     try:
-        return _train(cfg, ckpt, device, dist_info)
+        summary = _train(cfg, ckpt, device, dist_info)
     finally:
         shutdown()
+    if cfg.report and dist_info.is_main and summary["history"]:
+        from ..report import build_report
+
+        # on a CPU, ten crops of a large split would take minutes: sample it (the page says so)
+        gpu = device.type == "cuda"
+        summary["report"] = str(build_report(summary["run_dir"], device=device if gpu else "cpu",
+                                             eval_limit=None if gpu else 100,
+                                             gallery_limit=2000 if gpu else 300))  # fmt: skip
+    return summary
 
 
 def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistInfo) -> dict:
@@ -348,7 +363,7 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
                    disable=not (cfg.progress and di.is_main), dynamic_ncols=True)  # fmt: skip
         t0, seen = time.perf_counter(), 0
         lr = schedule.lr_at(epoch, max(step - 1, 0))  # if the epoch has no steps left
-        for x, y, step in feed.epoch(epoch, step):
+        for x, y, step in feed.epoch(epoch, step):  # noqa: B020 (resumes at step)
             lr = schedule.lr_at(epoch, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -409,7 +424,13 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
         if di.is_main:
             _write_metrics(metrics_path, history)
             if tb is not None:
-                for k in ("train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr"):
+                for k in (
+                    "train_loss",
+                    "train_top1_error",
+                    "val_top1_error",
+                    "val_top5_error",
+                    "lr",
+                ):
                     tb.add_scalar(k, record[k], record["epoch"])
                 tb.flush()
             tqdm.write(_epoch_line(record), file=sys.stderr if not cfg.progress else None)
@@ -449,10 +470,7 @@ def _reduce_running(running: _EpochStats, di: DistInfo) -> dict:
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in history)
-    from ..data.store import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
 
 
 def _tensorboard(run_dir: Path):
