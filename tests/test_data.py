@@ -292,6 +292,14 @@ def test_crop_and_flip_positions_exact():
     assert np.array_equal(out[0], ref0) and np.array_equal(out[1], ref1)
 
 
+def test_gather_path_equals_slicing_path():
+    from alexnet.data.augment import crop_flip_gather
+
+    imgs = _coded_images(n=3)
+    for p in (draw_train_params(3, torch.Generator().manual_seed(4)), ten_crop_params(3)):
+        assert torch.equal(crop_flip(imgs, p), crop_flip_gather(imgs, p))
+
+
 def test_ten_crop_geometry():
     imgs = _coded_images(n=2)
     out = crop_flip(imgs, ten_crop_params(2)).numpy()

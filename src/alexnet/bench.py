@@ -42,10 +42,10 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
         raise ValueError(f"the store has {len(split)} images, fewer than one batch of {batch_size}")
 
     def ours():
+        sampler = EpochSampler(len(split), batch_size, seed=0)
+        feed = TrainFeed(split, Normalizer.from_stats(store.stats), sampler, workers=workers)
         epoch = 0
         while True:
-            sampler = EpochSampler(len(split), batch_size, seed=0)
-            feed = TrainFeed(split, Normalizer.from_stats(store.stats), sampler, workers=workers)
             yield from ((x, y) for x, y, _ in feed.epoch(epoch))
             epoch += 1
 
@@ -58,11 +58,11 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
     folder = datasets.ImageFolder(source, transform=tf)
 
     def baseline():
+        loader = torch.utils.data.DataLoader(
+            folder, batch_size=batch_size, shuffle=True, num_workers=workers,
+            persistent_workers=workers > 0, drop_last=True,
+        )  # fmt: skip
         while True:
-            loader = torch.utils.data.DataLoader(
-                folder, batch_size=batch_size, shuffle=True, num_workers=workers,
-                persistent_workers=False, drop_last=True,
-            )  # fmt: skip
             yield from loader
 
     n_batches = min(batches, max(1, len(split) // batch_size * 4))
@@ -144,6 +144,7 @@ def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 3,
         "ours": lambda: create_model("paper"),
         "naive": naive_paper_model,
         "torchvision": lambda: torchvision.models.alexnet(),
+        "no_lrn": lambda: create_model("paper", lrn=False),  # the bound for any LRN
     }
     result = {"device": str(dev), "batch_size": batch_size, "steps": steps,
               "precision": str(amp).replace("torch.", "") if amp else "fp32",
@@ -161,6 +162,8 @@ def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 3,
         del model
     result["ratio_vs_naive"] = round(result["ours_img_s"] / result["naive_img_s"], 3)
     result["ratio_vs_torchvision"] = round(result["ours_img_s"] / result["torchvision_img_s"], 3)
+    # time per image spent in LRN, relative to the same net without it
+    result["lrn_overhead"] = round(result["no_lrn_img_s"] / result["ours_img_s"] - 1, 3)
     if profile:
         result["top_operators"] = _profile(create_model("paper"), dev, batch_size, amp)
     return result

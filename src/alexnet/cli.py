@@ -381,10 +381,12 @@ def _cmd_bench_train(args) -> int:
           f"{r['threads']} threads{', compiled' if r['compile'] else ''}")  # fmt: skip
     print(f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}")
     for name, label in (("ours", "ours (fast LRN)"), ("naive", "naive (nn.LocalResponseNorm)"),
-                        ("torchvision", "torchvision.models.alexnet")):  # fmt: skip
+                        ("torchvision", "torchvision.models.alexnet"),
+                        ("no_lrn", "paper net without LRN (bound)")):  # fmt: skip
         print(f"{label:<34}{r[name + '_img_s']:>12.2f}{r[name + '_infer_img_s']:>13.2f}")
     print(f"ours / naive: {r['ratio_vs_naive']:.2f}x, ours / torchvision: "
-          f"{r['ratio_vs_torchvision']:.2f}x")  # fmt: skip
+          f"{r['ratio_vs_torchvision']:.2f}x, LRN overhead {r['lrn_overhead']:.1%} "
+          "of the no-LRN net")  # fmt: skip
     for op in r.get("top_operators", []):
         print(f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}")
     return 0

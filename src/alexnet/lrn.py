@@ -13,7 +13,7 @@ window sum of squares once, keeps the denominator, and the backward reuses it:
                - 2 * alpha * beta * a[j] * sum_{i in window(j)} g[i] * b[i] / s[i]
 
 with s = k + alpha * window_sum(a^2). s^-0.75 is taken as 1 / (sqrt(s) * sqrt(sqrt(s)))
-which is cheaper and as exact as pow (no exp/log). Low precisions (bf16, fp16)
+(rsqrt and sqrt, no exp/log). Low precisions (bf16, fp16)
 compute in float32 internally and cast back, so the result matches the float32
 reference to the storage precision.
 """
@@ -24,30 +24,31 @@ import torch
 from torch import nn
 
 
-def window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
+def window_sum(t: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of t over the channel window [i - size//2, i + size//2], clipped at the ends.
 
-    Shifted in-place adds over channel slices: each is one streaming pass, with no
-    padded copy and no pooling kernel.
+    Shifted in-place adds over channel slices into one buffer (`out` may be given, to
+    reuse memory): no padded copy, no pooling kernel.
     """
     half = size // 2
-    out = t.clone(memory_format=torch.preserve_format)
+    out = t.clone(memory_format=torch.preserve_format) if out is None else out.copy_(t)
     for d in range(1, half + 1):
         out[:, d:] += t[:, :-d]
         out[:, :-d] += t[:, d:]
     return out
 
 
-def _denominator(x: torch.Tensor, size: int, alpha: float, k: float) -> torch.Tensor:
-    s = window_sum(x * x, size)
-    return s.mul_(alpha).add_(k)
+def _scale_from(s: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
+    """out = s^-beta; for 0.75 as rsqrt(s) * sqrt(rsqrt(s)), with no exp/log."""
+    if beta != 0.75:
+        return torch.pow(s, -beta, out=out)
+    torch.rsqrt(s, out=out)
+    return out.mul_(out.sqrt())
 
 
-def _inv_pow(s: torch.Tensor, beta: float) -> torch.Tensor:
-    if beta == 0.75:
-        r = s.sqrt()
-        return r.mul_(r.sqrt()).reciprocal_()
-    return s.pow(-beta)
+# Why so few buffers: on a CPU, writing a freshly allocated 74 MB tensor costs several
+# times an in-place pass over an existing one (first-touch page faults). The forward
+# allocates s, the scale and y (x*x is reused for the scale); the backward three.
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -55,22 +56,28 @@ class _LRNFunction(torch.autograd.Function):
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-        s = _denominator(xf, size, alpha, k)
-        scale = _inv_pow(s, beta)
+        sq = xf * xf
+        s = window_sum(sq, size)
+        s.mul_(alpha).add_(k)
+        scale = _scale_from(s, beta, out=sq)  # sq is no longer needed: reuse its memory
         y = xf * scale
         ctx.save_for_backward(xf, s, scale)
         ctx.params = (size, alpha, beta)
         return y.to(dtype)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         xf, s, scale = ctx.saved_tensors
         size, alpha, beta = ctx.params
         g = grad.to(xf.dtype)
-        gs = g * scale  # g * s^-beta, also the first term of the result
-        # g[i] * b[i] / s[i] == g[i] * a[i] * s[i]^-beta / s[i]
-        inner = window_sum(gs.mul(xf).div_(s), size)
-        dx = gs.sub_(inner.mul_(xf).mul_(2.0 * alpha * beta))
+        dx = g * scale  # g * s^-beta, the first term of the result
+        # g[i] * b[i] / s[i] == (g * s^-beta)[i] * a[i] / s[i]
+        t = dx * xf
+        t.div_(s)
+        # saved tensors stay intact: a graph may be walked backward more than once
+        inner = window_sum(t, size)
+        dx.sub_(inner.mul_(xf).mul_(2.0 * alpha * beta))
         return dx.to(grad.dtype), None, None, None, None
 
 
@@ -86,7 +93,8 @@ def local_response_norm(
         # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-        return (xf * _inv_pow(_denominator(xf, size, alpha, k), beta)).to(dtype)
+        s = window_sum(xf * xf, size).mul_(alpha).add_(k)
+        return xf.mul(_scale_from(s, beta, out=s)).to(dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k)
 
 

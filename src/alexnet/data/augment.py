@@ -1,5 +1,8 @@
 """The paper's augmentation (PAPER.md §4.1) on whole uint8 batches, on any device.
 
+The gathers are the GPU path; on a CPU the same crops are taken by slicing, which
+copies at memory speed (tests hold both to the same pixels).
+
 As in torchvision's transforms v2, the random draws (`draw_*`) are kept apart from the
 deterministic kernels (`crop_flip`, `to_network_input`), so a test can pin the
 parameters and check pixels exactly, and a resumed run can redraw the same ones.
@@ -67,8 +70,26 @@ def _grid(p: CropParams, crop: int, device) -> tuple[torch.Tensor, torch.Tensor]
     return rows, cols
 
 
+def _patches(images: torch.Tensor, p: CropParams, crop: int):
+    """CPU path: (j, view of image j's patch, its flip, top, left) per output row.
+    Slicing copies at memory speed where a gather on a CPU is several times slower."""
+    reps = len(p.top) // images.shape[0]
+    for j, (t, l, f) in enumerate(zip(p.top.tolist(), p.left.tolist(), p.flip.tolist())):
+        yield j, images[j // reps, t : t + crop, l : l + crop], f, t, l
+
+
 def crop_flip(images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
     """(N, H, W, C) -> (B, crop, crop, C); with B = len(p) a multiple of N (ten crops)."""
+    if images.device.type == "cpu":
+        out = images.new_empty((len(p.top), crop, crop, images.shape[-1]))
+        for j, patch, f, _, _ in _patches(images, p, crop):
+            out[j] = patch.flip(1) if f else patch
+        return out
+    return crop_flip_gather(images, p, crop)
+
+
+def crop_flip_gather(images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
+    """The same crops as one gather: the flip is a reversed column index (GPU path)."""
     rows, cols = _grid(p, crop, images.device)
     reps = rows.shape[0] // images.shape[0]
     b = torch.arange(images.shape[0], device=images.device).repeat_interleave(reps)
@@ -108,12 +129,17 @@ class Normalizer:
     def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
         """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
         images = images.to(self.device, non_blocking=True)
-        x = crop_flip(images, p, crop).float()
-        if self.mean.dim() == 3:
+        if self.mean.dim() == 3 and self.device.type == "cpu":
+            x = torch.empty((len(p.top), crop, crop, images.shape[-1]), dtype=torch.float32)
+            for j, patch, f, t, l in _patches(images, p, crop):
+                m = self.mean[t : t + crop, l : l + crop]
+                torch.sub(patch.flip(1) if f else patch, m.flip(1) if f else m, out=x[j])
+        elif self.mean.dim() == 3:
+            x = crop_flip(images, p, crop).float()
             rows, cols = _grid(p, crop, self.device)
             x -= self.mean[rows[:, :, None], cols[:, None, :]]
         else:
-            x -= self.mean
+            x = crop_flip(images, p, crop).float() - self.mean
         if self.std is not None:
             x /= self.std
         if p.alpha is not None:

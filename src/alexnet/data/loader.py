@@ -74,42 +74,72 @@ class EpochSampler(torch.utils.data.Sampler):
         return int(bounds[self.rank]), int(bounds[self.rank + 1])
 
     def __iter__(self):
+        """Yields (epoch, step, this rank's indices): the step keys the augmentation."""
         order = self.order()
         for step in range(self.start_step, self.steps_per_epoch()):
             batch = order[step * self.global_batch : (step + 1) * self.global_batch]
             lo, hi = self.rank_slice(len(batch))
-            yield batch[lo:hi].tolist()
+            yield self.epoch, step, batch[lo:hi].tolist()
 
     def __len__(self) -> int:
         return self.steps_per_epoch() - self.start_step
 
 
 class _Batches(Dataset):
-    """dataset[list of indices] -> (uint8 (B, H, W, 3), labels (B,)): one read per step."""
+    """dataset[(epoch, step, indices)] -> (images, labels (B,)): one read per step.
 
-    def __init__(self, split: StoreSplit):
-        self.split = split
+    images are the stored uint8 (B, H, W, 3), or, given a transform, what it makes of
+    them (the CPU training path augments in the workers, in parallel)."""
+
+    def __init__(self, split: StoreSplit, transform=None):
+        self.split, self.transform = split, transform
         self.labels = torch.from_numpy(split.labels)
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, indices):
-        return torch.from_numpy(self.split.batch(indices)), self.labels[indices]
+    def __getitem__(self, key):
+        epoch, step, indices = key
+        images = torch.from_numpy(self.split.batch(indices))
+        if self.transform is not None:
+            images = self.transform(images, epoch, step)
+        return images, self.labels[indices]
 
 
 def make_loader(
-    split: StoreSplit, sampler: EpochSampler, workers: int, pin_memory: bool = False
-) -> DataLoader:
+    split: StoreSplit, sampler: EpochSampler, workers: int, pin_memory: bool = False,
+    transform=None, persistent: bool = False,
+) -> DataLoader:  # fmt: skip
     return DataLoader(
-        _Batches(split),
+        _Batches(split, transform),
         sampler=sampler,
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+class StepAugment:
+    """The training augmentation of one step, from (epoch, step) alone: picklable, so
+    worker processes can apply it, and holding no loader."""
+
+    def __init__(self, normalizer: Normalizer, sampler: EpochSampler, size: int, crop: int):
+        self.normalizer, self.crop, self.size = normalizer, crop, size
+        self.seed, self.global_batch, self.n = sampler.seed, sampler.global_batch, sampler.n
+        self.rank_slice = sampler.rank_slice
+
+    def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
+        g = generator_for(self.seed, epoch, step, 1)
+        global_size = min(self.global_batch, self.n - step * self.global_batch)
+        p = draw_train_params(global_size, g, self.size, self.crop)
+        lo, hi = self.rank_slice(global_size)
+        assert hi - lo == local_batch
+        return p.slice(lo, hi)
+
+    def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        return self.normalizer(images, self.params(epoch, step, len(images)), self.crop)
 
 
 class TrainFeed:
@@ -119,31 +149,31 @@ class TrainFeed:
         self, split: StoreSplit, normalizer: Normalizer, sampler: EpochSampler,
         workers: int = 1, crop: int = CROP,
     ):  # fmt: skip
-        self.split, self.normalizer, self.sampler = split, normalizer, sampler
-        self.workers, self.crop = workers, crop
-        self.pin = normalizer.device.type == "cuda"
+        self.split, self.sampler, self.workers = split, sampler, workers
+        self.augment = StepAugment(normalizer, sampler, split.size, crop)
+        self.device = normalizer.device
+        # On a GPU the augmentation runs there, on whole uint8 batches; on a CPU the
+        # worker processes do it, in parallel with the training step.
+        self.in_workers = self.device.type == "cpu" and workers > 0
+        self._loader = None
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def epoch(self, epoch: int, start_step: int = 0):
         self.sampler.set_epoch(epoch, start_step)
-        loader = make_loader(self.split, self.sampler, self.workers, self.pin)
-        device = self.normalizer.device
-        for step, (images, labels) in enumerate(loader, start=start_step):
-            params = self.params(epoch, step, len(images))
-            x = self.normalizer(images, params, self.crop)
-            yield x, labels.to(device, non_blocking=True), step
-
-    def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
-        g = generator_for(self.sampler.seed, epoch, step, 1)
-        global_size = min(
-            self.sampler.global_batch, self.sampler.n - step * self.sampler.global_batch
-        )
-        p = draw_train_params(global_size, g, self.split.size, self.crop)
-        lo, hi = self.sampler.rank_slice(global_size)
-        assert hi - lo == local_batch
-        return p.slice(lo, hi)
+        if self._loader is None:  # one loader: its workers live across epochs
+            self._loader = make_loader(
+                self.split, self.sampler, self.workers, pin_memory=self.device.type == "cuda",
+                transform=self.augment if self.in_workers else None, persistent=True,
+            )  # fmt: skip
+        for step, (images, labels) in enumerate(self._loader, start=start_step):
+            x = images if self.in_workers else self.augment(images, epoch, step)
+            yield (
+                x.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+                step,
+            )
 
 
 def eval_batches(split: StoreSplit, batch_size: int, workers: int = 0, rank: int = 0,
@@ -151,7 +181,7 @@ def eval_batches(split: StoreSplit, batch_size: int, workers: int = 0, rank: int
     """(uint8 images, labels) in store order, this rank's contiguous share of each batch."""
     sampler = EpochSampler(len(split), batch_size, shuffle=False, drop_last=False,
                            num_replicas=num_replicas, rank=rank)  # fmt: skip
-    yield from make_loader(split, sampler, workers)
+    yield from make_loader(split, sampler, workers)  # (uint8 images, labels) per batch
 
 
 __all__ = ["EpochSampler", "TrainFeed", "eval_batches", "center_params", "make_loader"]

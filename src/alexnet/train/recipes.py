@@ -39,10 +39,10 @@ RECIPES = {
         ),
         Recipe(
             "demo", "small data fast, for the embedded demo on a CPU: the paper's net, with "
-            "AdamW (lr 1e-4) under a one-epoch warm-up and cosine decay, batch 16, He init and "
+            "AdamW (lr 3e-4) under a one-epoch warm-up and cosine decay, batch 16, He init and "
             "unit-variance inputs (pixels / 64). The paper's SGD, N(0, 0.01) init and raw "
             "pixels need hundreds of steps before the loss leaves ln(classes)",
-            batch_size=16, epochs=6, lr=1e-4, momentum=0.9, weight_decay=5e-4,
+            batch_size=16, epochs=6, lr=3e-4, momentum=0.9, weight_decay=5e-4,
             optimizer="adamw", schedule="warmup-cosine", warmup_epochs=1.0, init="kaiming",
             input_scale=1 / 64,
         ),
