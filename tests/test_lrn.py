@@ -8,11 +8,13 @@ from alexnet.lrn import LocalResponseNorm
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
 
-def reference_lrn(a: torch.Tensor) -> torch.Tensor:
+def reference_lrn(a: torch.Tensor, groups: int = 1) -> torch.Tensor:
     channels = a.shape[1]
+    per = channels // groups
     out = torch.empty_like(a)
     for i in range(channels):
-        lo, hi = max(0, i - N // 2), min(channels - 1, i + N // 2)
+        first = (i // per) * per  # the window stays inside i's group (tower)
+        lo, hi = max(first, i - N // 2), min(first + per - 1, i + N // 2)
         s = (a[:, lo : hi + 1] ** 2).sum(dim=1)
         out[:, i] = a[:, i] / (K + ALPHA * s) ** BETA
     return out
@@ -66,6 +68,23 @@ def test_low_precision_within_stated_tolerance(dtype, rtol):
     xr = x.detach().double().requires_grad_()
     (gr,) = torch.autograd.grad(reference_lrn(xr), xr, g.to(dtype).double())
     assert torch.allclose(gx.double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_per_tower_groups_forward_and_gradient(fmt):
+    x = _input(shape=(2, 12, 4, 3)).contiguous(memory_format=fmt).requires_grad_()
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
+    y = lrn(x)
+    assert torch.allclose(y, reference_lrn(x, groups=2), rtol=1e-12)
+    assert not torch.allclose(y, reference_lrn(x, groups=1), rtol=1e-6)  # boundary differs
+    g = torch.randn_like(x)
+    (gx,) = torch.autograd.grad(y, x, g)
+    xr = x.detach().clone().requires_grad_()
+    (gr,) = torch.autograd.grad(reference_lrn(xr, groups=2), xr, g)
+    assert torch.allclose(gx, gr, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda t: lrn(t), (x[:1, :, :2, :2].detach().clone().requires_grad_(),)
+    )
 
 
 def test_channels_last_same_result():

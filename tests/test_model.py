@@ -66,6 +66,8 @@ def test_paper_layer_order():
     ]  # fmt: skip
     f = create_model("paper").features
     assert (f.norm1.size, f.norm1.alpha, f.norm1.beta, f.norm1.k) == (5, 1e-4, 0.75, 2.0)
+    assert f.norm1.groups == f.norm2.groups == 2  # each tower normalises its own maps
+    assert create_model("one-tower").features.norm1.groups == 1
     assert f.pool1.kernel_size == 3 and f.pool1.stride == 2
     cls = [n for n, _ in create_model("paper").classifier.named_children()]
     assert cls == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]

@@ -83,7 +83,8 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
 
 def naive_paper_model(num_classes: int = 1000) -> torch.nn.Module:
     """The paper net as most reimplementations write it: nn.LocalResponseNorm (with
-    alpha multiplied by n to undo its division) and nn.Conv2d(groups=2)."""
+    alpha multiplied by n to undo its division, over all maps at once) and
+    nn.Conv2d(groups=2)."""
     from torch import nn
 
     from .model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, create_model

@@ -24,17 +24,22 @@ import torch
 from torch import nn
 
 
-def window_sum(t: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum of t over the channel window [i - size//2, i + size//2], clipped at the ends.
+def window_sum(t: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
+    """Sum of t over the channel window [i - size//2, i + size//2], clipped at the ends
+    of each group of channels (a tower's maps, §3.2).
 
-    Shifted in-place adds over channel slices into one buffer (`out` may be given, to
-    reuse memory): no padded copy, no pooling kernel.
+    Shifted in-place adds over channel slices into one buffer: no padded copy, no
+    pooling kernel. Groups are a view (N, G, C/G, ...), in either memory format.
     """
     half = size // 2
-    out = t.clone(memory_format=torch.preserve_format) if out is None else out.copy_(t)
+    out = t.clone(memory_format=torch.preserve_format)
+    if groups > 1:
+        t, o = t.unflatten(1, (groups, -1)), out.unflatten(1, (groups, -1))
+    else:
+        t, o = t.unsqueeze(1), out.unsqueeze(1)
     for d in range(1, half + 1):
-        out[:, d:] += t[:, :-d]
-        out[:, :-d] += t[:, d:]
+        o[:, :, d:] += t[:, :, :-d]
+        o[:, :, :-d] += t[:, :, d:]
     return out
 
 
@@ -53,39 +58,41 @@ def _scale_from(s: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor
 
 class _LRNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
         sq = xf * xf
-        s = window_sum(sq, size)
+        s = window_sum(sq, size, groups)
         s.mul_(alpha).add_(k)
         scale = _scale_from(s, beta, out=sq)  # sq is no longer needed: reuse its memory
         y = xf * scale
         ctx.save_for_backward(xf, s, scale)
-        ctx.params = (size, alpha, beta)
+        ctx.params = (size, alpha, beta, groups)
         return y.to(dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         xf, s, scale = ctx.saved_tensors
-        size, alpha, beta = ctx.params
+        size, alpha, beta, groups = ctx.params
         g = grad.to(xf.dtype)
         dx = g * scale  # g * s^-beta, the first term of the result
         # g[i] * b[i] / s[i] == (g * s^-beta)[i] * a[i] / s[i]
         t = dx * xf
         t.div_(s)
         # saved tensors stay intact: a graph may be walked backward more than once
-        inner = window_sum(t, size)
+        inner = window_sum(t, size, groups)
         dx.sub_(inner.mul_(xf).mul_(2.0 * alpha * beta))
-        return dx.to(grad.dtype), None, None, None, None
+        return dx.to(grad.dtype), None, None, None, None, None
 
 
 def local_response_norm(
-    x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
 ) -> torch.Tensor:
     if x.dim() < 2:
         raise ValueError(f"LRN needs a (N, C, ...) tensor, got shape {tuple(x.shape)}")
+    if x.shape[1] % groups:
+        raise ValueError(f"{x.shape[1]} channels do not split into {groups} groups")
     if x.device.type == "meta":
         # Shape inference (alexnet info) only: no autograd function needed.
         return torch.empty_like(x)
@@ -93,22 +100,24 @@ def local_response_norm(
         # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-        s = window_sum(xf * xf, size).mul_(alpha).add_(k)
+        s = window_sum(xf * xf, size, groups).mul_(alpha).add_(k)
         return xf.mul(_scale_from(s, beta, out=s)).to(dtype)
-    return _LRNFunction.apply(x, size, alpha, beta, k)
+    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
 class LocalResponseNorm(nn.Module):
-    """The paper's LRN: undivided alpha (PAPER.md §3.3). Drop-in for nn.LocalResponseNorm."""
+    """The paper's LRN: undivided alpha (PAPER.md §3.3); with groups, the window stays
+    inside each group of channels (each tower's maps)."""
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float):
+    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int = 1):
         super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return (
-            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k} (alpha undivided)"
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"groups={self.groups} (alpha undivided)"
         )

@@ -27,6 +27,11 @@ LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
 
+# §3.2 + §3.3: the GPUs communicate only at conv3 and the fully connected layers, so
+# each tower normalises over its own maps: the window never crosses the tower boundary
+# (as in cuda-convnet's two-GPU layer definitions, one response-norm layer per GPU).
+TOWERS = 2
+
 # §3.4 Overlapping pooling: z=3, s=2 (the ablation uses z=2, s=2).
 POOL_SIZE = 3
 POOL_STRIDE = 2
@@ -115,7 +120,7 @@ def _activation(options: ModelOptions) -> nn.Module:
     return nn.ReLU(inplace=True) if options.activation == "relu" else nn.Tanh()
 
 
-def _paper_features(convs, options: ModelOptions) -> nn.Sequential:
+def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
     pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
     layers: list[tuple[str, nn.Module]] = [("pad1", nn.ZeroPad2d(CONV1_PAD))]
     in_ch = 3
@@ -123,7 +128,8 @@ def _paper_features(convs, options: ModelOptions) -> nn.Sequential:
         layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
         layers.append((f"relu{i}", _activation(options)))
         if i in (1, 2) and options.lrn:  # §3.3: after the ReLU of layers 1 and 2
-            layers.append((f"norm{i}", LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)))
+            norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=towers)
+            layers.append((f"norm{i}", norm))
         if i in (1, 2, 5):  # §3.4: after both normalisations and after conv5
             layers.append((f"pool{i}", nn.MaxPool2d(*pool)))
         in_ch = out_ch
@@ -214,7 +220,8 @@ def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> 
         opts = ModelOptions(**options)
         convs = PAPER_CONVS if variant == "paper" else ONE_TOWER_CONVS
         classifier, hidden_end = _paper_classifier(num_classes, opts)
-        model = AlexNet(_paper_features(convs, opts), classifier, hidden_end)
+        towers = TOWERS if variant == "paper" else 1
+        model = AlexNet(_paper_features(convs, opts, towers), classifier, hidden_end)
     if opts.init == "paper":
         init_paper_(model)
     elif opts.init == "kaiming":

@@ -131,6 +131,8 @@ class Normalizer:
         images = images.to(self.device, non_blocking=True)
         if self.mean.dim() == 3 and self.device.type == "cpu":
             x = torch.empty((len(p.top), crop, crop, images.shape[-1]), dtype=torch.float32)
+            if torch.utils.data.get_worker_info() is not None:
+                x.share_memory_()  # built where it is sent from: no copy on the way out
             for j, patch, f, t, l in _patches(images, p, crop):
                 m = self.mean[t : t + crop, l : l + crop]
                 torch.sub(patch.flip(1) if f else patch, m.flip(1) if f else m, out=x[j])
