@@ -93,3 +93,14 @@ def test_channels_last_same_result():
     a = lrn(x)
     b = lrn(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_inference_path_equals_training_path(groups):
+    x = _input(torch.float32, shape=(2, 12, 5, 5))
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    with torch.no_grad():
+        fast = lrn(x)  # no autograd function: plain in-place ops
+    train = lrn(x.clone().requires_grad_())
+    assert torch.allclose(fast, train.detach(), rtol=1e-6)
+    assert torch.allclose(fast.double(), reference_lrn(x.double(), groups), rtol=1e-5)

@@ -101,7 +101,10 @@ def local_response_norm(
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
         s = window_sum(xf * xf, size, groups).mul_(alpha).add_(k)
-        return xf.mul(_scale_from(s, beta, out=s)).to(dtype)
+        r = s.rsqrt_() if beta == 0.75 else s.pow_(-beta)  # in place, and traceable (ONNX)
+        if beta == 0.75:
+            r = r.mul_(r.sqrt())
+        return xf.mul(r).to(dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
