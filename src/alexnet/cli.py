@@ -176,7 +176,13 @@ def _add_bench(sub) -> None:
     t = what.add_parser("train", help="training img/s: ours vs naive eager vs torchvision")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--steps", type=_positive_int, default=3)
+    t.add_argument("--steps", type=_positive_int, default=2, help="steps per timed pass")
+    t.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="round-robin passes over the models; each keeps its best",
+    )
     t.add_argument("--precision", default="auto")
     t.add_argument("--compile", action="store_true")
     t.add_argument("--profile", action="store_true", help="name the top operators")
@@ -373,11 +379,12 @@ def _cmd_bench_train(args) -> int:
     from .bench import bench_train
 
     r = bench_train(args.device, args.batch_size, args.steps, args.precision, args.compile,
-                    args.profile)  # fmt: skip
+                    args.profile, args.rounds)  # fmt: skip
     if args.json:
         _print_json(r)
         return 0
-    print(f"{r['device']}, batch {r['batch_size']}, {r['precision']}, channels_last, "
+    print(f"{r['device']}, batch {r['batch_size']}, best of {r['rounds']} interleaved rounds, "
+          f"{r['precision']}, channels_last, "
           f"{r['threads']} threads{', compiled' if r['compile'] else ''}")  # fmt: skip
     print(f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}")
     for name, label in (("ours", "ours (fast LRN)"), ("naive", "naive (nn.LocalResponseNorm)"),
