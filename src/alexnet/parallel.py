@@ -110,7 +110,7 @@ class TowerParallelAlexNet(nn.Module):
                                         _slice_linear(c.fc8, rank))  # fmt: skip
         self.drop = nn.Dropout(c.drop6.p)
         self.num_classes = c.fc8.out_features
-        self.exchanged_bytes = 0  # bytes this rank received in the last forward
+        self.exchanged_bytes = 0  # bytes this rank sent in the last forward
 
     def _gather(self, x, replicated=False):
         self.exchanged_bytes += x.numel() * x.element_size() * (TOWERS - 1)
