@@ -414,7 +414,11 @@ VERBS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="alexnet", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="alexnet",
+        description="AlexNet as published (Krizhevsky et al., NIPS 2012): prepare data, "
+        "train, evaluate, predict and draw the paper's figures.",
+    )
     parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     for add in VERBS:
