@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from .model import AlexNet, learned_layers  # noqa: E402
 
@@ -131,8 +130,3 @@ def curves_png(history: list[dict]) -> bytes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
-
-
-def to_display(x: torch.Tensor) -> np.ndarray:
-    """uint8 HWC array from any image tensor, for drawing."""
-    return x.detach().cpu().numpy()

@@ -43,12 +43,13 @@ def window_sum(t: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
     return out
 
 
-def _scale_from(s: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
-    """out = s^-beta; for 0.75 as rsqrt(s) * sqrt(rsqrt(s)), with no exp/log."""
+def _inv_pow_(t: torch.Tensor, beta: float) -> torch.Tensor:
+    """t <- t^-beta in place; for 0.75 as rsqrt(t) * sqrt(rsqrt(t)), with no exp/log.
+    In-place methods (not out=) so that the ONNX tracer follows them."""
     if beta != 0.75:
-        return torch.pow(s, -beta, out=out)
-    torch.rsqrt(s, out=out)
-    return out.mul_(out.sqrt())
+        return t.pow_(-beta)
+    t.rsqrt_()
+    return t.mul_(t.sqrt())
 
 
 # Why so few buffers: on a CPU, writing a freshly allocated 74 MB tensor costs several
@@ -64,7 +65,7 @@ class _LRNFunction(torch.autograd.Function):
         sq = xf * xf
         s = window_sum(sq, size, groups)
         s.mul_(alpha).add_(k)
-        scale = _scale_from(s, beta, out=sq)  # sq is no longer needed: reuse its memory
+        scale = _inv_pow_(sq.copy_(s), beta)  # sq is no longer needed: reuse its memory
         y = xf * scale
         ctx.save_for_backward(xf, s, scale)
         ctx.params = (size, alpha, beta, groups)
@@ -101,9 +102,7 @@ def local_response_norm(
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
         s = window_sum(xf * xf, size, groups).mul_(alpha).add_(k)
-        r = s.rsqrt_() if beta == 0.75 else s.pow_(-beta)  # in place, and traceable (ONNX)
-        if beta == 0.75:
-            r = r.mul_(r.sqrt())
+        r = _inv_pow_(s, beta)
         return xf.mul(r).to(dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .data.augment import center_params
-from .data.images import BadImage, load_for_store
+from .data.images import BadImage, center_view, load_for_store
 from .inference import Loaded
 
 
@@ -45,8 +45,7 @@ def predict_files(loaded: Loaded, paths: list[str], top: int = 5) -> list[dict]:
 
 def display_image(path: str) -> np.ndarray:
     """What the net looked at: the 224 centre of the 256 store image."""
-    img = load_for_store(path)
-    return img[16:240, 16:240]
+    return center_view(load_for_store(path))
 
 
 @torch.no_grad()

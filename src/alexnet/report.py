@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.images import center_view
 from .data.store import Store
 from .errors import UsageError
 from .evaluate import evaluate_split
@@ -66,7 +67,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
     images = val.batch(pick)
     tops = predict_stored(loaded, images, top=5)
     truths = [loaded.classes[int(val.labels[i])] for i in pick]
-    crops = [im[16:240, 16:240] for im in images]
+    crops = [center_view(im) for im in images]
 
     train = store.split("train")
     gallery_idx = np.sort(
@@ -76,7 +77,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
                      for part in np.array_split(gallery_idx, max(1, len(gallery_idx) // 64))])  # fmt: skip
     q = features(loaded, torch.from_numpy(images[: min(4, len(images))]))
     _, nn_idx = nearest(q, gal, k)
-    rows = [[train.image(int(gallery_idx[j]))[16:240, 16:240] for j in r] for r in nn_idx.tolist()]
+    rows = [[center_view(train.image(int(gallery_idx[j]))) for j in r] for r in nn_idx.tolist()]
     row_labels = [[loaded.classes[int(train.labels[gallery_idx[j]])] for j in r]
                   for r in nn_idx.tolist()]  # fmt: skip
 

@@ -124,7 +124,7 @@ def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: st
               out: str | None = None, codes: int | None = None, device="cpu",
               progress: bool = False) -> dict:  # fmt: skip
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
-    from .data.images import load_for_store
+    from .data.images import center_view, load_for_store
     from .figures import neighbors_png
     from .files import atomic_write_bytes
     from .inference import load_for_inference
@@ -148,9 +148,9 @@ def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: st
         result["codes"] = {"bits": codes, "agreement": agreement(idx, h_idx),
                            "hamming_neighbors": h_idx.tolist()}  # fmt: skip
     if out:
-        rows = [[data.image(i)[16:240, 16:240] for i in r] for r in idx.tolist()]
+        rows = [[center_view(data.image(i)) for i in r] for r in idx.tolist()]
         labels = [[loaded.classes[int(data.labels[i])] for i in r] for r in idx.tolist()]
-        atomic_write_bytes(out, neighbors_png([im[16:240, 16:240] for im in q_images], rows,
+        atomic_write_bytes(out, neighbors_png([center_view(im) for im in q_images], rows,
                                               labels))  # fmt: skip
         result["figure"] = str(out)
     return result

@@ -210,3 +210,23 @@ def build_demo_dataset(root: str | Path, per_class: int = 200, seed: int = 0,
         shutil.rmtree(root)
     os.replace(tmp, root)
     return root
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet"
+
+
+def ensure_demo_store(progress: bool = True) -> Path:
+    """Build (once) the demo images and their store, through the normal prepare path."""
+    from .prepare import PrepareConfig, prepare
+
+    cache = default_cache()
+    images = build_demo_dataset(cache / "demo-images")
+    store = cache / "demo-store"
+    stamp = (images / ".complete").read_text()
+    marker = store / "demo-source.txt"
+    if not (marker.exists() and marker.read_text() == stamp):
+        prepare(PrepareConfig(src=str(images), out=str(store), val_fraction=0.2,
+                              overwrite=True, progress=progress))  # fmt: skip
+        marker.write_text(stamp)
+    return store

@@ -102,5 +102,12 @@ def resize_center_crop(img: Image.Image, size: int = STORE_SIZE) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def center_view(img: np.ndarray, crop: int = 224) -> np.ndarray:
+    """The centre crop x crop patch of a stored image: what the net sees at test time."""
+    top = (img.shape[0] - crop) // 2
+    left = (img.shape[1] - crop) // 2
+    return img[top : top + crop, left : left + crop]
+
+
 def load_for_store(source: str | Path | bytes, size: int = STORE_SIZE) -> np.ndarray:
     return resize_center_crop(open_rgb(source), size)

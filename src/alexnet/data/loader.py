@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import CROP, CropParams, Normalizer, center_params, draw_train_params
+from .augment import CROP, CropParams, Normalizer, draw_train_params
 from .store import StoreSplit
 
 
@@ -182,6 +182,3 @@ def eval_batches(split: StoreSplit, batch_size: int, workers: int = 0, rank: int
     sampler = EpochSampler(len(split), batch_size, shuffle=False, drop_last=False,
                            num_replicas=num_replicas, rank=rank)  # fmt: skip
     yield from make_loader(split, sampler, workers)  # (uint8 images, labels) per batch
-
-
-__all__ = ["EpochSampler", "TrainFeed", "eval_batches", "center_params", "make_loader"]

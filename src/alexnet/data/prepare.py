@@ -23,17 +23,10 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import UsageError
+from ..files import atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_json
 from .images import STORE_SIZE, BadImage, load_for_store, resize_center_crop
 from .sources import Item, Source, discover, stratified_split
-from .store import (
-    RAW_LIMIT_BYTES,
-    STORE_VERSION,
-    atomic_save_npy,
-    atomic_save_npz,
-    atomic_write_bytes,
-    atomic_write_json,
-    encode_jpeg,
-)
+from .store import RAW_LIMIT_BYTES, STORE_VERSION, encode_jpeg
 
 SHARD_SIZE = 1024
 

@@ -26,12 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..files import (  # noqa: F401  (re-exported for the data modules)
-    atomic_save_npy,
-    atomic_save_npz,
-    atomic_write_bytes,
-    atomic_write_json,
-)
 
 STORE_VERSION = 1
 JPEG_QUALITY = 95

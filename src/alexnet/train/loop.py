@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..checkpoint import load, save_atomic, unwrap
 from ..data.augment import Normalizer
+from ..data.demo import ensure_demo_store
 from ..data.loader import EpochSampler, TrainFeed, derive_seed
 from ..data.store import Store
 from ..distributed import DistInfo, init_from_env, shutdown
@@ -163,27 +164,6 @@ def environment(device: torch.device, dist_info: DistInfo) -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     return env
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet"
-
-
-def ensure_demo_store(progress: bool = True) -> Path:
-    """Build (once) the demo images and their store, through the normal prepare path."""
-    from ..data.demo import build_demo_dataset
-    from ..data.prepare import PrepareConfig, prepare
-
-    cache = default_cache()
-    images = build_demo_dataset(cache / "demo-images")
-    store = cache / "demo-store"
-    stamp = (images / ".complete").read_text()
-    marker = store / "demo-source.txt"
-    if not (marker.exists() and marker.read_text() == stamp):
-        prepare(PrepareConfig(src=str(images), out=str(store), val_fraction=0.2,
-                              overwrite=True, progress=progress))  # fmt: skip
-        marker.write_text(stamp)
-    return store
 
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module):
