@@ -101,6 +101,7 @@ class _Runner:
 
     def __init__(self, model, device, batch_size, amp, train: bool):
         self.model = model.to(device, memory_format=torch.channels_last).train(train)
+        # a fixed seed: the same batch in every process (both towers of a pair need it)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch_size, 3, 224, 224, generator=g) * 60
         self.x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -198,3 +199,86 @@ def _profile(model, dev, batch_size, amp, top: int = 12) -> list[dict]:
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
     return [{"op": e.key, "self_ms": round(getattr(e, key, 0) / 1000, 1), "calls": e.count}
             for e in events[:top]]  # fmt: skip
+
+
+def bench_model_parallel(device: str = "auto", batch_size: int = 64, steps: int = 2,
+                         precision: str = "auto", rounds: int = 3) -> dict:  # fmt: skip
+    """The paper's two-tower split (§3.2) on two processes against one device training
+    the whole net, with the bytes the towers exchange per step.
+
+    With two GPUs: tower r on cuda:r (NCCL) vs the whole net on cuda:0. On a CPU: two
+    gloo processes sharing the cores vs one process using them all; a comparison of
+    how the split costs, not of devices.
+    """
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from .model import create_model
+    from .train.loop import autocast_dtype, pick_device
+
+    dev = pick_device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--model-parallel 2 runs on cuda or cpu, not {dev.type}")
+    if dev.type == "cuda" and torch.cuda.device_count() < 2:
+        raise ValueError("--model-parallel 2 on cuda needs two GPUs; this machine has "
+                         f"{torch.cuda.device_count()} (use --device cpu to measure the split "
+                         "on the CPU)")  # fmt: skip
+    amp = autocast_dtype(precision, dev)
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    single = _Runner(create_model("paper"), dev, batch_size, amp, True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/result.pt"
+        args = (tmp, out, dev.type, batch_size, steps, rounds, amp, max(1, threads // 2))
+        mp.spawn(_model_parallel_worker, args=args, nprocs=2, join=True)
+        towers = torch.load(out, weights_only=True)
+    best = _interleaved({"single": single}, steps, rounds)["single"]
+    result = {
+        "device": str(dev), "backend": "nccl" if dev.type == "cuda" else "gloo",
+        "batch_size": batch_size, "steps": steps, "rounds": rounds,
+        "precision": str(amp).replace("torch.", "") if amp else "fp32",
+        "single_threads": threads, "tower_threads": max(1, threads // 2),
+        **towers,
+        "single_img_s": round(best, 2),
+    }  # fmt: skip
+    result["ratio_vs_single"] = round(result["model_parallel_img_s"] / best, 3)
+    if dev.type == "cuda":
+        result["gpus"] = [torch.cuda.get_device_name(i) for i in range(2)]
+    return result
+
+
+def _model_parallel_worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads):
+    import torch.distributed as dist
+
+    from .model import create_model
+    from .parallel import TowerParallelAlexNet
+
+    torch.set_num_threads(threads)
+    if device_type == "cuda":
+        torch.cuda.set_device(rank)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{tmp}/rendezvous", rank=rank,
+                            world_size=2)  # fmt: skip
+    try:
+        torch.manual_seed(0)
+        dev = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
+        tower = TowerParallelAlexNet(create_model("paper"), rank)
+        runner = _Runner(tower, dev, batch_size, amp, True)
+        rate = _interleaved({"towers": runner}, steps, rounds)["towers"]
+        rates = [torch.zeros(1, dtype=torch.float64, device=dev) for _ in range(2)]
+        dist.all_gather(rates, torch.tensor([rate], dtype=torch.float64, device=dev))
+        if rank == 0:
+            sent, reduced = tower.exchanged_bytes, tower.reduced_bytes
+            torch.save({
+                # the slower tower sets the pace of both
+                "model_parallel_img_s": round(min(float(r) for r in rates), 2),
+                "forward_bytes_sent_per_rank": sent,
+                "backward_allreduce_bytes": reduced,
+                # a two-rank ring all-reduce sends half the tensor in its reduce-scatter
+                # and half in its all-gather: the whole tensor's size
+                "bytes_sent_per_rank_per_step": sent + reduced,
+                "bytes_sent_per_image": (sent + reduced) // batch_size,
+            }, out)  # fmt: skip
+    finally:
+        dist.destroy_process_group()

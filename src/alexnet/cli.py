@@ -114,6 +114,8 @@ def _add_train(sub) -> None:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--init", choices=("paper", "torch", "kaiming"))
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--input-scale", type=float,
+                   help="multiply the mean-subtracted 0..255 pixels by this (paper: 1)")  # fmt: skip
     p.add_argument("--no-lrn", dest="lrn", action="store_false")
     p.add_argument("--no-overlap-pool", dest="overlap_pool", action="store_false")
     p.add_argument("--activation", default="relu", choices=("relu", "tanh"))
@@ -121,6 +123,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--model-parallel", type=int, default=1, metavar="2",
+                   help="split the paper net's two towers over 2 processes (§3.2); "
+                   "run under torchrun with 2 (or 2xR) processes")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
@@ -186,6 +191,8 @@ def _add_bench(sub) -> None:
     t.add_argument("--precision", default="auto")
     t.add_argument("--compile", action="store_true")
     t.add_argument("--profile", action="store_true", help="name the top operators")
+    t.add_argument("--model-parallel", type=int, default=1, metavar="2",
+                   help="the paper's two towers on two processes vs one device")  # fmt: skip
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_bench_train)
 
@@ -376,7 +383,17 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_bench_train(args) -> int:
-    from .bench import bench_train
+    from .bench import bench_model_parallel, bench_train
+
+    if args.model_parallel not in (1, 2):
+        raise UsageError(f"--model-parallel must be 1 or 2, not {args.model_parallel}")
+    if args.model_parallel == 2:
+        return _print_bench_model_parallel(
+            bench_model_parallel(
+                args.device, args.batch_size, args.steps, args.precision, args.rounds
+            ),
+            args.json,
+        )
 
     r = bench_train(args.device, args.batch_size, args.steps, args.precision, args.compile,
                     args.profile, args.rounds)  # fmt: skip
@@ -396,6 +413,33 @@ def _cmd_bench_train(args) -> int:
           "of the no-LRN net")  # fmt: skip
     for op in r.get("top_operators", []):
         print(f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}")
+    return 0
+
+
+def _print_bench_model_parallel(r: dict, as_json: bool) -> int:
+    if as_json:
+        _print_json(r)
+        return 0
+    where = (
+        " + ".join(r["gpus"])
+        if "gpus" in r
+        else (f"CPU: 2 processes x {r['tower_threads']} threads vs 1 x {r['single_threads']}")
+    )
+    print(
+        f"model parallel (2 towers, {r['backend']}), batch {r['batch_size']}, "
+        f"{r['precision']}, best of {r['rounds']} rounds; {where}"
+    )
+    mib = 2**20
+    print(
+        f"bytes sent per rank per step: {r['bytes_sent_per_rank_per_step'] / mib:.1f} MiB "
+        f"(forward gathers {r['forward_bytes_sent_per_rank'] / mib:.1f} MiB, backward "
+        f"all-reduce {r['backward_allreduce_bytes'] / mib:.1f} MiB); "
+        f"{r['bytes_sent_per_image'] / 1024:.0f} KiB per image"
+    )
+    print(
+        f"two towers: {r['model_parallel_img_s']:.2f} img/s, one device: "
+        f"{r['single_img_s']:.2f} img/s, ratio {r['ratio_vs_single']:.2f}x"
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ def evaluate_split(
     model: torch.nn.Module, split: StoreSplit, normalizer: Normalizer, num_classes: int,
     crops: int = 1, batch_size: int = 128, workers: int = 0, rank: int = 0,
     world: int = 1, progress: bool = False, autocast_dtype: torch.dtype | None = None,
+    group=None,
 ) -> dict:  # fmt: skip
     """Top-1/top-5 error and per-class accuracy. With crops=10 the softmax outputs of
     the ten patches are averaged per image, as in §4.1."""
@@ -37,6 +38,6 @@ def evaluate_split(
         if crops == 10:
             probs = probs.view(n, 10, -1).mean(dim=1)
         tally.update(probs, labels)
-    tally.all_reduce()
+    tally.all_reduce(group)
     model.train(was_training)
     return {"crops": crops, **tally.result()}

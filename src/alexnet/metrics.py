@@ -37,14 +37,14 @@ class Tally:
         self.class_total += torch.bincount(labels, minlength=self.num_classes)
         self.class_top1 += torch.bincount(labels[c1], minlength=self.num_classes)
 
-    def all_reduce(self) -> None:
+    def all_reduce(self, group=None) -> None:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
             return
         t = torch.cat([torch.tensor([self.n, self.top1, self.top5]), self.class_total,
                        self.class_top1]).to(_comm_device())  # fmt: skip
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
         t = t.cpu()
         self.n, self.top1, self.top5 = int(t[0]), int(t[1]), int(t[2])
         k = self.num_classes

@@ -38,6 +38,13 @@ from ..errors import UsageError
 from ..evaluate import evaluate_split
 from ..files import atomic_write_bytes, atomic_write_json
 from ..model import VARIANTS, create_model
+from ..parallel import (
+    Layout,
+    TowerParallelAlexNet,
+    full_optimizer_state,
+    load_full_optimizer_state,  # fmt: skip
+    make_layout,
+)
 from .optim import SCHEDULES, PaperSGD
 from .recipes import RECIPES
 
@@ -70,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # fp32, bf16, fp16 (autocast), auto: bf16 on cuda
     compile: bool = False
+    model_parallel: int = 1  # 2: the paper's two towers on two processes (§3.2)
     channels_last: bool = True
     workers: int = 2
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
@@ -111,6 +119,11 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), not {self.dropout}"),
+            (self.model_parallel in (1, 2),
+             f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}"),
+            (self.model_parallel == 1 or self.variant == "paper",
+             f"--model-parallel 2 splits the paper net's two towers; the {self.variant!r} "
+             "variant has none"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:
@@ -220,8 +233,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         ckpt = _load_resume(run_dir)
         saved = ckpt["config"]
         # the saved config wins, except for what may change between sessions
+        # (checkpoints are full state dicts, so a run may change its parallelism too)
         keep = {"device", "workers", "progress", "max_steps", "report", "compile",
-                "checkpoint_every", "eval_batch_size"}  # fmt: skip
+                "checkpoint_every", "eval_batch_size", "model_parallel"}  # fmt: skip
         merged = {f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}
         merged.update({k: getattr(cfg, k) for k in keep})
         merged["out"] = str(run_dir)
@@ -255,9 +269,12 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
         cfg.data = str(ensure_demo_store(progress=False))
     store = Store(cfg.data)
     train_split, val_split = store.split("train"), store.split("val")
-    if cfg.batch_size * di.world > len(train_split):
+    layout = _layout(cfg, di)
+    # data parallelism runs over replicas; the two towers of a replica share its batch
+    replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
+    if cfg.batch_size * replicas > len(train_split):
         raise UsageError(
-            f"batch size {cfg.batch_size} x {di.world} process(es) is larger than the "
+            f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than the "
             f"{len(train_split)} training images of {cfg.data}"
         )
     run_dir = Path(cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -272,18 +289,22 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
                          activation=cfg.activation)  # fmt: skip
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    if layout:
+        model = TowerParallelAlexNet(model, layout.tower, layout.pair)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     net: nn.Module = model
-    if di.enabled:
+    if replicas > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index or 0] if device.type == "cuda" else None
+            model,
+            device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
+            process_group=layout.same_tower if layout else None,
         )
     if cfg.compile:
         net = torch.compile(net)
 
     sampler = EpochSampler(len(train_split), cfg.batch_size, seed=cfg.seed,
-                           num_replicas=di.world, rank=di.rank)  # fmt: skip
+                           num_replicas=replicas, rank=replica)  # fmt: skip
     normalizer = Normalizer.from_stats(store.stats, device, scale=cfg.input_scale)
     feed = TrainFeed(train_split, normalizer, sampler, workers=cfg.workers)
     steps_per_epoch = sampler.steps_per_epoch()
@@ -296,7 +317,10 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
     best = math.inf
     running = _EpochStats()
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if layout:
+            load_full_optimizer_state(optimizer, ckpt["optimizer"], layout.tower)
+        else:
+            optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         epoch, step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
         history, best = list(ckpt["history"]), ckpt["best_val_top1_error"]
@@ -308,12 +332,17 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
         _write_metrics(metrics_path, history)
 
     def checkpoint(next_epoch: int, next_step: int, is_best: bool = False) -> None:
+        if layout:  # both towers take part in assembling the full state
+            model_state = model.full_state_dict()
+            optimizer_state = full_optimizer_state(optimizer, layout.pair)
         if not di.is_main:
             return
+        if not layout:
+            model_state, optimizer_state = unwrap(net).state_dict(), optimizer.state_dict()
         state = {
             "format": "alexnet-checkpoint-1",
-            "model": unwrap(net).state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "schedule": schedule.state_dict(),
             "epoch": next_epoch, "step": next_step, "global_step": global_step,
             "history": history, "best_val_top1_error": best, "running": running.state(),
@@ -365,8 +394,8 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
                 correct = int((logits.argmax(1) == y).sum())
             running.add(loss.item() * len(y), correct, len(y))
             global_step += 1
-            seen += len(y) * di.world
-            bar.update(len(y) * di.world)
+            seen += len(y) * replicas
+            bar.update(len(y) * replicas)
             bar.set_postfix(loss=f"{running.loss_sum / max(running.count, 1):.3f}", lr=f"{lr:.2g}",
                             img_s=f"{seen / (time.perf_counter() - t0):.1f}")  # fmt: skip
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
@@ -379,10 +408,12 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
         bar.close()
         if stopped_early:
             break
-        train_stats = _reduce_running(running, di)
+        # counted once per replica (a pair's two towers hold the same counts)
+        group = layout.same_tower if layout else None
+        train_stats = _reduce_running(running, di, group)
         val = evaluate_split(net, val_split, normalizer, store.num_classes, crops=1,
-                             batch_size=cfg.eval_batch_size, rank=di.rank, world=di.world,
-                             autocast_dtype=amp)  # fmt: skip
+                             batch_size=cfg.eval_batch_size, rank=replica, world=replicas,
+                             autocast_dtype=amp, group=group)  # fmt: skip
         record = {
             "epoch": epoch + 1,
             "step": global_step,
@@ -436,14 +467,26 @@ def _epoch_line(r: dict) -> str:
             f"lr {r['lr']:.3g}, {r['images_per_second']:.1f} img/s")  # fmt: skip
 
 
-def _reduce_running(running: _EpochStats, di: DistInfo) -> dict:
+def _layout(cfg: TrainConfig, di: DistInfo) -> Layout | None:
+    if cfg.model_parallel == 1:
+        return None
+    if di.world % cfg.model_parallel:
+        raise UsageError(
+            f"--model-parallel {cfg.model_parallel} needs a multiple of {cfg.model_parallel} "
+            f"processes (one per tower), not {di.world}: run it under torchrun "
+            f"--nproc-per-node {cfg.model_parallel} (or 4, 6, ... for data parallelism too)"
+        )
+    return make_layout(di.rank, di.world)
+
+
+def _reduce_running(running: _EpochStats, di: DistInfo, group=None) -> dict:
     t = torch.tensor([running.loss_sum, running.correct, running.count], dtype=torch.float64)
     if di.enabled:
         import torch.distributed as dist
 
         if dist.get_backend() == "nccl":
             t = t.cuda()
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
         t = t.cpu()
     n = max(t[2].item(), 1)
     return {"loss": t[0].item() / n, "top1_error": 1 - t[1].item() / n}

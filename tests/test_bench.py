@@ -1,0 +1,33 @@
+"""`alexnet bench`: what it reports (never how fast: speed is for docs/benchmarks.md)."""
+
+import json
+
+from conftest import run_cli
+
+
+def test_bench_train_reports_every_model_and_the_ratios():
+    r = run_cli("bench", "train", "--device", "cpu", "--batch-size", "2", "--steps", "1",
+                "--rounds", "1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("ours_img_s", "naive_img_s", "torchvision_img_s", "ratio_vs_naive",
+                "ours_infer_img_s", "lrn_overhead"):  # fmt: skip
+        assert out[key] > 0 or key == "lrn_overhead", key
+    assert out["ratio_vs_naive"] == round(out["ours_img_s"] / out["naive_img_s"], 3)
+
+
+def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
+    r = run_cli("bench", "train", "--model-parallel", "2", "--device", "cpu", "--batch-size", "2",
+                "--steps", "1", "--rounds", "1", "--json", env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # forward, per image: rank 0 sends its pool2 (128x13x13), pool5 (128x6x6), fc6 and
+    # fc7 halves (2048 each) and its 500 logits; backward all-reduces the gathered
+    # conv3/fc6/fc7/fc8 inputs, whose full size a two-rank ring sends once; fp32
+    forward = (128 * 13 * 13 + 128 * 6 * 6 + 2048 + 2048 + 500) * 4 * 2
+    backward = (256 * 13 * 13 + 256 * 6 * 6 + 4096 + 4096) * 4 * 2
+    assert out["forward_bytes_sent_per_rank"] == forward
+    assert out["bytes_sent_per_rank_per_step"] == forward + backward
+    assert out["model_parallel_img_s"] > 0 and out["single_img_s"] > 0
+    r = run_cli("bench", "train", "--model-parallel", "3")
+    assert r.returncode == 2 and "1 or 2" in r.stderr
