@@ -88,6 +88,7 @@ def test_train_writes_the_run_directory(tiny_store, tmp_path):
     assert config["recipe"] == "paper" and config["lr"] == 0.01 and config["batch_size"] == 4
     env = json.loads((run / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert env["malloc_tuned"] is (sys.platform == "linux")  # the CLI tunes glibc malloc
     assert (run / "checkpoints" / "best.pt").is_file()
     state = _state(run)
     assert state["epoch"] == 2 and state["step"] == 0 and state["num_classes"] == 3

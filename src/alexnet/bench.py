@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from .allocator import allocator_tuned
 from .data.augment import Normalizer
 from .data.loader import EpochSampler, TrainFeed
 from .data.store import Store
@@ -165,7 +166,8 @@ def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 2,
     }
     result = {"device": str(dev), "batch_size": batch_size, "steps": steps, "rounds": rounds,
               "precision": str(amp).replace("torch.", "") if amp else "fp32",
-              "compile": compile, "threads": torch.get_num_threads()}  # fmt: skip
+              "compile": compile, "threads": torch.get_num_threads(),
+              "malloc_tuned": allocator_tuned()}  # fmt: skip
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)
     for train in (True, False):

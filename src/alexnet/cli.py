@@ -113,7 +113,7 @@ def _add_train(sub) -> None:
     p.add_argument("--patience", type=int, help="plateau: epochs without improvement")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--init", choices=("paper", "torch", "kaiming"))
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--dropout", type=float, help="on fc6/fc7 outputs (paper: 0.5)")
     p.add_argument("--input-scale", type=float,
                    help="multiply the mean-subtracted 0..255 pixels by this (paper: 1)")  # fmt: skip
     p.add_argument("--no-lrn", dest="lrn", action="store_false")
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from .allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()  # before the first big tensor; see allocator.py
         return args.func(args)
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0

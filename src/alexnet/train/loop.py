@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from ..allocator import allocator_tuned
 from ..checkpoint import load, save_atomic, unwrap
 from ..data.augment import Normalizer
 from ..data.demo import ensure_demo_store
@@ -69,7 +70,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     init: str | None = None
     input_scale: float | None = None
-    dropout: float = 0.5
+    dropout: float | None = None  # recipe: 0.5 as in §4.2
     lrn: bool = True
     overlap_pool: bool = True
     activation: str = "relu"
@@ -95,7 +96,7 @@ class TrainConfig:
         values = asdict(self)
         values["recipe"] = recipe_name
         for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                     "patience", "warmup_epochs", "init", "input_scale"):  # fmt: skip
+                     "patience", "warmup_epochs", "init", "input_scale", "dropout"):  # fmt: skip
             if values[name] is None:
                 values[name] = getattr(r, name)
         cfg = TrainConfig(**values)
@@ -166,6 +167,7 @@ def environment(device: torch.device, dist_info: DistInfo) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": str(device),
         "world_size": dist_info.world,
+        "malloc_tuned": allocator_tuned(),  # see allocator.py
     }
     try:
         import torchvision
@@ -179,10 +181,13 @@ def environment(device: torch.device, dist_info: DistInfo) -> dict:
     return env
 
 
-def _build_optimizer(cfg: TrainConfig, model: nn.Module):
+def _build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     kind = RECIPES[cfg.recipe].optimizer
     if kind == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one pass over the 61 M parameters instead of a dozen (on the CPU box the
+        # step fell from 0.33 s to 0.05 s, a third of a batch-16 training step)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=device.type in ("cpu", "cuda") or None)  # fmt: skip
     if kind == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)  # fmt: skip
@@ -308,7 +313,7 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
     normalizer = Normalizer.from_stats(store.stats, device, scale=cfg.input_scale)
     feed = TrainFeed(train_split, normalizer, sampler, workers=cfg.workers)
     steps_per_epoch = sampler.steps_per_epoch()
-    optimizer = _build_optimizer(cfg, model)
+    optimizer = _build_optimizer(cfg, model, device)
     schedule = _build_schedule(cfg, steps_per_epoch)
     amp = autocast_dtype(cfg.precision, device)
 
