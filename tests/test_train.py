@@ -95,6 +95,22 @@ def test_train_writes_the_run_directory(tiny_store, tmp_path):
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
 
 
+def test_tensorboard_events_carry_each_epoch(tiny_store, tmp_path):
+    pytest.importorskip("tensorboard")  # an optional extra; scripts/test installs it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "6",
+                "--recipe", "paper", *FAST)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("train_loss", "val_top1_error", "val_top5_error", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert got == [(m["epoch"], pytest.approx(m[key])) for m in metrics], key
+
+
 def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
     args = ["--data", tiny_store, "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "1",
             "--recipe", "paper", "--lr", "0.001", *FAST]  # fmt: skip
