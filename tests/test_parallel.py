@@ -177,6 +177,13 @@ def test_model_parallel_checkpoints_resume_either_way(store, reference, tmp_path
     _assert_same_training(_ckpt(reference / "full"), _ckpt(reference / "half"))
 
 
+def test_two_gloo_processes_equal_one_with_the_global_batch(store, reference, tmp_path):
+    # plain data parallelism: 2 processes x 2 images against 1 process x 4
+    run = tmp_path / "dp"
+    _torchrun(2, "--data", store, "--out", run, "--batch-size", "2", *COMMON)
+    _assert_same_training(_ckpt(reference / "full"), _ckpt(run))
+
+
 def test_model_times_data_parallel_equals_one_process(store, reference, tmp_path):
     # 4 processes = 2 towers x 2 replicas, each replica half of the global batch of 4
     run = tmp_path / "mpdp"

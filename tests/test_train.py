@@ -171,26 +171,6 @@ def test_bad_arguments_exit_2(tiny_store, tmp_path):
         assert r.stderr.strip().count("\n") == 0, r.stderr
 
 
-def test_two_gloo_processes_equal_one_with_the_global_batch(tiny_store, tmp_path):
-    common = ["--data", tiny_store, "--epochs", "1", "--recipe", "paper", "--lr", "0.001",
-              "--dropout", "0", *FAST]  # fmt: skip
-    one = tmp_path / "one"
-    r = run_cli("train", "--out", one, "--batch-size", "4", *common)
-    assert r.returncode == 0, r.stderr
-    two = tmp_path / "two"
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "alexnet", "train", "--out", str(two), "--batch-size", "2", *map(str, common)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    a, b = _state(one), _state(two)
-    assert a["global_step"] == b["global_step"] == 4
-    for k in a["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-6), k
-    assert a["history"][0]["val_top1_error"] == b["history"][0]["val_top1_error"]
-
-
 def test_demo_dataset_is_built_once(tmp_path):
     root = build_demo_dataset(tmp_path / "demo", per_class=2)
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
