@@ -357,6 +357,32 @@ def test_seeded_pipeline_deterministic_and_resumable(image_folder, tmp_path):
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
 
 
+def test_device_decoding_equals_worker_decoding(image_folder, tmp_path):
+    """A JPEG store decoded batch-wise in the main process (the GPU path's structure; on
+    a CPU the same libjpeg-turbo decoder) feeds exactly what the workers' decoding feeds."""
+    _prepare(image_folder, tmp_path / "store", format="jpeg", val_fraction=0.25)
+    store = Store(tmp_path / "store")
+    split, norm = store.split("train"), Normalizer.from_stats(store.stats)
+
+    def run(decode, workers):
+        feed = TrainFeed(split, norm, EpochSampler(len(split), 4, seed=5), workers, decode=decode)
+        return feed.decode, [(x, y) for x, y, _ in feed.epoch(1)]
+
+    where, ref = run("auto", 1)
+    assert where == "workers"  # auto on a CPU
+    for decode, workers in (("device", 0), ("device", 1)):
+        where, got = run(decode, workers)
+        assert where == "device" and len(got) == len(ref) == 18 // 4
+        assert all(torch.equal(x1, x2) and torch.equal(y1, y2)
+                   for (x1, y1), (x2, y2) in zip(got, ref))  # fmt: skip
+    _prepare(image_folder, tmp_path / "raw", format="raw", val_fraction=0.25)
+    raw = Store(tmp_path / "raw").split("train")
+    feed = TrainFeed(raw, norm, EpochSampler(len(raw), 4), 0, decode="device")
+    assert feed.decode == "workers"  # nothing to decode
+    with pytest.raises(ValueError, match="decode must be one of"):
+        TrainFeed(split, norm, EpochSampler(18, 4), 0, decode="gpu")
+
+
 def test_store_errors(tmp_path):
     with pytest.raises(UsageError, match="not a prepared store"):
         Store(tmp_path)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import CROP, CropParams, Normalizer, draw_train_params
-from .store import StoreSplit
+from .store import StoreSplit, decode_jpeg_batch
 
 
 def derive_seed(*parts: int) -> int:
@@ -89,10 +89,11 @@ class _Batches(Dataset):
     """dataset[(epoch, step, indices)] -> (images, labels (B,)): one read per step.
 
     images are the stored uint8 (B, H, W, 3), or, given a transform, what it makes of
-    them (the CPU training path augments in the workers, in parallel)."""
+    them (the CPU training path augments in the workers, in parallel); with `encoded`,
+    the batch's JPEG bytes and their lengths, for decoding on the device."""
 
-    def __init__(self, split: StoreSplit, transform=None):
-        self.split, self.transform = split, transform
+    def __init__(self, split: StoreSplit, transform=None, encoded: bool = False):
+        self.split, self.transform, self.encoded = split, transform, encoded
         self.labels = torch.from_numpy(split.labels)
 
     def __len__(self) -> int:
@@ -100,6 +101,9 @@ class _Batches(Dataset):
 
     def __getitem__(self, key):
         epoch, step, indices = key
+        if self.encoded:
+            data, lengths = self.split.encoded_batch(indices)
+            return (torch.from_numpy(data), torch.from_numpy(lengths)), self.labels[indices]
         images = torch.from_numpy(self.split.batch(indices))
         if self.transform is not None:
             images = self.transform(images, epoch, step)
@@ -108,10 +112,10 @@ class _Batches(Dataset):
 
 def make_loader(
     split: StoreSplit, sampler: EpochSampler, workers: int, pin_memory: bool = False,
-    transform=None, persistent: bool = False,
+    transform=None, persistent: bool = False, encoded: bool = False,
 ) -> DataLoader:  # fmt: skip
     return DataLoader(
-        _Batches(split, transform),
+        _Batches(split, transform, encoded),
         sampler=sampler,
         batch_size=None,
         num_workers=workers,
@@ -142,19 +146,36 @@ class StepAugment:
         return self.normalizer(images, self.params(epoch, step, len(images)), self.crop)
 
 
+DECODES = ("auto", "workers", "device")
+
+
+def decode_where(decode: str, store_format: str, device: torch.device) -> str:
+    """Where a JPEG store's images are decoded: "device" (nvjpeg, batched) by default on
+    a GPU, whose decoder outruns a few CPU workers many times over; else in the workers.
+    Raw stores need no decoding: always "workers" (a plain read)."""
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODES)}, not {decode!r}")
+    if store_format != "jpeg":
+        return "workers"
+    if decode == "auto":
+        return "device" if device.type == "cuda" else "workers"
+    return decode
+
+
 class TrainFeed:
     """Iterates (input, labels, step) for one epoch: augmented, on the device."""
 
     def __init__(
         self, split: StoreSplit, normalizer: Normalizer, sampler: EpochSampler,
-        workers: int = 1, crop: int = CROP,
+        workers: int = 1, crop: int = CROP, decode: str = "auto",
     ):  # fmt: skip
         self.split, self.sampler, self.workers = split, sampler, workers
         self.augment = StepAugment(normalizer, sampler, split.size, crop)
         self.device = normalizer.device
+        self.decode = decode_where(decode, split.format, self.device)
         # On a GPU the augmentation runs there, on whole uint8 batches; on a CPU the
         # worker processes do it, in parallel with the training step.
-        self.in_workers = self.device.type == "cpu" and workers > 0
+        self.in_workers = self.device.type == "cpu" and workers > 0 and self.decode == "workers"
         self._loader = None
 
     def __len__(self) -> int:
@@ -166,8 +187,11 @@ class TrainFeed:
             self._loader = make_loader(
                 self.split, self.sampler, self.workers, pin_memory=self.device.type == "cuda",
                 transform=self.augment if self.in_workers else None, persistent=True,
+                encoded=self.decode == "device",
             )  # fmt: skip
         for step, (images, labels) in enumerate(self._loader, start=start_step):
+            if self.decode == "device":
+                images = decode_jpeg_batch(*images, device=self.device)
             x = images if self.in_workers else self.augment(images, epoch, step)
             yield (
                 x.to(self.device, non_blocking=True),

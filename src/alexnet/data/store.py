@@ -49,6 +49,21 @@ def decode_jpeg(data) -> np.ndarray:
     return decode_jpeg(t, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
+def decode_jpeg_batch(data, lengths, device="cpu"):
+    """The JPEGs of one batch, back to back in `data` (1-D uint8 tensor), -> (B, H, W, 3)
+    uint8 on `device`. On a GPU this is torchvision's batched nvjpeg decode, so workers
+    only read bytes and the host never touches a pixel; on a CPU, libjpeg-turbo.
+
+    nvjpeg's IDCT is not libjpeg-turbo's: GPU-decoded pixels may differ from the CPU's
+    by a level or two, which the augmentation's lighting noise (§4.1) dwarfs."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    parts = list(torch.split(data, [int(n) for n in lengths]))
+    images = decode_jpeg(parts, mode=ImageReadMode.RGB, device=torch.device(device))
+    return torch.stack(images).permute(0, 2, 3, 1)
+
+
 @dataclass
 class Stats:
     mean: np.ndarray  # (256, 256, 3) float32, 0..255: the per-pixel mean image (§2)
@@ -108,6 +123,12 @@ class StoreSplit:
             shard, j = self.locate(index)
             return np.asarray(self._shard(shard)[j])
         return decode_jpeg(self.encoded(index))
+
+    def encoded_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The stored JPEGs of `indices` back to back, and their lengths (jpeg stores):
+        one buffer, so a worker hands over a batch in one piece."""
+        parts = [self.encoded(int(i)) for i in indices]
+        return np.concatenate(parts), np.asarray([len(b) for b in parts], dtype=np.int64)
 
     def batch(self, indices) -> np.ndarray:
         """(B, 256, 256, 3) uint8 for a list of indices."""

@@ -32,7 +32,7 @@ from ..allocator import allocator_tuned
 from ..checkpoint import load, save_atomic, unwrap
 from ..data.augment import Normalizer
 from ..data.demo import ensure_demo_store
-from ..data.loader import EpochSampler, TrainFeed, derive_seed
+from ..data.loader import DECODES, EpochSampler, TrainFeed, derive_seed
 from ..data.store import Store
 from ..distributed import DistInfo, init_from_env, shutdown
 from ..errors import UsageError
@@ -81,6 +81,7 @@ class TrainConfig:
     model_parallel: int = 1  # 2: the paper's two towers on two processes (§3.2)
     channels_last: bool = True
     workers: int = 2
+    decode: str = "auto"  # JPEG stores: "device" (nvjpeg) on a GPU, else "workers"
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
     checkpoint_every: int = 0  # also checkpoint every N steps
     eval_batch_size: int = 128
@@ -119,6 +120,8 @@ class TrainConfig:
              f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
+            (self.decode in DECODES,
+             f"--decode must be one of {', '.join(DECODES)}, not {self.decode!r}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), not {self.dropout}"),
             (self.model_parallel in (1, 2),
              f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}"),
@@ -239,7 +242,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         saved = ckpt["config"]
         # the saved config wins, except for what may change between sessions
         # (checkpoints are full state dicts, so a run may change its parallelism too)
-        keep = {"device", "workers", "progress", "max_steps", "report", "compile",
+        keep = {"device", "workers", "decode", "progress", "max_steps", "report", "compile",
                 "checkpoint_every", "eval_batch_size", "model_parallel"}  # fmt: skip
         merged = {f.name: saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)}
         merged.update({k: getattr(cfg, k) for k in keep})
@@ -311,7 +314,7 @@ def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistIn
     sampler = EpochSampler(len(train_split), cfg.batch_size, seed=cfg.seed,
                            num_replicas=replicas, rank=replica)  # fmt: skip
     normalizer = Normalizer.from_stats(store.stats, device, scale=cfg.input_scale)
-    feed = TrainFeed(train_split, normalizer, sampler, workers=cfg.workers)
+    feed = TrainFeed(train_split, normalizer, sampler, workers=cfg.workers, decode=cfg.decode)
     steps_per_epoch = sampler.steps_per_epoch()
     optimizer = _build_optimizer(cfg, model, device)
     schedule = _build_schedule(cfg, steps_per_epoch)
