@@ -128,7 +128,7 @@ def _add_train(sub) -> None:
                    "run under torchrun with 2 (or 2xR) processes")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--decode", default="auto", choices=("auto", "workers", "device"),
-                   help="where a JPEG store is decoded (auto: on a GPU, by nvjpeg)")
+                   help="where a JPEG store is decoded (auto: on a GPU, by nvjpeg)")  # fmt: skip
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--eval-batch-size", type=_positive_int, default=128)
