@@ -31,3 +31,28 @@ def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
     assert out["model_parallel_img_s"] > 0 and out["single_img_s"] > 0
     r = run_cli("bench", "train", "--model-parallel", "3")
     assert r.returncode == 2 and "1 or 2" in r.stderr
+
+
+def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvision(
+    image_folder, tmp_path
+):
+    r = run_cli("prepare", image_folder, tmp_path / "store", "--format", "jpeg", "--json")
+    assert r.returncode == 0, r.stderr
+    args = ("bench", "train", "--data", tmp_path / "store", "--device", "cpu", "--batch-size", "2",
+            "--steps", "2", "--warmup", "1", "--workers", "1", "--json")  # fmt: skip
+    r = run_cli(*args, "--source", image_folder)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["store_format"] == "jpeg" and out["decode"] == "workers"  # auto, on a CPU
+    for key in ("feed_img_s", "step_img_s", "ours_img_s", "torchvision_img_s"):
+        assert out[key] > 0, key
+    bound = min(out["feed_img_s"], out["step_img_s"])
+    assert out["bound"] == ("data" if out["feed_img_s"] < out["step_img_s"] else "compute")
+    assert out["fraction_of_bound"] == round(out["ours_img_s"] / bound, 3)
+    assert out["ratio_vs_torchvision"] == round(out["ours_img_s"] / out["torchvision_img_s"], 3)
+    r = run_cli(*args, "--decode", "device")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["decode"] == "device" and "torchvision_img_s" not in out
+    r = run_cli("bench", "train", "--source", image_folder)
+    assert r.returncode == 2 and "--source needs --data" in r.stderr

@@ -11,8 +11,41 @@ import torch
 
 from .allocator import allocator_tuned
 from .data.augment import Normalizer
-from .data.loader import EpochSampler, TrainFeed
+from .data.loader import EpochSampler, TrainFeed, decode_where
 from .data.store import Store
+
+
+def _store_batches(store: Store, batch_size: int, workers: int, device: torch.device,
+                   decode: str = "auto"):  # fmt: skip
+    """Our training feed over the store's train split, epoch after epoch, forever."""
+    split = store.split("train")
+    sampler = EpochSampler(len(split), batch_size, seed=0)
+    feed = TrainFeed(split, Normalizer.from_stats(store.stats, device), sampler, workers=workers,
+                     decode=decode)  # fmt: skip
+    epoch = 0
+    while True:
+        yield from ((x, y) for x, y, _ in feed.epoch(epoch))
+        epoch += 1
+
+
+def _examples_batches(source: str, batch_size: int, workers: int, pin_memory: bool = False):
+    """The pytorch/examples ImageNet pipeline over the original files, forever:
+    ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize in workers."""
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(224),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        datasets.ImageFolder(source, transform=tf), batch_size=batch_size, shuffle=True,
+        num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+        pin_memory=pin_memory,
+    )  # fmt: skip
+    while True:
+        yield from loader
 
 
 def _rate(iterator, warmup: int, batches: int) -> float:
@@ -34,41 +67,16 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
     Both produce augmented float batches ready for the net, with the same worker count;
     the baseline is ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize.
     """
-    from torchvision import datasets, transforms
-
     store = Store(store_path)
     split = store.split("train")
     total = warmup + batches
     if len(split) < batch_size:
         raise ValueError(f"the store has {len(split)} images, fewer than one batch of {batch_size}")
 
-    def ours():
-        sampler = EpochSampler(len(split), batch_size, seed=0)
-        feed = TrainFeed(split, Normalizer.from_stats(store.stats), sampler, workers=workers)
-        epoch = 0
-        while True:
-            yield from ((x, y) for x, y, _ in feed.epoch(epoch))
-            epoch += 1
-
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(224),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])  # fmt: skip
-    folder = datasets.ImageFolder(source, transform=tf)
-
-    def baseline():
-        loader = torch.utils.data.DataLoader(
-            folder, batch_size=batch_size, shuffle=True, num_workers=workers,
-            persistent_workers=workers > 0, drop_last=True,
-        )  # fmt: skip
-        while True:
-            yield from loader
-
     n_batches = min(batches, max(1, len(split) // batch_size * 4))
-    ours_rate = _rate(ours(), warmup, n_batches)
-    base_rate = _rate(baseline(), warmup, n_batches)
+    ours = _store_batches(store, batch_size, workers, torch.device("cpu"))
+    ours_rate = _rate(ours, warmup, n_batches)
+    base_rate = _rate(_examples_batches(source, batch_size, workers), warmup, n_batches)
     return {
         "workers": workers,
         "batch_size": batch_size,
@@ -110,18 +118,21 @@ class _Runner:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9)
         self.device, self.amp, self.train, self.batch = device, amp, train, batch_size
 
-    def step(self) -> None:
+    def step(self, x=None, y=None) -> None:
+        """One step on the fixed batch, or on (x, y) when given (end-to-end runs)."""
         from torch import nn
 
+        x = self.x if x is None else x.to(self.device, non_blocking=True)
+        y = self.y if y is None else y.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             if self.train:
-                loss = nn.functional.cross_entropy(self.model(self.x).float(), self.y)
+                loss = nn.functional.cross_entropy(self.model(x).float(), y)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
             else:
                 with torch.no_grad():
-                    self.model(self.x)
+                    self.model(x)
 
     def rate(self, steps: int) -> float:
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
@@ -186,6 +197,83 @@ def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 2,
     result["lrn_overhead"] = round(result["no_lrn_img_s"] / result["ours_img_s"] - 1, 3)
     if profile:
         result["top_operators"] = _profile(create_model("paper"), dev, batch_size, amp)
+    return result
+
+
+def bench_end_to_end(store_path: str, source: str | None = None, device: str = "auto",
+                     batch_size: int = 64, steps: int = 20, warmup: int = 3, workers: int = 2,
+                     precision: str = "auto", compile: bool = False,
+                     decode: str = "auto") -> dict:  # fmt: skip
+    """Training img/s from a prepared store, everything included: reading, decoding
+    (on the GPU for JPEG stores there), augmentation, the step. Measured in the same
+    run as its two bounds, the feed alone and the step alone on resident data, and,
+    given the store's original folder, torchvision's alexnet fed by the
+    pytorch/examples pipeline with the same workers, precision and compilation.
+
+    One pipeline at a time, not interleaved: an idle loader fills its queue, and a
+    full queue would flatter whichever pipeline the data bounds.
+    """
+    import torchvision
+
+    from .model import create_model
+    from .train.loop import autocast_dtype, pick_device
+
+    dev = pick_device(device)
+    amp = autocast_dtype(precision, dev)
+    store = Store(store_path)
+    n_train = len(store.split("train"))
+    if n_train < batch_size:
+        raise ValueError(f"the store has {n_train} training images, fewer than one batch of "
+                         f"{batch_size}")  # fmt: skip
+    classes = max(1000, store.num_classes)  # ImageNet's fc8 cost even on a small store
+    torch.manual_seed(0)
+
+    def runner(model):
+        r = _Runner(model, dev, batch_size, amp, True)
+        if compile:
+            r.model = torch.compile(r.model)
+        return r
+
+    def timed(batches, run) -> float:
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        for _ in range(warmup):
+            run(*next(batches))
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            run(*next(batches))
+        sync()
+        rate = batch_size * steps / (time.perf_counter() - t0)
+        if hasattr(batches, "close"):
+            batches.close()  # its loader's workers stop before the next pipeline is timed
+        return rate
+
+    def feed():
+        return _store_batches(store, batch_size, workers, dev, decode)
+
+    ours = runner(create_model("paper", num_classes=classes))
+    result = {"device": str(dev), "batch_size": batch_size, "steps": steps, "warmup": warmup,
+              "workers": workers, "precision": str(amp).replace("torch.", "") if amp else "fp32",
+              "compile": compile, "store_format": store.format,
+              "decode": decode_where(decode, store.format, dev),
+              "threads": torch.get_num_threads(), "malloc_tuned": allocator_tuned()}  # fmt: skip
+    if dev.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    result["feed_img_s"] = round(timed(feed(), lambda x, y: None), 2)
+    result["step_img_s"] = round(timed(iter(lambda: (None, None), 0), ours.step), 2)
+    result["ours_img_s"] = round(timed(feed(), ours.step), 2)
+    result["bound"] = "data" if result["feed_img_s"] < result["step_img_s"] else "compute"
+    result["fraction_of_bound"] = round(
+        result["ours_img_s"] / min(result["feed_img_s"], result["step_img_s"]), 3
+    )
+    if source is not None:
+        del ours
+        tv = runner(torchvision.models.alexnet(num_classes=classes))
+        batches = _examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
+        result["torchvision_img_s"] = round(timed(batches, tv.step), 2)
+        result["ratio_vs_torchvision"] = round(
+            result["ours_img_s"] / result["torchvision_img_s"], 3
+        )
     return result
 
 

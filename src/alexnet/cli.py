@@ -183,7 +183,8 @@ def _add_bench(sub) -> None:
     t = what.add_parser("train", help="training img/s: ours vs naive eager vs torchvision")
     t.add_argument("--device", default="auto")
     t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--steps", type=_positive_int, default=2, help="steps per timed pass")
+    t.add_argument("--steps", type=_positive_int,
+                   help="steps per timed pass (default 2; end to end: 20 in one pass)")  # fmt: skip
     t.add_argument(
         "--rounds",
         type=_positive_int,
@@ -195,6 +196,16 @@ def _add_bench(sub) -> None:
     t.add_argument("--profile", action="store_true", help="name the top operators")
     t.add_argument("--model-parallel", type=int, default=1, metavar="2",
                    help="the paper's two towers on two processes vs one device")  # fmt: skip
+    e2e = t.add_argument_group("end to end, from a prepared store")
+    e2e.add_argument("--data", metavar="STORE",
+                     help="time the whole path from this store, with the feed alone and the "
+                     "step alone as its bounds")  # fmt: skip
+    e2e.add_argument("--source", metavar="FOLDER",
+                     help="the store's original image folder: adds torchvision's alexnet fed "
+                     "by the pytorch/examples pipeline")  # fmt: skip
+    e2e.add_argument("--workers", type=int, default=2, help="loader processes (both pipelines)")
+    e2e.add_argument("--decode", default="auto", choices=("auto", "workers", "device"))
+    e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_bench_train)
 
@@ -385,19 +396,28 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_bench_train(args) -> int:
-    from .bench import bench_model_parallel, bench_train
+    from .bench import bench_end_to_end, bench_model_parallel, bench_train
 
     if args.model_parallel not in (1, 2):
         raise UsageError(f"--model-parallel must be 1 or 2, not {args.model_parallel}")
     if args.model_parallel == 2:
         return _print_bench_model_parallel(
             bench_model_parallel(
-                args.device, args.batch_size, args.steps, args.precision, args.rounds
+                args.device, args.batch_size, args.steps or 2, args.precision, args.rounds
             ),
             args.json,
         )
 
-    r = bench_train(args.device, args.batch_size, args.steps, args.precision, args.compile,
+    if args.source and not args.data:
+        raise UsageError("--source needs --data (the store prepared from it)")
+    if args.data:
+        return _print_bench_end_to_end(
+            bench_end_to_end(args.data, args.source, args.device, args.batch_size,
+                             args.steps or 20, args.warmup, args.workers, args.precision,
+                             args.compile, args.decode),
+            args.json,
+        )  # fmt: skip
+    r = bench_train(args.device, args.batch_size, args.steps or 2, args.precision, args.compile,
                     args.profile, args.rounds)  # fmt: skip
     if args.json:
         _print_json(r)
@@ -415,6 +435,25 @@ def _cmd_bench_train(args) -> int:
           "of the no-LRN net")  # fmt: skip
     for op in r.get("top_operators", []):
         print(f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}")
+    return 0
+
+
+def _print_bench_end_to_end(r: dict, as_json: bool) -> int:
+    if as_json:
+        _print_json(r)
+        return 0
+    where = r.get("gpu", f"{r['threads']} threads")
+    print(f"end to end from a {r['store_format']} store (decoded in the {r['decode']}), "
+          f"{r['device']} ({where}), batch {r['batch_size']}, {r['precision']}, "
+          f"{r['workers']} workers, {r['steps']} timed steps"
+          f"{', compiled' if r['compile'] else ''}")  # fmt: skip
+    print(f"  feed alone (read, decode, augment):  {r['feed_img_s']:10.2f} img/s")
+    print(f"  step alone (data resident):          {r['step_img_s']:10.2f} img/s")
+    print(f"  ours, end to end:                    {r['ours_img_s']:10.2f} img/s "
+          f"({r['fraction_of_bound']:.0%} of the {r['bound']} bound)")  # fmt: skip
+    if "torchvision_img_s" in r:
+        print(f"  torchvision + examples pipeline:     {r['torchvision_img_s']:10.2f} img/s "
+              f"(ours / it: {r['ratio_vs_torchvision']:.2f}x)")  # fmt: skip
     return 0
 
 
