@@ -18,7 +18,7 @@ from .figures import curves_png, kernels_png, neighbors_png, predictions_png
 from .files import atomic_write_bytes
 from .inference import load_for_inference
 from .predict import predict_stored
-from .retrieval import features, nearest
+from .retrieval import features, nearest, split_features
 
 # §6 and the reference points of PAPER.md, for the table beside ours.
 PAPER_ROWS = [
@@ -73,8 +73,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, samples: in
     gallery_idx = np.sort(
         rng.choice(len(train), size=min(len(train), gallery_limit), replace=False)
     )
-    gal = torch.cat([features(loaded, torch.from_numpy(train.batch(part)))
-                     for part in np.array_split(gallery_idx, max(1, len(gallery_idx) // 64))])  # fmt: skip
+    gal = torch.from_numpy(split_features(loaded, train.subset(gallery_idx)))
     q = features(loaded, torch.from_numpy(images[: min(4, len(images))]))
     _, nn_idx = nearest(q, gal, k)
     rows = [[center_view(train.image(int(gallery_idx[j]))) for j in r] for r in nn_idx.tolist()]

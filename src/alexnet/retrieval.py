@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .data.augment import center_params
 from .data.loader import eval_batches
-from .data.store import Store
+from .data.store import Store, StoreSplit
 from .files import atomic_save_npy
 from .inference import Loaded
 
@@ -33,20 +33,25 @@ def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     return loaded.model.last_hidden(x).float().cpu()
 
 
+def split_features(loaded: Loaded, split: StoreSplit, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:  # fmt: skip
+    """(N, 4096) float32 fc7 features of a split (or a subset of one), in its order."""
+    parts = [
+        features(loaded, images).numpy()
+        for images, _ in tqdm(
+            eval_batches(split, batch_size), desc="gallery features", disable=not progress
+        )  # fmt: skip
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
 def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_size: int = 64,
                      progress: bool = False) -> np.ndarray:  # fmt: skip
     """(N, 4096) float32 for a whole split, computed once and cached beside the store."""
     cache = store.root / "features" / f"{checkpoint_key(loaded.path)}-{split}.npy"
     if cache.exists():
         return np.load(cache)
-    data = store.split(split)
-    parts = [
-        features(loaded, images).numpy()
-        for images, _ in tqdm(
-            eval_batches(data, batch_size), desc="gallery features", disable=not progress
-        )  # fmt: skip
-    ]
-    feats = np.concatenate(parts).astype(np.float32)
+    feats = split_features(loaded, store.split(split), batch_size, progress)
     cache.parent.mkdir(exist_ok=True)
     atomic_save_npy(cache, feats)
     return feats
