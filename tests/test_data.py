@@ -381,6 +381,10 @@ def test_device_decoding_equals_worker_decoding(image_folder, tmp_path):
     assert feed.decode == "workers"  # nothing to decode
     with pytest.raises(ValueError, match="decode must be one of"):
         TrainFeed(split, norm, EpochSampler(18, 4), 0, decode="gpu")
+    from alexnet.cli import DECODES as CLI_DECODES
+    from alexnet.data.loader import DECODES
+
+    assert CLI_DECODES == DECODES  # the CLI spells them out to stay torch-free
 
 
 def test_store_errors(tmp_path):

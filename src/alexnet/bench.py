@@ -15,6 +15,23 @@ from .data.loader import EpochSampler, TrainFeed, decode_where
 from .data.store import Store
 
 
+def _precision_name(amp: torch.dtype | None) -> str:
+    return str(amp).replace("torch.", "") if amp else "fp32"
+
+
+def _synchronizer(dev: torch.device):
+    """What waits for the device's queued work, so a timer stops when the work does."""
+    return torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+
+def _train_images(store: Store, batch_size: int) -> int:
+    n = len(store.split("train"))
+    if n < batch_size:
+        raise ValueError(f"the store has {n} training images, fewer than one batch of "
+                         f"{batch_size}")  # fmt: skip
+    return n
+
+
 def _store_batches(store: Store, batch_size: int, workers: int, device: torch.device,
                    decode: str = "auto"):  # fmt: skip
     """Our training feed over the store's train split, epoch after epoch, forever."""
@@ -68,12 +85,8 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
     the baseline is ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize.
     """
     store = Store(store_path)
-    split = store.split("train")
     total = warmup + batches
-    if len(split) < batch_size:
-        raise ValueError(f"the store has {len(split)} images, fewer than one batch of {batch_size}")
-
-    n_batches = min(batches, max(1, len(split) // batch_size * 4))
+    n_batches = min(batches, max(1, _train_images(store, batch_size) // batch_size * 4))
     ours = _store_batches(store, batch_size, workers, torch.device("cpu"))
     ours_rate = _rate(ours, warmup, n_batches)
     base_rate = _rate(_examples_batches(source, batch_size, workers), warmup, n_batches)
@@ -135,7 +148,7 @@ class _Runner:
                     self.model(x)
 
     def rate(self, steps: int) -> float:
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync = _synchronizer(self.device)
         sync()
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -176,7 +189,7 @@ def bench_train(device: str = "auto", batch_size: int = 64, steps: int = 2,
         "no_lrn": lambda: create_model("paper", lrn=False),  # the bound for any LRN
     }
     result = {"device": str(dev), "batch_size": batch_size, "steps": steps, "rounds": rounds,
-              "precision": str(amp).replace("torch.", "") if amp else "fp32",
+              "precision": _precision_name(amp),
               "compile": compile, "threads": torch.get_num_threads(),
               "malloc_tuned": allocator_tuned()}  # fmt: skip
     if dev.type == "cuda":
@@ -221,10 +234,7 @@ def bench_end_to_end(store_path: str, source: str | None = None, device: str = "
     dev = pick_device(device)
     amp = autocast_dtype(precision, dev)
     store = Store(store_path)
-    n_train = len(store.split("train"))
-    if n_train < batch_size:
-        raise ValueError(f"the store has {n_train} training images, fewer than one batch of "
-                         f"{batch_size}")  # fmt: skip
+    _train_images(store, batch_size)
     classes = max(1000, store.num_classes)  # ImageNet's fc8 cost even on a small store
     torch.manual_seed(0)
 
@@ -235,7 +245,7 @@ def bench_end_to_end(store_path: str, source: str | None = None, device: str = "
         return r
 
     def timed(batches, run) -> float:
-        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        sync = _synchronizer(dev)
         for _ in range(warmup):
             run(*next(batches))
         sync()
@@ -253,7 +263,7 @@ def bench_end_to_end(store_path: str, source: str | None = None, device: str = "
 
     ours = runner(create_model("paper", num_classes=classes))
     result = {"device": str(dev), "batch_size": batch_size, "steps": steps, "warmup": warmup,
-              "workers": workers, "precision": str(amp).replace("torch.", "") if amp else "fp32",
+              "workers": workers, "precision": _precision_name(amp),
               "compile": compile, "store_format": store.format,
               "decode": decode_where(decode, store.format, dev),
               "threads": torch.get_num_threads(), "malloc_tuned": allocator_tuned()}  # fmt: skip
@@ -327,7 +337,7 @@ def bench_model_parallel(device: str = "auto", batch_size: int = 64, steps: int 
     result = {
         "device": str(dev), "backend": "nccl" if dev.type == "cuda" else "gloo",
         "batch_size": batch_size, "steps": steps, "rounds": rounds,
-        "precision": str(amp).replace("torch.", "") if amp else "fp32",
+        "precision": _precision_name(amp),
         "single_threads": threads, "tower_threads": max(1, threads // 2),
         **towers,
         "single_img_s": round(best, 2),

@@ -15,6 +15,10 @@ import sys
 from . import __version__
 from .errors import UsageError
 
+# --decode's values: alexnet.data.loader.DECODES, spelled here so that building the
+# parser imports no torch (a test holds the two equal)
+DECODES = ("auto", "workers", "device")
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own usage errors: one line, exit 2
@@ -127,7 +131,7 @@ def _add_train(sub) -> None:
                    help="split the paper net's two towers over 2 processes (§3.2); "
                    "run under torchrun with 2 (or 2xR) processes")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    p.add_argument("--decode", default="auto", choices=("auto", "workers", "device"),
+    p.add_argument("--decode", default="auto", choices=DECODES,
                    help="where a JPEG store is decoded (auto: on a GPU, by nvjpeg)")  # fmt: skip
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
@@ -204,7 +208,7 @@ def _add_bench(sub) -> None:
                      help="the store's original image folder: adds torchvision's alexnet fed "
                      "by the pytorch/examples pipeline")  # fmt: skip
     e2e.add_argument("--workers", type=int, default=2, help="loader processes (both pipelines)")
-    e2e.add_argument("--decode", default="auto", choices=("auto", "workers", "device"))
+    e2e.add_argument("--decode", default="auto", choices=DECODES)
     e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_cmd_bench_train)

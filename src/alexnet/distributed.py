@@ -46,3 +46,15 @@ def shutdown() -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
+    """Sum a small host tensor (counters) over `group`; a no-op outside a job. NCCL
+    reduces device tensors only, so it travels through this rank's GPU there."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")  # fmt: skip
+    t = t.to(on)
+    dist.all_reduce(t, group=group)
+    return t.cpu()

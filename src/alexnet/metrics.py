@@ -38,14 +38,10 @@ class Tally:
         self.class_top1 += torch.bincount(labels[c1], minlength=self.num_classes)
 
     def all_reduce(self, group=None) -> None:
-        import torch.distributed as dist
+        from .distributed import all_reduce_sum
 
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        t = torch.cat([torch.tensor([self.n, self.top1, self.top5]), self.class_total,
-                       self.class_top1]).to(_comm_device())  # fmt: skip
-        dist.all_reduce(t, group=group)
-        t = t.cpu()
+        t = all_reduce_sum(torch.cat([torch.tensor([self.n, self.top1, self.top5]),
+                                      self.class_total, self.class_top1]), group)  # fmt: skip
         self.n, self.top1, self.top5 = int(t[0]), int(t[1]), int(t[2])
         k = self.num_classes
         self.class_total, self.class_top1 = t[3 : 3 + k], t[3 + k :]
@@ -62,10 +58,3 @@ class Tally:
             "top5_error": 1 - self.top5 / n,
             "per_class": per_class,
         }
-
-
-def _comm_device() -> torch.device:
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-        else torch.device("cpu")  # fmt: skip

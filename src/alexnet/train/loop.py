@@ -34,7 +34,7 @@ from ..data.augment import Normalizer
 from ..data.demo import ensure_demo_store
 from ..data.loader import DECODES, EpochSampler, TrainFeed, derive_seed
 from ..data.store import Store
-from ..distributed import DistInfo, init_from_env, shutdown
+from ..distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from ..errors import UsageError
 from ..evaluate import evaluate_split
 from ..files import atomic_write_bytes, atomic_write_json
@@ -490,12 +490,7 @@ def _layout(cfg: TrainConfig, di: DistInfo) -> Layout | None:
 def _reduce_running(running: _EpochStats, di: DistInfo, group=None) -> dict:
     t = torch.tensor([running.loss_sum, running.correct, running.count], dtype=torch.float64)
     if di.enabled:
-        import torch.distributed as dist
-
-        if dist.get_backend() == "nccl":
-            t = t.cuda()
-        dist.all_reduce(t, group=group)
-        t = t.cpu()
+        t = all_reduce_sum(t, group)
     n = max(t[2].item(), 1)
     return {"loss": t[0].item() / n, "top1_error": 1 - t[1].item() / n}
 
