@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.data.demo import CLASSES, build_demo_dataset
+from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
 from conftest import run_cli
@@ -180,3 +180,19 @@ def test_demo_dataset_is_built_once(tmp_path):
     mtimes = [f.stat().st_mtime_ns for f in files]
     build_demo_dataset(tmp_path / "demo", per_class=2)
     assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_demo_store_is_prepared_once_and_says_so(tmp_path, monkeypatch):
+    from alexnet.data.store import Store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lines: list[str] = []
+    store = ensure_demo_store(progress=False, log=lines.append, per_class=5)
+    assert [line.split()[0] for line in lines] == ["drawing", "drew", "preparing", "prepared"]
+    assert f"drew {5 * len(CLASSES)} images" in lines[1]
+    s = Store(store)
+    assert s.num_classes == len(CLASSES)
+    assert len(s.split("train")) + len(s.split("val")) == 5 * len(CLASSES)
+    lines.clear()
+    assert ensure_demo_store(progress=False, log=lines.append, per_class=5) == store
+    assert lines == []

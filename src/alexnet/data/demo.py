@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ DEMO_VERSION = 5
 # enough that colour alone cannot tell neighbours apart, narrow enough that colour is a
 # cue the net picks up within the demo's five minutes (0.035 in version 4 needed more)
 HUE_JITTER = 0.025
+PER_CLASS = 200
 
 
 def _polygon(kind: str) -> list[tuple[float, float]]:
@@ -186,16 +188,24 @@ def _draw_class(args) -> None:
         draw_example(label, rng).save(tmp / name / f"{name}_{i:04d}.jpg", quality=90)
 
 
-def build_demo_dataset(root: str | Path, per_class: int = 200, seed: int = 0,
+def _stamp(per_class: int, seed: int) -> str:
+    return f"{DEMO_VERSION} {per_class} {seed}\n"
+
+
+def demo_dataset_ready(root: str | Path, per_class: int = PER_CLASS, seed: int = 0) -> bool:
+    marker = Path(root) / ".complete"
+    return marker.exists() and marker.read_text() == _stamp(per_class, seed)
+
+
+def build_demo_dataset(root: str | Path, per_class: int = PER_CLASS, seed: int = 0,
                        workers: int = 0) -> Path:  # fmt: skip
     """Write CLASSES x per_class JPEGs into root/<class>/, once; returns root.
 
     The finished folder carries a marker with its parameters; a matching one is reused.
     """
     root = Path(root)
-    marker = root / ".complete"
-    stamp = f"{DEMO_VERSION} {per_class} {seed}\n"
-    if marker.exists() and marker.read_text() == stamp:
+    stamp = _stamp(per_class, seed)
+    if demo_dataset_ready(root, per_class, seed):
         return root
     tmp = root.with_name(root.name + ".partial")
     if tmp.exists():
@@ -220,17 +230,29 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet"
 
 
-def ensure_demo_store(progress: bool = True) -> Path:
-    """Build (once) the demo images and their store, through the normal prepare path."""
+def ensure_demo_store(progress: bool = True, log=None, per_class: int = PER_CLASS) -> Path:
+    """Build (once) the demo images and their store, through the normal prepare path.
+
+    `log`, if given, is called with a line as each stage starts and ends (what a
+    terminal-less log shows in place of the progress bars)."""
     from .prepare import PrepareConfig, prepare
 
+    say = log or (lambda line: None)
     cache = default_cache()
-    images = build_demo_dataset(cache / "demo-images")
+    images = cache / "demo-images"
+    if not demo_dataset_ready(images, per_class):
+        say(f"drawing the demo dataset into {images}")
+        start = time.perf_counter()
+        build_demo_dataset(images, per_class)
+        say(f"drew {len(CLASSES) * per_class} images in {time.perf_counter() - start:.1f} s")
     store = cache / "demo-store"
     stamp = (images / ".complete").read_text()
     marker = store / "demo-source.txt"
     if not (marker.exists() and marker.read_text() == stamp):
+        say(f"preparing them into the store {store}")
+        start = time.perf_counter()
         prepare(PrepareConfig(src=str(images), out=str(store), val_fraction=0.2,
                               overwrite=True, progress=progress))  # fmt: skip
         marker.write_text(stamp)
+        say(f"prepared in {time.perf_counter() - start:.1f} s")
     return store

@@ -271,7 +271,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
 def _train(cfg: TrainConfig, ckpt: dict | None, device: torch.device, di: DistInfo) -> dict:
     if cfg.data is None:
         if di.is_main:
-            ensure_demo_store(progress=cfg.progress)
+            ensure_demo_store(
+                progress=cfg.progress, log=lambda line: tqdm.write(line, file=sys.stderr)
+            )
         if di.enabled:
             torch.distributed.barrier()
         cfg.data = str(ensure_demo_store(progress=False))
