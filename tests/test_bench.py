@@ -56,3 +56,20 @@ def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvisio
     assert out["decode"] == "device" and "torchvision_img_s" not in out
     r = run_cli("bench", "train", "--source", image_folder)
     assert r.returncode == 2 and "--source needs --data" in r.stderr
+
+
+def test_bench_data_compares_our_feed_with_torchvisions_and_counts_what_it_timed(
+    image_folder, tmp_path
+):
+    r = run_cli("prepare", image_folder, tmp_path / "store", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("bench", "data", "--data", tmp_path / "store", "--source", image_folder,
+                "--workers", "1", "--batch-size", "4", "--batches", "1000", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ours_img_s"] > 0 and out["baseline_img_s"] > 0
+    assert out["ratio"] == round(out["ours_img_s"] / out["baseline_img_s"], 2)
+    # 1000 batches are more than a few passes over 24 images: the count is clipped,
+    # and what is reported is what was timed (plus the 3 warm-up batches)
+    assert 1 <= out["batches"] < 1000
+    assert out["total_batches_each"] == out["batches"] + 3

@@ -85,22 +85,22 @@ def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int =
     the baseline is ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize.
     """
     store = Store(store_path)
-    total = warmup + batches
     n_batches = min(batches, max(1, _train_images(store, batch_size) // batch_size * 4))
     ours = _store_batches(store, batch_size, workers, torch.device("cpu"))
     ours_rate = _rate(ours, warmup, n_batches)
     base_rate = _rate(_examples_batches(source, batch_size, workers), warmup, n_batches)
-    return {
+    result = {
         "workers": workers,
         "batch_size": batch_size,
         "batches": n_batches,
         "store_format": store.format,
         "ours_img_s": round(ours_rate, 1),
         "baseline_img_s": round(base_rate, 1),
-        "ratio": round(ours_rate / base_rate, 2),
         "threads": torch.get_num_threads(),
-        "total_batches_each": total,
+        "total_batches_each": warmup + n_batches,
     }
+    result["ratio"] = round(result["ours_img_s"] / result["baseline_img_s"], 2)  # as printed
+    return result
 
 
 def naive_paper_model(num_classes: int = 1000) -> torch.nn.Module:
