@@ -246,7 +246,7 @@ def ensure_demo_store(progress: bool = True, log=None, per_class: int = PER_CLAS
         build_demo_dataset(images, per_class)
         say(f"drew {len(CLASSES) * per_class} images in {time.perf_counter() - start:.1f} s")
     store = cache / "demo-store"
-    stamp = (images / ".complete").read_text()
+    stamp = _stamp(per_class, seed=0)  # what the images' own marker now holds
     marker = store / "demo-source.txt"
     if not (marker.exists() and marker.read_text() == stamp):
         say(f"preparing them into the store {store}")

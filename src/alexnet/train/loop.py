@@ -491,8 +491,7 @@ def _layout(cfg: TrainConfig, di: DistInfo) -> Layout | None:
 
 def _reduce_running(running: _EpochStats, di: DistInfo, group=None) -> dict:
     t = torch.tensor([running.loss_sum, running.correct, running.count], dtype=torch.float64)
-    if di.enabled:
-        t = all_reduce_sum(t, group)
+    t = all_reduce_sum(t, group)  # a no-op outside a distributed job
     n = max(t[2].item(), 1)
     return {"loss": t[0].item() / n, "top1_error": 1 - t[1].item() / n}
 
