@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Keep every cache (the demo dataset) inside the test's tmp space.
-os.environ.setdefault("ALEXNET_TEST", "1")
 
 
 def run_cli(*args, env=None, timeout=600, cwd=None):

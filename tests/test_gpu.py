@@ -11,10 +11,10 @@ import json
 import pytest
 import torch
 
-from alexnet.data.augment import Normalizer, crop_flip, draw_train_params
+from alexnet.data.augment import BatchTransform, crop_flip, draw_train_params
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store, decode_jpeg_batch
-from alexnet.lrn import LocalResponseNorm
+from alexnet.model.lrn import LocalResponseNorm
 from alexnet.model import create_model
 from conftest import run_cli
 from test_lrn import ALPHA, BETA, K, N, _input, reference_lrn
@@ -55,8 +55,8 @@ def test_augmentation_gather_on_cuda_equals_cpu_slicing():
     assert torch.equal(crop_flip(images.cuda(), p).cpu(), crop_flip(images, p))
     mean = torch.rand(256, 256, 3) * 255
     eigval, eigvec = torch.tensor([0.2, 0.02, 0.005]), torch.linalg.qr(torch.randn(3, 3))[0]
-    cpu = Normalizer(mean, eigval, eigvec)(images, p)
-    gpu = Normalizer(mean, eigval, eigvec, device="cuda")(images, p)
+    cpu = BatchTransform(mean, eigval, eigvec)(images, p)
+    gpu = BatchTransform(mean, eigval, eigvec, device="cuda")(images, p)
     assert gpu.is_cuda and gpu.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-3)
 

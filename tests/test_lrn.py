@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alexnet.lrn import LocalResponseNorm
+from alexnet.model.lrn import LocalResponseNorm
 
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 

@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 
 from alexnet import create_model
-from alexnet.info import model_info
+from alexnet.model.info import model_info
 from alexnet.model import BIAS_ONE_LAYERS, INIT_STD, count_parameters, learned_layers
 
 PAPER_SHAPES = {
@@ -145,7 +145,8 @@ def test_ablation_options():
     m = create_model("paper", lrn=False, overlap_pool=False, activation="tanh")
     names = [n for n, _ in m.features.named_children()]
     assert "norm1" not in names and "norm2" not in names
-    assert m.features.pool1.kernel_size == 2 and isinstance(m.features.relu1, nn.Tanh)
+    assert m.features.pool1.kernel_size == 2 and isinstance(m.features.tanh1, nn.Tanh)
+    assert "relu1" not in names and "relu6" not in dict(m.classifier.named_children())
     assert count_parameters(m) == 60_965_224  # 2/2 pooling keeps the 6x6 map
     out = m(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 1000)

@@ -31,7 +31,7 @@ def _batch():
 
 
 def _worker(rank, store_dir, out_path):
-    from alexnet.parallel import (
+    from alexnet.model.towers import (
         TowerParallelAlexNet,
         full_optimizer_state,
         load_full_optimizer_state,  # fmt: skip
@@ -195,7 +195,7 @@ def test_model_times_data_parallel_equals_one_process(store, reference, tmp_path
 def test_model_parallel_refusals(store, tmp_path):
     cases = [
         (["--model-parallel", "2"], "needs a multiple of 2 processes"),
-        (["--model-parallel", "3"], "must be 1 or 2"),
+        (["--model-parallel", "3"], "invalid choice"),
         (["--model-parallel", "2", "--variant", "one-tower"], "has none"),
     ]
     for args, message in cases:

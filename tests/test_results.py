@@ -12,10 +12,11 @@ from PIL import Image
 from alexnet.data.augment import crop_flip, ten_crop_params
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store
-from alexnet.evaluate import evaluate_split
-from alexnet.inference import load_for_inference
-from alexnet.metrics import Tally, topk_correct
-from alexnet.train.loop import TrainConfig, train
+from alexnet.results.evaluate import evaluate_split
+from alexnet.results.inference import load_for_inference
+from alexnet.results.metrics import Tally, topk_correct
+from alexnet.train.config import TrainConfig
+from alexnet.train.loop import train
 from conftest import run_cli, write_image
 
 
@@ -65,7 +66,7 @@ def test_ten_crop_averages_softmax(trained):
     loaded = load_for_inference(trained / "run" / "checkpoints" / "last.pt")
     store = Store(trained / "store")
     val = store.split("val")
-    norm = loaded.normalizer()
+    norm = loaded.transform()
     r = evaluate_split(loaded.model, val, norm, 3, crops=10, batch_size=4)
     images = torch.from_numpy(val.batch(range(len(val))))
     with torch.no_grad():
@@ -127,8 +128,13 @@ def test_neighbors_cli_cache_and_codes(trained, tmp_path):
     res = json.loads(r.stdout)
     nbrs = res["queries"][0]["neighbors"]
     assert len(nbrs) == 3 and nbrs[0]["distance"] <= nbrs[-1]["distance"]
-    assert 0.0 <= res["codes"]["agreement"] <= 1.0
-    cache = list((trained / "store" / "features").glob("*-train.npy"))
+    euclid = {n["index"] for n in nbrs}
+    hamming = set(res["codes"]["hamming_neighbors"][0])
+    assert len(hamming) == 3
+    assert res["codes"]["agreement"] == pytest.approx(len(euclid & hamming) / 3)
+    # the cache lives under the user's cache directory; the gallery store is never written
+    assert not (trained / "store" / "features").exists()
+    cache = list((tmp_path / "cache" / "alexnet" / "features").glob("*-train.npy"))
     assert len(cache) == 1
     feats = np.load(cache[0])
     assert feats.shape == (len(Store(trained / "store").split("train")), 4096)
@@ -138,7 +144,7 @@ def test_neighbors_cli_cache_and_codes(trained, tmp_path):
 
 
 def test_exact_euclidean_search():
-    from alexnet.retrieval import nearest
+    from alexnet.results.retrieval import nearest
 
     g = torch.randn(50, 8)
     q = torch.randn(3, 8)

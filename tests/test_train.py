@@ -161,8 +161,8 @@ def test_bad_arguments_exit_2(tiny_store, tmp_path):
         (["--data", tiny_store, "--batch-size", "1000"], "larger than"),
         (["--data", tmp_path], "not a prepared store"),
         (["--resume", tmp_path], "no checkpoint"),
-        (["--data", tiny_store, "--recipe", "nope"], "unknown recipe"),
-        (["--data", tiny_store, "--variant", "vgg"], "unknown variant"),
+        (["--data", tiny_store, "--recipe", "nope"], "invalid choice"),
+        (["--data", tiny_store, "--variant", "vgg"], "invalid choice"),
     ]
     for args, message in cases:
         r = run_cli("train", "--out", tmp_path / "r", *args, *FAST)

@@ -1,7 +1,28 @@
-"""AlexNet as published (Krizhevsky, Sutskever, Hinton, NIPS 2012), in PyTorch."""
+"""AlexNet as published (Krizhevsky, Sutskever, Hinton, NIPS 2012), in PyTorch.
+
+The package imports torch only when a name that needs it is first used (PEP 562), so
+`alexnet --version` and `alexnet VERB --help` answer at once.
+
+Where things are, in the order of the pipeline:
+    data/      prepare (images -> store), the store, the loader and the augmentation
+    model/     the network of §3, its LRN, the two-tower split, the layer table
+    train/     config and recipes, optimiser and schedules, state, checkpoint, the loop
+    results/   inference, evaluation, predictions, retrieval, figures, report, export
+    bench/     throughput against baselines measured in the same run
+    runtime/   device and precision, torch.distributed, allocator, files, errors, seeds
+    cli.py     the `alexnet` command: argument wiring only
+"""
 
 __version__ = "0.1.0"
 
-from .model import AlexNet, create_model  # noqa: E402
+_LAZY = {"AlexNet": "alexnet.model", "create_model": "alexnet.model"}
 
 __all__ = ["AlexNet", "create_model", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'alexnet' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The paper's augmentation (PAPER.md §4.1) on whole uint8 batches, on any device.
+"""The paper's augmentation (§4.1, docs/paper.md) on whole uint8 batches, on any device.
 
 The gathers are the GPU path; on a CPU the same crops are taken by slicing, which
 copies at memory speed (tests hold both to the same pixels).
@@ -106,8 +106,10 @@ def lighting_shift(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tens
     return (alpha * eigval) @ eigvec.T * PIXEL_SCALE
 
 
-class Normalizer:
-    """Mean-image subtraction (§2) and PCA lighting (§4.1), held on one device."""
+class BatchTransform:
+    """The whole batch transform, held on one device: stored uint8 images -> network
+    input. Crop and flip (§4.1), mean-image subtraction (§2), PCA lighting (§4.1) when
+    the crop parameters carry lighting draws, and the recipe's input scale."""
 
     def __init__(self, mean, eigval=None, eigvec=None, device="cpu", scale: float = 1.0,
                  std=None):  # fmt: skip
@@ -123,7 +125,7 @@ class Normalizer:
         self.scale = scale
 
     @classmethod
-    def from_stats(cls, stats, device="cpu", scale: float = 1.0) -> Normalizer:
+    def from_stats(cls, stats, device="cpu", scale: float = 1.0) -> BatchTransform:
         return cls(stats.mean, stats.eigval, stats.eigvec, device, scale)
 
     def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:

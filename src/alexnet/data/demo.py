@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..runtime.files import cache_dir
+
 CLASSES = (
     "disk", "square", "triangle", "star", "cross",
     "ring", "hexagon", "crescent", "arrow", "heart",
@@ -226,10 +228,6 @@ def build_demo_dataset(root: str | Path, per_class: int = PER_CLASS, seed: int =
     return root
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet"
-
-
 def ensure_demo_store(progress: bool = True, log=None, per_class: int = PER_CLASS) -> Path:
     """Build (once) the demo images and their store, through the normal prepare path.
 
@@ -238,7 +236,7 @@ def ensure_demo_store(progress: bool = True, log=None, per_class: int = PER_CLAS
     from .prepare import PrepareConfig, prepare
 
     say = log or (lambda line: None)
-    cache = default_cache()
+    cache = cache_dir()
     images = cache / "demo-images"
     if not demo_dataset_ready(images, per_class):
         say(f"drawing the demo dataset into {images}")

@@ -1,4 +1,5 @@
-"""Reading any image a user has and turning it into the paper's 256x256 RGB (PAPER.md §2)."""
+"""Reading any image a user has and turning it into the paper's 256x256 RGB (§2,
+docs/paper.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-STORE_SIZE = 256  # §2: shorter side to 256, then the central 256x256 patch
+from .config import STORE_SIZE
 
 # Decompression bombs: PIL warns above MAX_IMAGE_PIXELS and raises above twice that.
 # We refuse at the warning level, and also refuse shapes no photograph has.

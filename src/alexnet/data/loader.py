@@ -15,24 +15,16 @@ see exactly what one process with the global batch sees.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import CROP, CropParams, Normalizer, draw_train_params
+from ..options import DECODES, check_choice
+from ..runtime.seeds import STREAM_AUGMENT, generator_for
+from .augment import CROP, BatchTransform, CropParams, draw_train_params
 from .store import StoreSplit, decode_jpeg_batch
-
-
-def derive_seed(*parts: int) -> int:
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def generator_for(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -129,13 +121,13 @@ class StepAugment:
     """The training augmentation of one step, from (epoch, step) alone: picklable, so
     worker processes can apply it, and holding no loader."""
 
-    def __init__(self, normalizer: Normalizer, sampler: EpochSampler, size: int, crop: int):
-        self.normalizer, self.crop, self.size = normalizer, crop, size
+    def __init__(self, transform: BatchTransform, sampler: EpochSampler, size: int, crop: int):
+        self.transform, self.crop, self.size = transform, crop, size
         self.seed, self.global_batch, self.n = sampler.seed, sampler.global_batch, sampler.n
         self.rank_slice = sampler.rank_slice
 
     def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
-        g = generator_for(self.seed, epoch, step, 1)
+        g = generator_for(self.seed, epoch, step, STREAM_AUGMENT)
         global_size = min(self.global_batch, self.n - step * self.global_batch)
         p = draw_train_params(global_size, g, self.size, self.crop)
         lo, hi = self.rank_slice(global_size)
@@ -143,18 +135,14 @@ class StepAugment:
         return p.slice(lo, hi)
 
     def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        return self.normalizer(images, self.params(epoch, step, len(images)), self.crop)
-
-
-DECODES = ("auto", "workers", "device")
+        return self.transform(images, self.params(epoch, step, len(images)), self.crop)
 
 
 def decode_where(decode: str, store_format: str, device: torch.device) -> str:
     """Where a JPEG store's images are decoded: "device" (nvjpeg, batched) by default on
     a GPU, whose decoder outruns a few CPU workers many times over; else in the workers.
     Raw stores need no decoding: always "workers" (a plain read)."""
-    if decode not in DECODES:
-        raise ValueError(f"decode must be one of {', '.join(DECODES)}, not {decode!r}")
+    check_choice("decode", decode, DECODES)
     if store_format != "jpeg":
         return "workers"
     if decode == "auto":
@@ -166,12 +154,12 @@ class TrainFeed:
     """Iterates (input, labels, step) for one epoch: augmented, on the device."""
 
     def __init__(
-        self, split: StoreSplit, normalizer: Normalizer, sampler: EpochSampler,
+        self, split: StoreSplit, transform: BatchTransform, sampler: EpochSampler,
         workers: int = 1, crop: int = CROP, decode: str = "auto",
     ):  # fmt: skip
         self.split, self.sampler, self.workers = split, sampler, workers
-        self.augment = StepAugment(normalizer, sampler, split.size, crop)
-        self.device = normalizer.device
+        self.augment = StepAugment(transform, sampler, split.size, crop)
+        self.device = transform.device
         self.decode = decode_where(decode, split.format, self.device)
         # On a GPU the augmentation runs there, on whole uint8 batches; on a CPU the
         # worker processes do it, in parallel with the training step.

@@ -1,4 +1,4 @@
-"""`alexnet prepare`: a source of images -> a store of 256x256 RGB shards (PAPER.md §2).
+"""`alexnet prepare`: a source of images -> a store of 256x256 RGB shards (§2, docs/paper.md).
 
 Safety: everything is built in OUT.partial/ and renamed to OUT only once complete, so
 a finished store is never half-written. Work is cut into fixed shards, decided up
@@ -15,37 +15,21 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import UsageError
-from ..files import atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_json
-from .images import STORE_SIZE, BadImage, load_for_store, resize_center_crop
+from ..runtime.errors import UsageError
+from ..runtime.files import atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_json
+from .config import PrepareConfig
+from .images import BadImage, load_for_store, resize_center_crop
 from .sources import Item, Source, discover, stratified_split
 from .store import RAW_LIMIT_BYTES, STORE_VERSION, encode_jpeg
 
-SHARD_SIZE = 1024
-
-
-@dataclass
-class PrepareConfig:
-    src: str
-    out: str
-    val_src: str | None = None
-    val_labels: str | None = None
-    class_names: str | None = None
-    val_fraction: float = 0.1
-    workers: int = 0  # 0: as many as there are cores
-    size: int = STORE_SIZE
-    format: str = "auto"  # "raw", "jpeg" or "auto"
-    shard_size: int = SHARD_SIZE
-    seed: int = 0
-    overwrite: bool = False
-    progress: bool = True
+__all__ = ["PrepareConfig", "format_summary", "prepare"]
 
 
 def _process(args) -> tuple[np.ndarray | None, str | None, bytes | None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..runtime.errors import UsageError
 from .images import is_image_name
 
 WNID = re.compile(r"^n\d{8}$")

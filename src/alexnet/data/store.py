@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..runtime.errors import UsageError
 
 STORE_VERSION = 1
 JPEG_QUALITY = 95

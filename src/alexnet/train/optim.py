@@ -1,4 +1,4 @@
-"""The paper's update rule (PAPER.md §5) and the learning-rate schedules.
+"""The paper's update rule (§5, docs/paper.md) and the learning-rate schedules.
 
     v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw
     w <- w + v
@@ -15,11 +15,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
-MOMENTUM = 0.9  # §5
-WEIGHT_DECAY = 5e-4  # §5
-BASE_LR = 0.01  # §5
-LR_FACTOR = 0.1  # §5: divided by 10 ...
-MAX_REDUCTIONS = 3  # §5: ... three times before termination
+from .recipes import BASE_LR, LR_FACTOR, MAX_REDUCTIONS, MOMENTUM, WEIGHT_DECAY
 
 
 class PaperSGD(Optimizer):
@@ -138,4 +134,30 @@ class WarmupCosineSchedule(Schedule):
         return self.base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-SCHEDULES = {s.name: s for s in (PlateauSchedule, StepSchedule, WarmupCosineSchedule, Schedule)}
+# options.SCHEDULES names these (a test holds the two equal)
+SCHEDULE_CLASSES = {
+    s.name: s for s in (PlateauSchedule, StepSchedule, WarmupCosineSchedule, Schedule)
+}
+
+
+def build_optimizer(kind: str, params, lr: float, momentum: float, weight_decay: float,
+                    device: torch.device) -> Optimizer:
+    """kind: options.Optimizer."""
+    if kind == "adamw":
+        # fused: one pass over the 61 M parameters instead of a dozen (on the CPU box the
+        # step fell from 0.33 s to 0.05 s, a third of a batch-16 training step)
+        fused = device.type in ("cpu", "cuda") or None
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def build_schedule(name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int,
+                   warmup_epochs: float) -> Schedule:
+    cls = SCHEDULE_CLASSES[name]
+    if name == "plateau":
+        return cls(lr, epochs, steps_per_epoch, patience=patience)
+    if name == "warmup-cosine":
+        return cls(lr, epochs, steps_per_epoch, warmup_epochs=warmup_epochs)
+    return cls(lr, epochs, steps_per_epoch)

@@ -1,8 +1,21 @@
-"""Named training presets. `paper` is the default on real data; `demo` is the main job's."""
+"""Named training presets. `paper` is the default on real data; `demo` is the main job's.
+
+Importable without torch: the command line lists the recipes' values in its help.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# §5 Learning (docs/paper.md): the constants of the paper's recipe, defined once here;
+# optim.py's PaperSGD and PlateauSchedule take them as their defaults.
+BATCH_SIZE = 128
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+BASE_LR = 0.01
+LR_FACTOR = 0.1  # divided by 10 ...
+MAX_REDUCTIONS = 3  # ... three times before termination
+EPOCHS = 90  # "roughly 90 cycles through the training set"
 
 
 @dataclass(frozen=True)
@@ -14,8 +27,8 @@ class Recipe:
     lr: float
     momentum: float
     weight_decay: float
-    optimizer: str  # "paper-sgd" (§5's rule), "sgd" (torch.optim.SGD) or "adamw"
-    schedule: str  # a key of optim.SCHEDULES
+    optimizer: str  # options.Optimizer: "paper-sgd" (§5's rule), "sgd" or "adamw"
+    schedule: str  # options.Schedule
     patience: int = 5
     warmup_epochs: float = 0.0
     init: str = "paper"
@@ -23,30 +36,36 @@ class Recipe:
     dropout: float = 0.5  # §4.2
 
 
+# The config fields a recipe decides (a flag given on the command line wins).
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
+                 "patience", "warmup_epochs", "init", "input_scale", "dropout")
+
 RECIPES = {
     r.name: r
     for r in (
         Recipe(
-            "paper", "PAPER.md §5: batch 128, the paper's SGD rule and init, lr 0.01 divided by "
+            "paper",
+            "docs/paper.md §5: batch 128, the paper's SGD rule and init, lr 0.01 divided by "
             "10 when validation error plateaus (at most 3 times), 90 epochs",
-            batch_size=128, epochs=90, lr=0.01, momentum=0.9, weight_decay=5e-4,
-            optimizer="paper-sgd", schedule="plateau", patience=5,
+            batch_size=BATCH_SIZE, epochs=EPOCHS, lr=BASE_LR, momentum=MOMENTUM,
+            weight_decay=WEIGHT_DECAY, optimizer="paper-sgd", schedule="plateau", patience=5,
         ),
         Recipe(
-            "torchvision", "torchvision's reference script for alexnet: torch SGD, lr 0.01, "
-            "x0.1 every 30 epochs, weight decay 1e-4, PyTorch's default init",
+            "torchvision",
+            "torchvision's reference script for alexnet: torch SGD, lr 0.01, x0.1 every 30 "
+            "epochs, weight decay 1e-4, PyTorch's default init",
             batch_size=128, epochs=90, lr=0.01, momentum=0.9, weight_decay=1e-4,
             optimizer="sgd", schedule="step", init="torch",
         ),
         Recipe(
-            "demo", "small data fast, for the embedded demo on a CPU: the paper's net, with "
-            "fused AdamW (lr 5e-4) under a 0.3-epoch warm-up and cosine decay over 5 epochs, "
-            "batch 32, He init and unit-variance inputs (pixels / 64). The paper's SGD, "
-            "N(0, 0.01) init and raw pixels need hundreds of steps before the loss leaves "
-            "ln(classes)",
+            "demo",
+            "small data fast, for the embedded demo on a CPU: the paper's net, with fused "
+            "AdamW (lr 5e-4) under a 0.3-epoch warm-up and cosine decay over 5 epochs, batch "
+            "32, He init and unit-variance inputs (pixels / 64). The paper's SGD, N(0, 0.01) "
+            "init and raw pixels need hundreds of steps before the loss leaves ln(classes)",
             batch_size=32, epochs=5, lr=5e-4, momentum=0.9, weight_decay=5e-4,
             optimizer="adamw", schedule="warmup-cosine", warmup_epochs=0.3, init="kaiming",
             input_scale=1 / 64,
         ),
     )
-}  # fmt: skip
+}

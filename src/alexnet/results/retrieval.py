@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data.augment import center_params
-from .data.loader import eval_batches
-from .data.store import Store, StoreSplit
-from .files import atomic_save_npy
+from ..data.augment import center_params
+from ..data.loader import eval_batches
+from ..data.store import Store, StoreSplit
+from ..runtime.errors import UsageError
+from ..runtime.files import atomic_save_npy, cache_dir, check_output_file
 from .inference import Loaded
 
 
@@ -28,8 +29,8 @@ def checkpoint_key(path: str | Path) -> str:
 
 @torch.no_grad()
 def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
-    device = next(loaded.model.parameters()).device
-    x = loaded.normalizer(device)(images_u8, center_params(len(images_u8)))
+    device = loaded.device
+    x = loaded.transform(device)(images_u8, center_params(len(images_u8)))
     return loaded.model.last_hidden(x).float().cpu()
 
 
@@ -45,15 +46,34 @@ def split_features(loaded: Loaded, split: StoreSplit, batch_size: int = 64,
     return np.concatenate(parts).astype(np.float32)
 
 
+def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
+    """Under the user's cache directory, keyed by the store (its path and meta.json) and
+    the checkpoint's bytes: a store may be read-only, and is never written to."""
+    h = hashlib.sha256(str(store.root.resolve()).encode())
+    h.update((store.root / "meta.json").read_bytes())
+    name = f"{h.hexdigest()[:16]}-{checkpoint_key(loaded.path)}-{split}.npy"
+    return cache_dir() / "features" / name
+
+
 def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_size: int = 64,
-                     progress: bool = False) -> np.ndarray:  # fmt: skip
-    """(N, 4096) float32 for a whole split, computed once and cached beside the store."""
-    cache = store.root / "features" / f"{checkpoint_key(loaded.path)}-{split}.npy"
-    if cache.exists():
-        return np.load(cache)
+                     progress: bool = False) -> np.ndarray:
+    """(N, 4096) float32 for a whole split, computed once and cached (when the cache
+    directory is writable; otherwise computed each time)."""
+    cache = feature_cache_path(loaded, store, split)
+    n = len(store.split(split))
+    if cache.is_file():
+        try:
+            feats = np.load(cache, allow_pickle=False)
+            if feats.shape[0] == n:
+                return feats
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: computed again below
     feats = split_features(loaded, store.split(split), batch_size, progress)
-    cache.parent.mkdir(exist_ok=True)
-    atomic_save_npy(cache, feats)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(cache, feats)
+    except OSError:
+        pass  # no writable cache: the features are simply not kept
     return feats
 
 
@@ -79,8 +99,9 @@ def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int,
 class CodeAutoencoder(nn.Module):
     """4096 -> 1024 -> BITS (sigmoid) -> 1024 -> 4096; codes are the bits thresholded at 0.5."""
 
-    def __init__(self, bits: int, dim: int = 4096, hidden: int = 1024):
+    def __init__(self, bits: int, dim: int = 4096, hidden: int = 1024, input_scale: float = 1.0):
         super().__init__()
+        self.input_scale = input_scale  # features are divided by it first
         self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
         self.decoder = nn.Sequential(nn.Linear(bits, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
@@ -89,16 +110,16 @@ class CodeAutoencoder(nn.Module):
         return self.decoder(z), z
 
     @torch.no_grad()
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.encoder(x)) > 0.5
+    def codes(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.encoder(features / self.input_scale)) > 0.5
 
 
 def train_codes(feats: torch.Tensor, bits: int, epochs: int = 30, seed: int = 0) -> CodeAutoencoder:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    scale = feats.std().clamp_min(1e-6)
+    scale = float(feats.std().clamp_min(1e-6))
     x = feats / scale
-    ae = CodeAutoencoder(bits, dim=feats.shape[1])
+    ae = CodeAutoencoder(bits, dim=feats.shape[1], input_scale=scale)
     opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(128):
@@ -108,7 +129,6 @@ def train_codes(feats: torch.Tensor, bits: int, epochs: int = 30, seed: int = 0)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    ae.input_scale = scale
     return ae
 
 
@@ -125,37 +145,73 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.mean(hits))
 
 
+MAX_K = 100  # neighbours drawn per query: a figure row, not a database dump
+MAX_CODE_BITS = 1024  # the paper proposes *short* codes; fc7 has 4096 values
+
+
+def _query_images(paths: list[str]) -> np.ndarray:
+    """Every query decoded before any gallery work: a bad one fails at once, named."""
+    from ..data.images import BadImage, load_for_store
+
+    images = []
+    for p in paths:
+        try:
+            images.append(load_for_store(p))
+        except BadImage as e:
+            raise UsageError(f"query {p}: {e}") from None
+    return np.stack(images)
+
+
+def _check_gallery(loaded: Loaded, store: Store) -> None:
+    ids = [str(c["id"]) for c in store.classes]
+    if (loaded.class_ids and loaded.class_ids != ids) or loaded.num_classes != len(ids):
+        raise UsageError(f"the gallery {store.root} holds other classes than the checkpoint "
+                         f"{loaded.path} was trained on")
+
+
 def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: str = "train",
               out: str | None = None, codes: int | None = None, device="cpu",
-              progress: bool = False) -> dict:  # fmt: skip
+              progress: bool = False) -> dict:
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
-    from .data.images import center_view, load_for_store
-    from .figures import neighbors_png
-    from .files import atomic_write_bytes
     from .inference import load_for_inference
 
+    if not 1 <= k <= MAX_K:
+        raise UsageError(f"--k must be between 1 and {MAX_K}, not {k}")
+    if codes is not None and not 1 <= codes <= MAX_CODE_BITS:
+        raise UsageError(f"--codes must be between 1 and {MAX_CODE_BITS} bits, not {codes}")
+    if out:
+        check_output_file(out)
+    q_images = _query_images(queries)
     loaded = load_for_inference(ckpt, device)
     store = Store(gallery)
+    _check_gallery(loaded, store)
     data = store.split(split)
     gal = torch.from_numpy(gallery_features(loaded, store, split, progress=progress))
-    q_images = np.stack([load_for_store(p) for p in queries])
     q = features(loaded, torch.from_numpy(q_images))
     dist, idx = nearest(q, gal, k)
     result = {"gallery": str(gallery), "split": split, "k": k, "queries": []}
     for path, d_row, i_row in zip(queries, dist.tolist(), idx.tolist(), strict=True):
         result["queries"].append({"image": str(path), "neighbors": [
             {"index": i, "key": data.keys[i], "name": loaded.classes[int(data.labels[i])],
-             "distance": d} for d, i in zip(d_row, i_row, strict=True)]})  # fmt: skip
+             "distance": d} for d, i in zip(d_row, i_row, strict=True)]})
     if codes:
         ae = train_codes(gal, codes)
-        g_codes, q_codes = ae.codes(gal / ae.input_scale), ae.codes(q / ae.input_scale)
-        h_idx = hamming_nearest(q_codes, g_codes, k)
+        h_idx = hamming_nearest(ae.codes(q), ae.codes(gal), k)
         result["codes"] = {"bits": codes, "agreement": agreement(idx, h_idx),
-                           "hamming_neighbors": h_idx.tolist()}  # fmt: skip
+                           "hamming_neighbors": h_idx.tolist()}
     if out:
-        rows = [[center_view(data.image(i)) for i in r] for r in idx.tolist()]
-        labels = [[loaded.classes[int(data.labels[i])] for i in r] for r in idx.tolist()]
-        atomic_write_bytes(out, neighbors_png([center_view(im) for im in q_images], rows,
-                                              labels))  # fmt: skip
-        result["figure"] = str(out)
+        result["figure"] = _draw(out, q_images, data, idx, loaded.classes)
     return result
+
+
+def _draw(out: str, q_images: np.ndarray, data: StoreSplit, idx: torch.Tensor,
+          classes: list[str]) -> str:
+    from ..data.images import center_view
+    from ..runtime.files import atomic_write_bytes
+    from .figures import neighbors_png
+
+    rows = [[center_view(data.image(i)) for i in r] for r in idx.tolist()]
+    labels = [[classes[int(data.labels[i])] for i in r] for r in idx.tolist()]
+    png = neighbors_png([center_view(im) for im in q_images], rows, labels)
+    atomic_write_bytes(check_output_file(out), png)
+    return str(out)

@@ -1,4 +1,5 @@
-"""Local response normalisation exactly as PAPER.md §3.3 writes it, and fast.
+"""Local response normalisation exactly as §3.3 of the paper writes it (docs/paper.md),
+and fast.
 
     b[i] = a[i] / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a[j]^2) ** beta
 
@@ -6,7 +7,7 @@ The sum is *not* divided by n (nn.LocalResponseNorm and Caffe divide alpha by n)
 
 Why a custom autograd function: nn.LocalResponseNorm builds the window sum with
 avg_pool3d over a padded copy and lets autograd record every intermediate, which
-made LRN about 43% of a CPU training step (issue 7). Here the forward computes the
+made LRN about 43% of a CPU training step (docs/benchmarks.md). Here the forward computes the
 window sum of squares once, keeps the denominator, and the backward reuses it:
 
     dL/da[j] = g[j] * s[j]^-beta
@@ -101,7 +102,7 @@ def local_response_norm(
         # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
         # The product stays out of place: with the tuned allocator a fresh buffer is
         # cheap, and writing it into s in place measured slower (conv1 maps, no grad:
-        # 47 vs 33 ms, session 3).
+        # 47 vs 33 ms on the 2-core CPU box, 2026-11-25).
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
         s = window_sum(xf * xf, size, groups).mul_(alpha).add_(k)
@@ -111,7 +112,7 @@ def local_response_norm(
 
 
 class LocalResponseNorm(nn.Module):
-    """The paper's LRN: undivided alpha (PAPER.md §3.3); with groups, the window stays
+    """The paper's LRN: undivided alpha (docs/paper.md §3.3); with groups, the window stays
     inside each group of channels (each tower's maps)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int = 1):

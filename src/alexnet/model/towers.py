@@ -26,9 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .lrn import LocalResponseNorm
-from .model import AlexNet
-
-TOWERS = 2
+from .net import TOWERS, AlexNet, _activation
 
 # tower module -> its name in the single-device `paper` model, in parameter order
 FULL_NAMES = {
@@ -138,7 +136,7 @@ class TowerParallelAlexNet(nn.Module):
 
     def __init__(self, full: AlexNet, tower: int, group=None):
         super().__init__()
-        if getattr(full, "variant", None) != "paper":
+        if full.variant != "paper":
             raise ValueError("model parallelism splits the paper net's two towers only")
         f, c = full.features, full.classifier
         self.tower, self.group = tower, group
@@ -148,7 +146,7 @@ class TowerParallelAlexNet(nn.Module):
         has_lrn = hasattr(f, "norm1")
         self.norm1 = _tower_lrn(f.norm1) if has_lrn else nn.Identity()
         self.norm2 = _tower_lrn(f.norm2) if has_lrn else nn.Identity()
-        self.act = f.relu1
+        self.act = _activation(full.options)
         self.pool = f.pool1
         for name in ("fc6", "fc7", "fc8"):
             setattr(self, name, _tower_linear(getattr(c, name), tower))

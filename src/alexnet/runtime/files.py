@@ -3,6 +3,7 @@ directory, flushed to disk, then os.replace over the target."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -16,6 +17,24 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cache_dir() -> Path:
+    """Where alexnet keeps what it can rebuild (the demo data, feature caches)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output file path the user named: refuse a directory, or a missing folder,
+    before any work is done. Raises UsageError."""
+    from .errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory: name a file to write")
+    if not path.parent.is_dir() and str(path.parent) != "":
+        raise UsageError(f"cannot write {path}: no folder {path.parent}")
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
     """Call write(binary file object) into a temp file, then move it over `path`."""
     path = Path(path)
@@ -27,9 +46,14 @@ def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            from .errors import UsageError
+
+            raise UsageError(f"no space left on the device holding {path.parent}: "
+                             f"{path.name} was not written") from None
         raise
 
 

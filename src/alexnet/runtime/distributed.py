@@ -43,11 +43,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """Sum a small host tensor (counters) over `group`; a no-op outside a job. NCCL
     reduces device tensors only, so it travels through this rank's GPU there."""

@@ -38,7 +38,7 @@ class Tally:
         self.class_top1 += torch.bincount(labels[c1], minlength=self.num_classes)
 
     def all_reduce(self, group=None) -> None:
-        from .distributed import all_reduce_sum
+        from ..runtime.distributed import all_reduce_sum
 
         t = all_reduce_sum(torch.cat([torch.tensor([self.n, self.top1, self.top5]),
                                       self.class_total, self.class_top1]), group)  # fmt: skip

@@ -6,13 +6,23 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from ..model.info import layer_table
+from ..runtime.errors import UsageError
+from ..runtime.files import check_output_file
 from .inference import load_for_inference
 
 
 def export_onnx(ckpt: str, out: str, input_size: int = 224, check: bool = True,
-                opset: int = 17) -> dict:  # fmt: skip
+                opset: int = 17) -> dict:
+    """Write the net as ONNX (a dynamic batch axis) and, with onnxruntime installed,
+    compare its outputs with PyTorch's on the same random batch."""
+    check_output_file(out)
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError:
+        raise UsageError('ONNX export needs the onnx extra: pip install "alexnet[onnx]"') from None
     loaded = load_for_inference(ckpt)
+    layer_table(loaded.model, input_size)  # a too-small input: the same one line as `info`
     model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
     x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     out_path = Path(out)

@@ -1,4 +1,4 @@
-"""The network of PAPER.md §3, in torchvision's shape (features / avgpool / classifier).
+"""The network of §3 of the paper (docs/paper.md), in torchvision's shape (features / avgpool / classifier).
 
 Read top to bottom it follows the paper: the constants of each section, then the
 layer table of Figure 2, then the initialisation of §5.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..options import ACTIVATIONS, INITS, VARIANTS, check_choice
 from .lrn import LocalResponseNorm
 
 # §3.3 Local response normalisation: k, n, alpha, beta (alpha is NOT divided by n).
@@ -30,7 +31,7 @@ LRN_BETA = 0.75
 # §3.2 + §3.3: the GPUs communicate only at conv3 and the fully connected layers, so
 # each tower normalises over its own maps: the window never crosses the tower boundary
 # (as in cuda-convnet's two-GPU layer definitions, one response-norm layer per GPU).
-TOWERS = 2
+TOWERS = 2  # towers.py splits the net along the same line
 
 # §3.4 Overlapping pooling: z=3, s=2 (the ablation uses z=2, s=2).
 POOL_SIZE = 3
@@ -65,8 +66,6 @@ HIDDEN = 4096
 POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
 CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
 
-VARIANTS = ("paper", "one-tower", "torchvision")
-INITS = ("paper", "torch", "kaiming")
 
 
 @dataclass(frozen=True)
@@ -80,10 +79,8 @@ class ModelOptions:
     init: str = "paper"  # "paper" (§5), "torch" (PyTorch's default) or "kaiming"
 
     def __post_init__(self):
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"activation must be 'relu' or 'tanh', not {self.activation!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("init", self.init, INITS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
@@ -95,8 +92,11 @@ class AlexNet(nn.Module):
     inputs (the paper's case); it lets larger images through, as in torchvision.
     """
 
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, hidden_end: int):
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, hidden_end: int,
+                 variant: str = "paper", options: ModelOptions | None = None):
         super().__init__()
+        self.variant = variant  # what create_model was asked for: checkpoints record it
+        self.options = options or ModelOptions()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
         self.classifier = classifier
@@ -126,7 +126,7 @@ def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
     in_ch = 3
     for i, (name, out_ch, size, stride, pad, groups) in enumerate(convs, start=1):
         layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
-        layers.append((f"relu{i}", _activation(options)))
+        layers.append((f"{options.activation}{i}", _activation(options)))
         if i in (1, 2) and options.lrn:  # §3.3: after the ReLU of layers 1 and 2
             norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=towers)
             layers.append((f"norm{i}", norm))
@@ -140,10 +140,10 @@ def _paper_classifier(num_classes: int, options: ModelOptions) -> tuple[nn.Seque
     # §4.2: dropout acts on the *outputs* of fc6 and fc7 (torchvision puts it before them).
     layers = OrderedDict(
         fc6=nn.Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
-        relu6=_activation(options),
+        **{f"{options.activation}6": _activation(options)},
         drop6=nn.Dropout(options.dropout),
         fc7=nn.Linear(HIDDEN, HIDDEN),
-        relu7=_activation(options),
+        **{f"{options.activation}7": _activation(options)},
         drop7=nn.Dropout(options.dropout),
         fc8=nn.Linear(HIDDEN, num_classes),
     )
@@ -166,7 +166,7 @@ def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
         nn.Dropout(options.dropout), nn.Linear(HIDDEN, HIDDEN), act(),
         nn.Linear(HIDDEN, num_classes),
     )  # fmt: skip
-    return AlexNet(features, classifier, hidden_end=6)
+    return AlexNet(features, classifier, hidden_end=6, variant="torchvision", options=options)
 
 
 def init_paper_(model: AlexNet) -> None:
@@ -181,7 +181,7 @@ def init_kaiming_(model: AlexNet) -> None:
     layer at the paper's N(0, 0.01^2). Meant for unit-variance inputs (input_scale 1/64).
 
     Not the paper's init: the paper's N(0, 0.01^2) with bias 1 is known to sit on a flat
-    loss for a long time (PAPER.md §5, "does not train"); this one lets small data
+    loss for a long time (docs/paper.md §5, "does not train"); this one lets small data
     train in a few epochs (the `demo` recipe).
     """
     layers = learned_layers(model)
@@ -221,13 +221,11 @@ def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> 
         convs = PAPER_CONVS if variant == "paper" else ONE_TOWER_CONVS
         classifier, hidden_end = _paper_classifier(num_classes, opts)
         towers = TOWERS if variant == "paper" else 1
-        model = AlexNet(_paper_features(convs, opts, towers), classifier, hidden_end)
+        model = AlexNet(_paper_features(convs, opts, towers), classifier, hidden_end, variant, opts)
     if opts.init == "paper":
         init_paper_(model)
     elif opts.init == "kaiming":
         init_kaiming_(model)
-    model.variant = variant
-    model.options = opts
     return model
 
 

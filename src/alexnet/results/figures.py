@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .model import AlexNet, learned_layers  # noqa: E402
+from ..model import AlexNet, learned_layers  # noqa: E402
 
 
 def _png(fig) -> bytes:

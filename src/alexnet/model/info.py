@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .model import AlexNet, count_parameters, create_model
+from .net import AlexNet, count_parameters, create_model
 
 
 @dataclass
@@ -33,12 +33,9 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
-def check_input_size(model: AlexNet, input_size: int) -> None:
-    """Raise ValueError naming the last layer before a too-small input empties the maps."""
-    layer_table(model, input_size)
-
-
 def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
+    """One row per module; raises ValueError naming the last layer before a too-small
+    input empties the maps."""
     if input_size < 1:
         raise ValueError(f"input size must be positive, not {input_size}")
     if any(p.device.type != "meta" for p in model.parameters()):
@@ -63,7 +60,7 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
     except RuntimeError as e:
         last = rows[-1].name if rows else "the input"
         raise ValueError(
-            f"input size {input_size} is too small for the {getattr(model, 'variant', '?')} net: "
+            f"input size {input_size} is too small for the {model.variant} net: "
             f"the maps are empty after {last} ({str(e).splitlines()[0]})"
         ) from None
     finally:

@@ -1,0 +1,45 @@
+"""Every enumerated choice of the library, spelled once.
+
+Importable without torch: the command line builds its flags (choices, defaults,
+help) from these names, and the modules that act on a choice import it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, field
+from typing import Literal, get_args
+
+Variant = Literal["paper", "one-tower", "torchvision"]
+Init = Literal["paper", "torch", "kaiming"]
+Activation = Literal["relu", "tanh"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on cuda, fp32 elsewhere
+Decode = Literal["auto", "workers", "device"]  # where a JPEG store is decoded
+Schedule = Literal["plateau", "step", "warmup-cosine", "constant"]
+Optimizer = Literal["paper-sgd", "sgd", "adamw"]
+StoreFormat = Literal["auto", "raw", "jpeg"]
+
+VARIANTS: tuple[str, ...] = get_args(Variant)
+INITS: tuple[str, ...] = get_args(Init)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DECODES: tuple[str, ...] = get_args(Decode)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
+CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)
+MODEL_PARALLEL = (1, 2)  # 2: the paper's two towers on two processes (§3.2)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise ValueError naming the option and its choices when `value` is not one."""
+    if value not in choices:
+        listed = ", ".join(str(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}, not {value!r}")
+
+
+def option(default=MISSING, help: str = "", choices=None, cli: bool = True,
+           metavar: str | None = None, flag: str | None = None):
+    """A config dataclass field carrying what its command-line flag needs to know.
+    No default: a positional argument. `flag` names a flag other than --field-name."""
+    meta = {"help": help, "choices": choices, "cli": cli, "metavar": metavar, "flag": flag}
+    return field(default=default, metadata=meta)

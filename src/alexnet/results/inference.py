@@ -1,0 +1,116 @@
+"""Loading any checkpoint for inference: one of ours, or torchvision's pretrained file.
+
+A torchvision AlexNet pretrained file (alexnet-owt-7be5be79.pth) is a bare state_dict
+of the "one weird trick" net. It loads into our `torchvision` variant with ImageNet's
+class names, and its images get the preprocessing it was trained with:
+AlexNet_Weights.IMAGENET1K_V1.transforms() (resize 256, centre crop 224, ImageNet
+mean/std on 0..1 values). Ours carry their own class list and normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.augment import BatchTransform, center_params, ten_crop_params
+from ..data.images import STORE_SIZE, load_for_store
+from ..model import AlexNet, create_model
+from ..runtime.device import model_device, pick_device
+from ..runtime.errors import UsageError
+from ..train.checkpoint import CHECKPOINT_FORMAT, MAX_CLASSES, Checkpoint, read_file
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Loaded:
+    model: AlexNet
+    classes: list[str]
+    kind: str  # "alexnet" (ours) or "torchvision" (a pretrained state_dict)
+    norm: dict = field(default_factory=dict)  # what BatchTransform needs, on the CPU
+    path: str = ""
+    class_ids: list[str] = field(default_factory=list)  # the store's class ids, when known
+
+    def transform(self, device=None) -> BatchTransform:
+        """Stored uint8 images -> this model's input, on `device` (default: the model's)."""
+        return BatchTransform(device=device or self.device, **self.norm)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device) -> Loaded:
+        self.model = self.model.to(device, memory_format=torch.channels_last)
+        return self
+
+    def preprocess_files(self, paths, crops: int = 1) -> torch.Tensor:
+        """Image files -> network input, as this checkpoint's training preprocessed."""
+        if self.kind == "torchvision":
+            from torchvision.models import AlexNet_Weights
+
+            from ..data.images import open_rgb
+
+            tf = AlexNet_Weights.IMAGENET1K_V1.transforms()
+            if crops != 1:
+                raise UsageError("ten crops are not defined for torchvision's preprocessing")
+            return torch.stack([tf(open_rgb(p)) for p in paths])
+        images = torch.stack([torch.from_numpy(load_for_store(p, STORE_SIZE)) for p in paths])
+        params = center_params(len(paths)) if crops == 1 else ten_crop_params(len(paths))
+        return self.transform("cpu")(images, params)
+
+
+def _is_torchvision_state(obj: dict) -> bool:
+    return "features.0.weight" in obj and "classifier.6.weight" in obj
+
+
+def _ours(ckpt: Checkpoint, path) -> Loaded:
+    model = create_model(ckpt.variant, num_classes=ckpt.num_classes, **ckpt.model_options)
+    try:
+        model.load_state_dict(ckpt.model)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0]
+        raise UsageError(f"{path}: damaged checkpoint: its weights do not fit the "
+                         f"{ckpt.variant} net ({msg})") from None
+    n = ckpt.normalization
+    norm = {"mean": n["mean"], "eigval": None, "eigvec": None, "scale": float(n.get("scale", 1.0))}
+    return Loaded(model, ckpt.class_names, "alexnet", norm, str(path),
+                  [str(c.get("id", c["name"])) for c in ckpt.classes])
+
+
+def load_for_inference(path: str | Path, device="cpu") -> Loaded:
+    """Our checkpoint or a torchvision AlexNet state_dict, eval-ready on `device`."""
+    device = pick_device(device) if isinstance(device, str) else device
+    obj = read_file(path)
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        loaded = _ours(Checkpoint.from_dict(obj, str(path)), path)
+        loaded.model.eval()
+        return loaded.to(device)
+    if _is_torchvision_state(obj):
+        fc8 = obj["classifier.6.weight"]
+        if fc8.dim() != 2 or not 1 <= fc8.shape[0] <= MAX_CLASSES:
+            raise UsageError(f"{path}: not a torchvision AlexNet state_dict (output layer "
+                             f"{tuple(fc8.shape)})")
+        model = create_model("torchvision", num_classes=fc8.shape[0])
+        try:
+            model.load_state_dict(obj)
+        except RuntimeError as e:
+            msg = str(e).splitlines()[0]
+            raise UsageError(f"{path}: not a torchvision AlexNet state_dict ({msg})") from None
+        n = model.classifier[6].out_features
+        if n == 1000:
+            from torchvision.models import AlexNet_Weights
+
+            classes = list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+        else:
+            classes = [str(i) for i in range(n)]
+        norm = {"mean": torch.tensor(IMAGENET_MEAN) * 255, "std": torch.tensor(IMAGENET_STD) * 255}
+        model.eval()
+        return Loaded(model, classes, "torchvision", norm, str(path)).to(device)
+    raise UsageError(f"{path} is neither an alexnet checkpoint nor a torchvision AlexNet file")

@@ -1,0 +1,179 @@
+"""`alexnet report`: one self-contained HTML page for a run, every image inline.
+
+`collect_report` gathers what the page shows (evaluation, samples, neighbours) into a
+`ReportData`; `render_report` turns that into HTML; `build_report` does both and
+writes the page atomically."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import center_view
+from ..data.store import Store
+from ..runtime.errors import UsageError
+from .evaluate import evaluate_split
+from .figures import curves_png, kernels_png, neighbors_png, predictions_png
+from ..runtime.device import pick_device
+from ..runtime.files import atomic_write_bytes, check_output_file
+from ..train.rundir import RunDir
+from .inference import load_for_inference
+from .predict import predict_stored
+from .retrieval import features, nearest, split_features
+
+# §6 and the later reference points of docs/paper.md, for the table beside ours.
+PAPER_ROWS = [
+    ("AlexNet, 1 CNN, ILSVRC-2012 val (paper §6)", 0.407, 0.182, "10 crops"),
+    ("AlexNet, ILSVRC-2010 test (paper §6)", 0.375, 0.170, "10 crops"),
+    ("cuda-convnet2 one-GPU net, 90 epochs", 0.425, 0.198, "1 crop"),
+    ("cuda-convnet2 one-GPU net, 90 epochs", 0.404, 0.182, "10 crops"),
+    ("Caffe bvlc_alexnet", 0.429, 0.198, "1 crop"),
+    ("torchvision alexnet", 0.43478, 0.20934, "1 crop"),
+]
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+@dataclass
+class ReportData:
+    """What the page shows, gathered from a run directory; `render_report` draws it."""
+
+    run: Path
+    config: dict
+    history: list[dict]
+    num_classes: int
+    val_images: int
+    results: list[dict]  # evaluate_split's, for 1 and 10 crops
+    kernels: bytes  # PNG
+    crops: list[np.ndarray]  # the sampled validation images, centre crops
+    tops: list[list[dict]]
+    truths: list[str]
+    neighbor_rows: list[list[np.ndarray]]
+    neighbor_labels: list[list[str]]
+    gallery_size: int
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, samples: int = 8,
+                 k: int = 5, device="cpu", eval_limit: int | None = 1000,
+                 gallery_limit: int = 1000) -> Path:
+    """eval_limit: at most this many validation images in the error table (a seeded
+    choice, stated on the page; None for all); gallery_limit likewise for neighbours."""
+    if out is not None:
+        check_output_file(out)
+    data = collect_report(run_dir, samples, k, pick_device(str(device)), eval_limit,
+                          gallery_limit)
+    out_path = Path(out) if out else RunDir(run_dir).report
+    atomic_write_bytes(out_path, render_report(data).encode())
+    return out_path
+
+
+def _read_run(run: RunDir) -> tuple[list[dict], dict, Path]:
+    if not run.metrics.is_file():
+        raise UsageError(f"{run.root} is not a run directory (no metrics.jsonl)")
+    history = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
+    ckpt = run.best_or_last()
+    if not history or not ckpt.is_file():
+        raise UsageError(f"{run.root} has no finished epoch to report on")
+    try:
+        config = json.loads(run.config.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{run.config} is unreadable ({e})") from None
+    return history, config, ckpt
+
+
+def collect_report(run_dir, samples: int, k: int, device, eval_limit: int | None,
+                   gallery_limit: int) -> ReportData:
+    run = RunDir(run_dir)
+    history, config, ckpt = _read_run(run)
+    loaded = load_for_inference(ckpt, device)
+    store = Store(config["data"])
+    val, train = store.split("val"), store.split("train")
+    rng = np.random.default_rng(0)
+    subset = val
+    if eval_limit is not None and len(val) > eval_limit:
+        subset = val.subset(np.sort(rng.choice(len(val), size=eval_limit, replace=False)))
+    tf = loaded.transform(device)
+    results = [evaluate_split(loaded.model, subset, tf, loaded.num_classes, crops=c)
+               for c in (1, 10)]
+    pick = np.sort(rng.choice(len(val), size=min(samples, len(val)), replace=False))
+    images = val.batch(pick)
+    gallery_idx = np.sort(rng.choice(len(train), size=min(len(train), gallery_limit),
+                                     replace=False))
+    gal = torch.from_numpy(split_features(loaded, train.subset(gallery_idx)))
+    _, nn_idx = nearest(features(loaded, torch.from_numpy(images[:4])), gal, k)
+    rows = [[gallery_idx[j] for j in r] for r in nn_idx.tolist()]
+    return ReportData(
+        run=run.root, config=config, history=history, num_classes=store.num_classes,
+        val_images=len(val), results=results, kernels=kernels_png(loaded.model),
+        crops=[center_view(im) for im in images], tops=predict_stored(loaded, images, top=5),
+        truths=[loaded.classes[int(val.labels[i])] for i in pick],
+        neighbor_rows=[[center_view(train.image(int(i))) for i in r] for r in rows],
+        neighbor_labels=[[loaded.classes[int(train.labels[i])] for i in r] for r in rows],
+        gallery_size=len(gallery_idx),
+    )
+
+
+def _error_rows(d: ReportData) -> str:
+    ours = "".join(
+        f"<tr class='ours'><td>this run ({html.escape(d.run.name)}, {r['images']} of "
+        f"{d.val_images} val images)</td>"
+        f"<td>{r['crops']} crop{'s' if r['crops'] > 1 else ''}</td>"
+        f"<td>{r['top1_error']:.1%}</td><td>{r['top5_error']:.1%}</td></tr>"
+        for r in d.results
+    )
+    paper = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{c}</td><td>{t1:.1%}</td><td>{t5:.1%}</td></tr>"
+        for n, t1, t5, c in PAPER_ROWS
+    )
+    return ours + paper
+
+
+def render_report(d: ReportData) -> str:
+    """The self-contained HTML page: every image inline, no script, no external file."""
+    last, cfg = d.history[-1], d.config
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>alexnet report: {html.escape(d.run.name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>AlexNet run <code>{html.escape(str(d.run))}</code></h1>
+<p>variant <b>{html.escape(cfg["variant"])}</b>, recipe <b>{html.escape(cfg["recipe"])}</b>,
+{len(d.history)} epoch(s), {d.num_classes} classes, data <code>{html.escape(cfg["data"])}</code>.
+Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {last["val_top5_error"]:.1%}.</p>
+<h2>Training curves</h2>
+{_img(curves_png(d.history), "training curves")}
+<h2>Error rates beside the paper's</h2>
+<table><tr><th>model</th><th>test views</th><th>top-1 error</th><th>top-5 error</th></tr>
+{_error_rows(d)}</table>
+<p class="note">The paper's figures are on ImageNet's 1000 classes; ours are on this run's
+validation split. Ten crops: the four corners and the centre and their reflections, softmax
+outputs averaged (§4.1).</p>
+<h2>First-layer kernels (Figure 3)</h2>
+{_img(d.kernels, "conv1 kernels")}
+<p class="note">Each 11x11x3 kernel scaled to its own range. With two towers, the top block is
+tower 1 (GPU 1 in the paper), the bottom block tower 2.</p>
+<h2>Top-5 predictions on validation images (Figure 4, left)</h2>
+{_img(predictions_png(d.crops, d.tops, d.truths), "predictions")}
+<h2>Nearest neighbours in the last hidden layer (Figure 4, right)</h2>
+{_img(neighbors_png(d.crops[: len(d.neighbor_rows)], d.neighbor_rows, d.neighbor_labels),
+      "nearest neighbours")}
+<p class="note">Gallery: {d.gallery_size} training images; Euclidean distance between
+their 4096-d fc7 activations and the query's.</p>
+</body></html>
+"""
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; } td, th { padding: 4px 12px; border-bottom: 1px solid #eee; }
+tr.ours { background: #eef6ff; font-weight: bold; }
+img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
+"""

@@ -1,0 +1,150 @@
+"""The checkpoint format: one owner for what a training run writes and every verb reads.
+
+A checkpoint is a plain dict of state dicts, tensors and primitives, written
+atomically and read with weights_only=True, so loading one never runs code. Its
+fields are checked before anything is built from them: a file that claims a billion
+classes is refused, not allocated.
+
+Layout (CHECKPOINT_FORMAT; every field at the top level):
+    format, model (state_dict), variant, num_classes, model_options, classes,
+    normalization, config, optimizer, schedule, and the TrainState fields
+    (epoch, step, global_step, history, best_val_top1_error, running).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model.net import ModelOptions
+from ..options import VARIANTS
+from ..runtime.errors import UsageError
+from ..runtime.files import atomic_write
+
+CHECKPOINT_FORMAT = "alexnet-checkpoint-1"
+MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
+TRAIN_STATE_KEYS = ("epoch", "step", "global_step", "history", "best_val_top1_error", "running")
+# the output layer's weight in each variant's state_dict
+FC8_KEYS = {"paper": "classifier.fc8.weight", "one-tower": "classifier.fc8.weight",
+            "torchvision": "classifier.6.weight"}
+
+
+@dataclass
+class Checkpoint:
+    """A trained (or training) net with what is needed to use it and to resume it."""
+
+    model: dict  # the single-device model's state_dict
+    variant: str
+    classes: list[dict]  # the store's classes: {"index", "id", "name"}
+    normalization: dict  # {"kind": "mean-image", "mean", "eigval", "eigvec", "scale"}
+    model_options: dict = field(default_factory=dict)  # ModelOptions fields
+    config: dict = field(default_factory=dict)  # the resolved TrainConfig
+    optimizer: dict | None = None
+    schedule: dict | None = None
+    train_state: dict | None = None  # TrainState.state_dict()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.classes]
+
+    def to_dict(self) -> dict:
+        d = {"format": CHECKPOINT_FORMAT, "num_classes": self.num_classes}
+        d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "train_state"})
+        d.update(self.train_state or {})
+        return d
+
+    @classmethod
+    def from_dict(cls, obj: dict, source: str = "checkpoint") -> Checkpoint:
+        """Check every field, then build; raises UsageError naming the file and field."""
+        _validate(obj, source)
+        state = {k: obj[k] for k in TRAIN_STATE_KEYS} if "epoch" in obj else None
+        return cls(model=obj["model"], variant=obj["variant"], classes=list(obj["classes"]),
+                   normalization=obj["normalization"],
+                   model_options=dict(obj.get("model_options") or {}),
+                   config=dict(obj.get("config") or {}), optimizer=obj.get("optimizer"),
+                   schedule=obj.get("schedule"), train_state=state)
+
+    def all_finite(self) -> bool:
+        return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())
+
+
+def _validate(obj: dict, source: str) -> None:
+    def bad(what: str):
+        return UsageError(f"{source}: damaged checkpoint: {what}")
+
+    for key in ("model", "variant", "num_classes", "classes", "normalization"):
+        if key not in obj:
+            raise bad(f"no {key!r} field")
+    if obj["variant"] not in VARIANTS:
+        raise bad(f"unknown variant {obj['variant']!r}")
+    n = obj["num_classes"]
+    if not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+        raise bad(f"num_classes {n!r} is not a class count")
+    if not isinstance(obj["classes"], list) or len(obj["classes"]) != n:
+        raise bad(f"{len(obj['classes'])} class entries for num_classes {n}")
+    if not all(isinstance(c, dict) and "name" in c for c in obj["classes"]):
+        raise bad("class entries without names")
+    model = obj["model"]
+    if not isinstance(model, dict) or not all(torch.is_tensor(v) for v in model.values()):
+        raise bad("'model' is not a state_dict")
+    fc8 = model.get(FC8_KEYS[obj["variant"]])
+    if fc8 is None or fc8.dim() != 2 or fc8.shape[0] != n:
+        raise bad(f"the output layer does not have {n} classes")
+    try:
+        ModelOptions(**(obj.get("model_options") or {}))
+    except (TypeError, ValueError) as e:
+        raise bad(f"model_options: {e}") from None
+    norm = obj["normalization"]
+    if not isinstance(norm, dict) or not torch.is_tensor(norm.get("mean")):
+        raise bad("no normalisation mean")
+    if not math.isfinite(float(norm.get("scale", 1.0))):
+        raise bad("non-finite input scale")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP and torch.compile wrappers: what a checkpoint saves."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def read_file(path: str | Path, map_location="cpu") -> dict:
+    """A torch file as a dict, loaded with weights_only=True (no code runs)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and unsafe-type errors alike
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{path} is not a readable checkpoint ({msg})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """One of our checkpoints, every field checked."""
+    obj = read_file(path)
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not an alexnet checkpoint (format {obj.get('format')!r})")
+    return Checkpoint.from_dict(obj, str(path))

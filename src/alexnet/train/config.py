@@ -1,0 +1,143 @@
+"""What a training run is asked to do: `TrainConfig`, each option defined once.
+
+Each field carries its help text and choices; the command line builds `alexnet
+train`'s flags from these fields (alexnet/cli.py), so a default or a choice is never
+spelled twice. Fields left None are decided by the recipe (recipes.py).
+
+Importable without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ..options import (
+    ACTIVATIONS,
+    DECODES,
+    INITS,
+    MODEL_PARALLEL,
+    PRECISIONS,
+    SCHEDULES,
+    VARIANTS,
+    option,
+)
+from ..runtime.errors import UsageError
+from .recipes import RECIPE_FIELDS, RECIPES
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = option(None, "a prepared store (default: build and use the demo dataset)",
+                              metavar="STORE")
+    out: str | None = option(None, "run directory (default: runs/<date-time>)", metavar="RUN_DIR")
+    variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
+    recipe: str | None = option(
+        None, "training preset (default: demo without --data, paper with it)", tuple(RECIPES)
+    )
+    epochs: int | None = option(None, "passes over the training split")
+    batch_size: int | None = option(None, "images per step, per process")
+    lr: float | None = option(None, "base learning rate")
+    momentum: float | None = option(None, "momentum (SGD recipes)")
+    weight_decay: float | None = option(None, "weight decay")
+    schedule: str | None = option(None, "learning-rate schedule", SCHEDULES)
+    patience: int | None = option(None, "plateau schedule: epochs without improvement")
+    warmup_epochs: float | None = option(None, "warmup-cosine schedule: epochs of warm-up")
+    init: str | None = option(None, "weight initialisation", INITS)
+    input_scale: float | None = option(
+        None, "multiply the mean-subtracted 0..255 pixels by this (paper: 1)"
+    )
+    dropout: float | None = option(None, "dropout on the outputs of fc6 and fc7 (paper: 0.5)")
+    lrn: bool = option(True, "local response normalisation after conv1 and conv2 (§3.3)")
+    overlap_pool: bool = option(True, "overlapping 3/2 max-pooling (§3.4); off: 2/2")
+    activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)
+    seed: int = option(0, "seeds the init, the data order, the crops and the dropout masks")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = option("auto", "autocast precision (auto: bf16 on cuda)", PRECISIONS)
+    compile: bool = option(False, "torch.compile the model")
+    model_parallel: int = option(
+        1, "2: the paper net's two towers on 2 processes (§3.2), under torchrun",
+        MODEL_PARALLEL,
+    )
+    channels_last: bool = option(True, "channels_last memory format")
+    workers: int = option(2, "data loading processes")
+    decode: str = option("auto", "where a JPEG store is decoded (auto: nvjpeg on a GPU)", DECODES)
+    max_steps: int | None = option(None, "stop after this many steps in all (checkpointed)")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends only)")
+    eval_batch_size: int = option(128, "validation batch size")
+    progress: bool = option(True, "progress bars", cli=False)  # the CLI: on a terminal only
+    report: bool = option(True, "write report.html when training ends")
+
+    def resolved(self) -> TrainConfig:
+        """Fill what the recipe decides; check every value. Raises UsageError."""
+        recipe_name = self.recipe or ("demo" if self.data is None else "paper")
+        if recipe_name not in RECIPES:
+            raise UsageError(f"unknown recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
+        values = asdict(self)
+        values["recipe"] = recipe_name
+        for name in RECIPE_FIELDS:
+            if values[name] is None:
+                values[name] = getattr(RECIPES[recipe_name], name)
+        cfg = TrainConfig(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise UsageError naming the first value out of its range (a resolved config)."""
+        for ok, message in self._checks():
+            if not ok:
+                raise UsageError(message)
+
+    def _checks(self):
+        finite = [n for n in ("lr", "momentum", "weight_decay", "warmup_epochs", "input_scale",
+                              "dropout") if not math.isfinite(getattr(self, n))]
+        return [
+            (self.variant in VARIANTS,
+             f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}"),
+            (not finite, f"--{finite[0].replace('_', '-')} must be a finite number"
+             if finite else ""),
+            (self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
+            (self.momentum >= 0, f"--momentum must be non-negative, not {self.momentum}"),
+            (self.weight_decay >= 0,
+             f"--weight-decay must be non-negative, not {self.weight_decay}"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be non-negative"),
+            (self.input_scale > 0, f"--input-scale must be positive, not {self.input_scale}"),
+            (self.patience >= 0, "--patience must be non-negative"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}"),
+            (self.init in INITS, f"unknown init {self.init!r}"),
+            (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}"),
+            (self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
+            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
+            (self.workers >= 0, "--workers must be non-negative"),
+            (self.decode in DECODES,
+             f"--decode must be one of {', '.join(DECODES)}, not {self.decode!r}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
+            (self.model_parallel in MODEL_PARALLEL,
+             f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}"),
+            (self.model_parallel == 1 or self.variant == "paper",
+             f"--model-parallel 2 splits the paper net's two towers; the {self.variant!r} "
+             "variant has none"),
+        ]
+
+
+# What a resumed run may change: where and how it runs, not what it learns.
+RESUME_MAY_CHANGE = ("device", "workers", "decode", "progress", "max_steps", "report", "compile",
+                     "checkpoint_every", "eval_batch_size", "model_parallel")
+
+
+def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:
+    """The config a resumed run continues with: the saved one, except for how it runs
+    (RESUME_MAY_CHANGE) and, when given, a new path to the store (a moved store; the
+    caller checks that it holds the same classes). Checkpoints are full state dicts, so a
+    run may change its parallelism too."""
+    merged = {f.name: saved.get(f.name, getattr(asked, f.name)) for f in fields(TrainConfig)}
+    merged.update({k: getattr(asked, k) for k in RESUME_MAY_CHANGE})
+    if asked.data is not None:
+        merged["data"] = asked.data
+    merged["out"] = str(run_dir)
+    return TrainConfig(**merged).resolved()

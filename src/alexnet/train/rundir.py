@@ -1,0 +1,89 @@
+"""The run directory: one owner for the paths a training run writes.
+
+    RUN/config.json              the resolved TrainConfig
+    RUN/environment.json         versions and hardware
+    RUN/metrics.jsonl            one object per finished epoch
+    RUN/steps.jsonl              one object per logged step
+    RUN/tensorboard/             events, when tensorboard is installed
+    RUN/checkpoints/last.pt      where training stands (resume from it)
+    RUN/checkpoints/best.pt      the epoch with the lowest validation error
+    RUN/report.html              the HTML report
+    RUN/.lock                    held by the run writing here
+
+A new run never writes into a directory that holds another run, and two runs never
+write into one directory at once: the second is refused, naming the first's pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..runtime.errors import UsageError
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.root = Path(path)
+        self._lock_fd: int | None = None
+
+    config = property(lambda self: self.root / "config.json")
+    environment = property(lambda self: self.root / "environment.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    steps = property(lambda self: self.root / "steps.jsonl")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last = property(lambda self: self.root / "checkpoints" / "last.pt")
+    best = property(lambda self: self.root / "checkpoints" / "best.pt")
+    report = property(lambda self: self.root / "report.html")
+
+    def holds_a_run(self) -> bool:
+        return any(p.exists() for p in (self.config, self.metrics, self.last, self.best))
+
+    def best_or_last(self) -> Path:
+        return self.best if self.best.is_file() else self.last
+
+    def create(self) -> None:
+        """Make the directory for a new run; refuse one that holds another run."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"--out {self.root} exists and is not a directory")
+        if self.holds_a_run():
+            raise UsageError(f"--out {self.root} already holds a run: continue it with "
+                             f"--resume {self.root}, or choose a new --out")
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the run directory {self.root}: {e.strerror}") from None
+
+    def check_resumable(self) -> None:
+        if not self.root.is_dir():
+            raise UsageError(f"--resume {self.root}: no such run directory")
+        if not self.last.is_file():
+            raise UsageError(f"--resume {self.root}: no checkpoint (checkpoints/last.pt) to "
+                             "resume from")
+
+    def lock(self) -> None:
+        """Take the directory's advisory lock for this process's lifetime."""
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UsageError(f"{self.root} is in use by another alexnet train (pid {holder}); "
+                             "wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of a write that a kill cut short (atomic writes leave .NAME.*.tmp)."""
+        for d in (self.root, self.checkpoints):
+            for stray in d.glob(".*.tmp"):
+                stray.unlink(missing_ok=True)
