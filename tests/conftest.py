@@ -8,13 +8,16 @@ import pytest
 from PIL import Image
 
 
-
 def run_cli(*args, env=None, timeout=600, cwd=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "alexnet", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
 
 
 def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save):
@@ -39,8 +42,9 @@ def image_folder(tmp_path):
             sub = root / name / ("nested" if i % 3 == 0 else "")
             ext = [".jpg", ".JPEG", ".png", ".Jpg"][i % 4]
             fmt = "PNG" if ext == ".png" else "JPEG"
-            write_image(sub / f"{name}{i}{ext}", size=(60 + 7 * i, 40 + 5 * ci), color=color,
-                        fmt=fmt)  # fmt: skip
+            write_image(
+                sub / f"{name}{i}{ext}", size=(60 + 7 * i, 40 + 5 * ci), color=color, fmt=fmt
+            )
     return root
 
 

@@ -6,20 +6,51 @@ from conftest import run_cli
 
 
 def test_bench_train_reports_every_model_and_the_ratios():
-    r = run_cli("bench", "train", "--device", "cpu", "--batch-size", "2", "--steps", "1",
-                "--rounds", "1", "--json")  # fmt: skip
+    r = run_cli(
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    for key in ("ours_img_s", "naive_img_s", "torchvision_img_s", "ratio_vs_naive",
-                "ours_infer_img_s", "no_lrn_img_s"):  # fmt: skip
+    for key in (
+        "ours_img_s",
+        "naive_img_s",
+        "torchvision_img_s",
+        "ratio_vs_naive",
+        "ours_infer_img_s",
+        "no_lrn_img_s",
+    ):
         assert out[key] > 0, key
     assert out["ratio_vs_naive"] == round(out["ours_img_s"] / out["naive_img_s"], 3)
     assert out["lrn_overhead"] == round(out["no_lrn_img_s"] / out["ours_img_s"] - 1, 3)
 
 
 def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
-    r = run_cli("bench", "train", "--model-parallel", "2", "--device", "cpu", "--batch-size", "2",
-                "--steps", "1", "--rounds", "1", "--json", env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    r = run_cli(
+        "bench",
+        "train",
+        "--model-parallel",
+        "2",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     # forward, per image: rank 0 sends its pool2 (128x13x13), pool5 (128x6x6), fc6 and
@@ -39,8 +70,23 @@ def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvisio
 ):
     r = run_cli("prepare", image_folder, tmp_path / "store", "--format", "jpeg", "--json")
     assert r.returncode == 0, r.stderr
-    args = ("bench", "train", "--data", tmp_path / "store", "--device", "cpu", "--batch-size", "2",
-            "--steps", "2", "--warmup", "1", "--workers", "1", "--json")  # fmt: skip
+    args = (
+        "bench",
+        "train",
+        "--data",
+        tmp_path / "store",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--workers",
+        "1",
+        "--json",
+    )
     r = run_cli(*args, "--source", image_folder)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -64,8 +110,21 @@ def test_bench_data_compares_our_feed_with_torchvisions_and_counts_what_it_timed
 ):
     r = run_cli("prepare", image_folder, tmp_path / "store", "--json")
     assert r.returncode == 0, r.stderr
-    r = run_cli("bench", "data", "--data", tmp_path / "store", "--source", image_folder,
-                "--workers", "1", "--batch-size", "4", "--batches", "1000", "--json")  # fmt: skip
+    r = run_cli(
+        "bench",
+        "data",
+        "--data",
+        tmp_path / "store",
+        "--source",
+        image_folder,
+        "--workers",
+        "1",
+        "--batch-size",
+        "4",
+        "--batches",
+        "1000",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["ours_img_s"] > 0 and out["baseline_img_s"] > 0

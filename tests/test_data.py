@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from alexnet.data.augment import (
-    CropParams,
     BatchTransform,
+    CropParams,
     crop_flip,
     draw_train_params,
     lighting_shift,
@@ -117,8 +117,14 @@ def _add_broken_files(root: Path) -> dict[str, str]:
     Image.new("RGB", (3, 500)).save(cls / "thin.png")
     Image.new("1", (9600, 9600)).save(cls / "bomb.png")
     (cls / "link.jpg").symlink_to(cls / "missing.jpg")
-    return {"empty.jpg": "empty", "text.jpg": "not an image", "trunc.jpg": "truncated",
-            "thin.png": "absurd", "bomb.png": "bomb", "link.jpg": "unreadable"}  # fmt: skip
+    return {
+        "empty.jpg": "empty",
+        "text.jpg": "not an image",
+        "trunc.jpg": "truncated",
+        "thin.png": "absurd",
+        "bomb.png": "bomb",
+        "link.jpg": "unreadable",
+    }
 
 
 @pytest.mark.parametrize("fmt", ["raw", "jpeg"])
@@ -184,10 +190,22 @@ def test_prepare_resumes_after_sigkill(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     out = tmp_path / "store"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alexnet", "prepare", str(image_folder), str(out),
-         "--shard-size", "3", "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "alexnet",
+            "prepare",
+            str(image_folder),
+            str(out),
+            "--shard-size",
+            "3",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     marker = tmp_path / "store.partial" / "train" / "00002.json"
     deadline = time.time() + 120
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -246,8 +264,9 @@ def test_ilsvrc_layout_with_flat_val(tmp_path):
     assert summary["written"] == {"train": 6, "val": 4}
     store = Store(tmp_path / "store")
     assert [(c["id"], c["name"]) for c in store.classes] == [
-        ("n01440764", "tench"), ("n01443537", "goldfish"),
-    ]  # fmt: skip
+        ("n01440764", "tench"),
+        ("n01443537", "goldfish"),
+    ]
     assert store.split("val").labels.tolist() == [0, 1, 0, 1]
 
 
@@ -373,8 +392,9 @@ def test_device_decoding_equals_worker_decoding(image_folder, tmp_path):
     for decode, workers in (("device", 0), ("device", 1)):
         where, got = run(decode, workers)
         assert where == "device" and len(got) == len(ref) == 18 // 4
-        assert all(torch.equal(x1, x2) and torch.equal(y1, y2)
-                   for (x1, y1), (x2, y2) in zip(got, ref))  # fmt: skip
+        assert all(
+            torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(got, ref)
+        )
     _prepare(image_folder, tmp_path / "raw", format="raw", val_fraction=0.25)
     raw = Store(tmp_path / "raw").split("train")
     feed = TrainFeed(raw, norm, EpochSampler(len(raw), 4), 0, decode="device")

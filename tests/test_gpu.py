@@ -14,8 +14,8 @@ import torch
 from alexnet.data.augment import BatchTransform, crop_flip, draw_train_params
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store, decode_jpeg_batch
-from alexnet.model.lrn import LocalResponseNorm
 from alexnet.model import create_model
+from alexnet.model.lrn import LocalResponseNorm
 from conftest import run_cli
 from test_lrn import ALPHA, BETA, K, N, _input, reference_lrn
 
@@ -24,8 +24,16 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 
 
 def _store(image_folder, out, fmt):
-    prepare(PrepareConfig(src=str(image_folder), out=str(out), val_fraction=0.25, workers=2,
-                          format=fmt, progress=False))  # fmt: skip
+    prepare(
+        PrepareConfig(
+            src=str(image_folder),
+            out=str(out),
+            val_fraction=0.25,
+            workers=2,
+            format=fmt,
+            progress=False,
+        )
+    )
     return Store(out)
 
 
@@ -44,8 +52,9 @@ def test_lrn_on_cuda_matches_the_formula(dtype, rtol, groups):
     (gx,) = torch.autograd.grad(y, x, g.to("cuda", dtype))
     xr = x.detach().cpu().double().requires_grad_()
     (gr,) = torch.autograd.grad(reference_lrn(xr, groups), xr, g.to(dtype).double())
-    assert torch.allclose(gx.cpu().double(), gr, rtol=rtol * 4,
-                          atol=rtol * 4 * gr.abs().max().item())  # fmt: skip
+    assert torch.allclose(
+        gx.cpu().double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item()
+    )
 
 
 def test_augmentation_gather_on_cuda_equals_cpu_slicing():
@@ -93,9 +102,27 @@ def test_paper_model_bf16_channels_last_close_to_fp32():
 def test_train_on_cuda_and_the_checkpoint_loads_on_cpu(image_folder, tmp_path, fmt, extra):
     _store(image_folder, tmp_path / "store", fmt)
     run = tmp_path / "run"
-    r = run_cli("train", "--data", tmp_path / "store", "--out", run, "--device", "cuda",
-                "--precision", "bf16", "--batch-size", "4", "--epochs", "2", "--workers", "1",
-                "--no-report", "--recipe", "demo", *extra)  # fmt: skip
+    r = run_cli(
+        "train",
+        "--data",
+        tmp_path / "store",
+        "--out",
+        run,
+        "--device",
+        "cuda",
+        "--precision",
+        "bf16",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--no-report",
+        "--recipe",
+        "demo",
+        *extra,
+    )
     assert r.returncode == 0, r.stderr
     env = json.loads((run / "environment.json").read_text())
     assert "cuda" in json.dumps(env)
@@ -104,16 +131,37 @@ def test_train_on_cuda_and_the_checkpoint_loads_on_cpu(image_folder, tmp_path, f
     ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     model = create_model("paper", num_classes=3)
     model.load_state_dict(ckpt["model"])  # plain names: compile's wrapper unwrapped
-    r = run_cli("evaluate", run / "checkpoints" / "last.pt", "--data", tmp_path / "store",
-                "--device", "cpu", "--json")  # fmt: skip
+    r = run_cli(
+        "evaluate",
+        run / "checkpoints" / "last.pt",
+        "--data",
+        tmp_path / "store",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
 
 
 def test_bench_end_to_end_on_cuda_decodes_on_the_gpu(image_folder, tmp_path):
     _store(image_folder, tmp_path / "store", "jpeg")
-    r = run_cli("bench", "train", "--data", tmp_path / "store", "--source", image_folder,
-                "--device", "cuda", "--batch-size", "4", "--steps", "3", "--warmup", "1",
-                "--json")  # fmt: skip
+    r = run_cli(
+        "bench",
+        "train",
+        "--data",
+        tmp_path / "store",
+        "--source",
+        image_folder,
+        "--device",
+        "cuda",
+        "--batch-size",
+        "4",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["decode"] == "device" and out["precision"] == "bfloat16" and "gpu" in out
@@ -122,8 +170,21 @@ def test_bench_end_to_end_on_cuda_decodes_on_the_gpu(image_folder, tmp_path):
 
 @two_gpus
 def test_model_parallel_on_two_gpus_over_nccl():
-    r = run_cli("bench", "train", "--model-parallel", "2", "--device", "cuda", "--batch-size",
-                "8", "--steps", "2", "--rounds", "1", "--json")  # fmt: skip
+    r = run_cli(
+        "bench",
+        "train",
+        "--model-parallel",
+        "2",
+        "--device",
+        "cuda",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["backend"] == "nccl" and len(out["gpus"]) == 2 and out["model_parallel_img_s"] > 0

@@ -4,14 +4,22 @@ import torchvision
 from torch import nn
 
 from alexnet import create_model
-from alexnet.model.info import model_info
 from alexnet.model import BIAS_ONE_LAYERS, INIT_STD, count_parameters, learned_layers
+from alexnet.model.info import model_info
 
 PAPER_SHAPES = {
-    "conv1": [96, 55, 55], "pool1": [96, 27, 27], "conv2": [256, 27, 27],
-    "pool2": [256, 13, 13], "conv3": [384, 13, 13], "conv4": [384, 13, 13],
-    "conv5": [256, 13, 13], "pool5": [256, 6, 6], "fc6": [4096], "fc7": [4096], "fc8": [1000],
-}  # fmt: skip
+    "conv1": [96, 55, 55],
+    "pool1": [96, 27, 27],
+    "conv2": [256, 27, 27],
+    "pool2": [256, 13, 13],
+    "conv3": [384, 13, 13],
+    "conv4": [384, 13, 13],
+    "conv5": [256, 13, 13],
+    "pool5": [256, 6, 6],
+    "fc6": [4096],
+    "fc7": [4096],
+    "fc8": [1000],
+}
 
 
 @pytest.mark.parametrize("size", [224, 227])
@@ -50,20 +58,43 @@ def test_parameter_counts(variant, params):
 def test_towers_groups():
     f = create_model("paper").features
     assert [f.conv1.groups, f.conv2.groups, f.conv3.groups, f.conv4.groups, f.conv5.groups] == [
-        1, 2, 1, 2, 2,
-    ]  # fmt: skip
+        1,
+        2,
+        1,
+        2,
+        2,
+    ]
     one = create_model("one-tower").features
-    assert [one.conv1.out_channels, one.conv2.out_channels, one.conv3.out_channels,
-            one.conv4.out_channels, one.conv5.out_channels] == [48, 128, 192, 192, 256]  # fmt: skip
+    assert [
+        one.conv1.out_channels,
+        one.conv2.out_channels,
+        one.conv3.out_channels,
+        one.conv4.out_channels,
+        one.conv5.out_channels,
+    ] == [48, 128, 192, 192, 256]
     assert all(m.groups == 1 for m in one if isinstance(m, nn.Conv2d))
 
 
 def test_paper_layer_order():
     names = [n for n, _ in create_model("paper").features.named_children()]
     assert names == [
-        "pad1", "conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2",
-        "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5",
-    ]  # fmt: skip
+        "pad1",
+        "conv1",
+        "relu1",
+        "norm1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "norm2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+    ]
     f = create_model("paper").features
     assert (f.norm1.size, f.norm1.alpha, f.norm1.beta, f.norm1.k) == (5, 1e-4, 0.75, 2.0)
     assert f.norm1.groups == f.norm2.groups == 2  # each tower normalises its own maps

@@ -34,14 +34,15 @@ def _worker(rank, store_dir, out_path):
     from alexnet.model.towers import (
         TowerParallelAlexNet,
         full_optimizer_state,
-        load_full_optimizer_state,  # fmt: skip
+        load_full_optimizer_state,
         make_layout,
         unshard,
     )
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store_dir}/rendezvous", rank=rank,
-                            world_size=4)  # fmt: skip
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store_dir}/rendezvous", rank=rank, world_size=4
+    )
     layout = make_layout(rank, 4)  # 2 towers x 2 replicas
     tower = TowerParallelAlexNet(_full(), layout.tower, layout.pair)
     net = torch.nn.parallel.DistributedDataParallel(tower, process_group=layout.same_tower)
@@ -58,15 +59,26 @@ def _worker(rank, store_dir, out_path):
     opt_state = full_optimizer_state(opt, layout.pair)
     fresh = torch.optim.AdamW(tower.parameters(), lr=1e-3)  # the state goes back in, sliced
     load_full_optimizer_state(fresh, opt_state, layout.tower)
-    same = all(torch.equal(fresh.state_dict()["state"][i][k], v)
-               for i, s in opt.state_dict()["state"].items() for k, v in s.items())  # fmt: skip
+    same = all(
+        torch.equal(fresh.state_dict()["state"][i][k], v)
+        for i, s in opt.state_dict()["state"].items()
+        for k, v in s.items()
+    )
     state = tower.full_state_dict()
     all_logits = [torch.empty_like(logits) for _ in range(4)]
     dist.all_gather(all_logits, logits.detach().contiguous())
     if rank == 0:
-        torch.save({"logits": torch.cat(all_logits[::2]), "grads": grads, "state": state,
-                    "opt": opt_state, "reloaded": same, "bytes": tower.exchanged_bytes},
-                   out_path)  # fmt: skip
+        torch.save(
+            {
+                "logits": torch.cat(all_logits[::2]),
+                "grads": grads,
+                "state": state,
+                "opt": opt_state,
+                "reloaded": same,
+                "bytes": tower.exchanged_bytes,
+            },
+            out_path,
+        )
     dist.destroy_process_group()
 
 
@@ -101,16 +113,42 @@ def test_two_towers_times_two_replicas_equal_the_grouped_model(tmp_path):
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 # He init and unit-scale inputs: under the paper's N(0, 0.01) init float32 gradients of
 # conv1-3 are only good to a few percent (measured against float64), too loose to compare
-COMMON = ["--epochs", "1", "--recipe", "paper", "--lr", "0.001", "--dropout", "0", "--init",
-          "kaiming", "--input-scale", "0.015625", *FAST]  # fmt: skip
+COMMON = [
+    "--epochs",
+    "1",
+    "--recipe",
+    "paper",
+    "--lr",
+    "0.001",
+    "--dropout",
+    "0",
+    "--init",
+    "kaiming",
+    "--input-scale",
+    "0.015625",
+    *FAST,
+]
 
 
 def _torchrun(nproc, *args):
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-         str(nproc), "-m", "alexnet", "train", *map(str, args)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            "-m",
+            "alexnet",
+            "train",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -145,8 +183,15 @@ def store(tmp_path_factory):
             pixels = rng.integers(0, 256, (50, 60 + 5 * i, 3)).astype(np.uint8)
             pixels[..., c] //= 2
             Image.fromarray(pixels).save(root / "src" / f"c{c}" / f"{i}.jpg", quality=95)
-    prepare(PrepareConfig(src=str(root / "src"), out=str(root / "store"), val_fraction=0.34,
-                          workers=1, progress=False))  # fmt: skip
+    prepare(
+        PrepareConfig(
+            src=str(root / "src"),
+            out=str(root / "store"),
+            val_fraction=0.34,
+            workers=1,
+            progress=False,
+        )
+    )
     return root / "store"
 
 
@@ -155,8 +200,9 @@ def reference(store, tmp_path_factory):
     """One process, batch 4, all 3 steps of the epoch; and the same stopped after 1 step."""
     root = tmp_path_factory.mktemp("ref")
     for name, extra in (("full", []), ("half", ["--max-steps", "1"])):
-        r = run_cli("train", "--data", store, "--out", root / name, "--batch-size", "4", *COMMON,
-                    *extra)  # fmt: skip
+        r = run_cli(
+            "train", "--data", store, "--out", root / name, "--batch-size", "4", *COMMON, *extra
+        )
         assert r.returncode == 0, r.stderr
     return root
 
@@ -164,8 +210,20 @@ def reference(store, tmp_path_factory):
 def test_model_parallel_checkpoints_resume_either_way(store, reference, tmp_path):
     # two towers, stopped after 1 step, resumed to the end on one device
     mp = tmp_path / "mp"
-    _torchrun(2, "--data", store, "--out", mp, "--batch-size", "4", "--model-parallel", "2",
-              "--max-steps", "1", *COMMON)  # fmt: skip
+    _torchrun(
+        2,
+        "--data",
+        store,
+        "--out",
+        mp,
+        "--batch-size",
+        "4",
+        "--model-parallel",
+        "2",
+        "--max-steps",
+        "1",
+        *COMMON,
+    )
     half = _ckpt(mp)
     assert half["config"]["model_parallel"] == 2 and half["global_step"] == 1
     assert set(half["model"]) == set(_ckpt(reference / "half")["model"])  # a full state dict
@@ -187,8 +245,9 @@ def test_two_gloo_processes_equal_one_with_the_global_batch(store, reference, tm
 def test_model_times_data_parallel_equals_one_process(store, reference, tmp_path):
     # 4 processes = 2 towers x 2 replicas, each replica half of the global batch of 4
     run = tmp_path / "mpdp"
-    _torchrun(4, "--data", store, "--out", run, "--batch-size", "2", "--model-parallel", "2",
-              *COMMON)  # fmt: skip
+    _torchrun(
+        4, "--data", store, "--out", run, "--batch-size", "2", "--model-parallel", "2", *COMMON
+    )
     _assert_same_training(_ckpt(reference / "full"), _ckpt(run))
 
 

@@ -28,11 +28,28 @@ def trained(tmp_path_factory):
     for c, name in enumerate(["apple", "leaf", "sky"]):
         for i in range(6):
             write_image(root / "src" / name / f"{i}.jpg", size=(80 + i, 70), color=colors[c])
-    prepare(PrepareConfig(src=str(root / "src"), out=str(root / "store"), val_fraction=0.34,
-                          workers=1, progress=False))  # fmt: skip
-    cfg = TrainConfig(data=str(root / "store"), out=str(root / "run"), epochs=1, batch_size=4,
-                      recipe="paper", lr=1e-3, device="cpu", workers=0, progress=False,
-                      report=False, eval_batch_size=8)  # fmt: skip
+    prepare(
+        PrepareConfig(
+            src=str(root / "src"),
+            out=str(root / "store"),
+            val_fraction=0.34,
+            workers=1,
+            progress=False,
+        )
+    )
+    cfg = TrainConfig(
+        data=str(root / "store"),
+        out=str(root / "run"),
+        epochs=1,
+        batch_size=4,
+        recipe="paper",
+        lr=1e-3,
+        device="cpu",
+        workers=0,
+        progress=False,
+        report=False,
+        eval_batch_size=8,
+    )
     train(cfg)
     return root
 
@@ -55,8 +72,9 @@ def test_top5_with_fewer_than_five_classes_is_always_right():
 
 def test_tally_per_class():
     t = Tally(3)
-    t.update(torch.tensor([[2.0, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]]),
-             torch.tensor([0, 1, 2, 2]))  # fmt: skip
+    t.update(
+        torch.tensor([[2.0, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]]), torch.tensor([0, 1, 2, 2])
+    )
     r = t.result()
     assert r["images"] == 4 and r["top1_error"] == pytest.approx(0.25)
     assert r["per_class"] == [1.0, 1.0, 0.5]
@@ -82,8 +100,17 @@ def test_ten_crop_averages_softmax(trained):
 
 # ------------------------------------------------------------------ commands
 def test_evaluate_cli_json(trained):
-    r = run_cli("evaluate", trained / "run" / "checkpoints" / "last.pt", "--data",
-                trained / "store", "--crops", "10", "--json", "--device", "cpu")  # fmt: skip
+    r = run_cli(
+        "evaluate",
+        trained / "run" / "checkpoints" / "last.pt",
+        "--data",
+        trained / "store",
+        "--crops",
+        "10",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"top1_error", "top5_error", "crops", "images", "per_class"}
@@ -97,8 +124,17 @@ def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):
     corrupt = tmp_path / "c.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff garbage")
     fig = tmp_path / "pred.png"
-    r = run_cli("predict", trained / "run" / "checkpoints" / "last.pt", good, tmp_path / "nope.jpg",
-                corrupt, grey, "--json", "--figure", fig)  # fmt: skip
+    r = run_cli(
+        "predict",
+        trained / "run" / "checkpoints" / "last.pt",
+        good,
+        tmp_path / "nope.jpg",
+        corrupt,
+        grey,
+        "--json",
+        "--figure",
+        fig,
+    )
     assert r.returncode == 1  # some failed, the others ran
     assert r.stderr.count("\n") == 2 and "nope.jpg" in r.stderr and "c.jpg" in r.stderr
     out = json.loads(r.stdout)
@@ -121,8 +157,19 @@ def test_kernels_cli_two_tower_blocks(trained, tmp_path):
 def test_neighbors_cli_cache_and_codes(trained, tmp_path):
     query = write_image(tmp_path / "q.jpg", size=(100, 100), color=(40, 200, 60))
     out = tmp_path / "nn.png"
-    args = ["neighbors", trained / "run" / "checkpoints" / "last.pt", "--gallery",
-            trained / "store", "--query", query, "--k", "3", "--out", out, "--json"]  # fmt: skip
+    args = [
+        "neighbors",
+        trained / "run" / "checkpoints" / "last.pt",
+        "--gallery",
+        trained / "store",
+        "--query",
+        query,
+        "--k",
+        "3",
+        "--out",
+        out,
+        "--json",
+    ]
     r = run_cli(*args, "--codes", "16")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
@@ -155,8 +202,13 @@ def test_exact_euclidean_search():
 
 def test_export_onnx_matches(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    r = run_cli("export", trained / "run" / "checkpoints" / "last.pt", "--onnx",
-                tmp_path / "m.onnx", "--json")  # fmt: skip
+    r = run_cli(
+        "export",
+        trained / "run" / "checkpoints" / "last.pt",
+        "--onnx",
+        tmp_path / "m.onnx",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["checked"] and out["max_abs_diff"] < 1e-3
@@ -211,16 +263,33 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-         "--window-size=1280,3000", f"--screenshot={shot}",
-         (tmp_path / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,3000",
+            f"--screenshot={shot}",
+            (tmp_path / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
-    console_errors = [line for line in proc.stderr.splitlines()
-                      if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)]  # fmt: skip
+    console_errors = [
+        line
+        for line in proc.stderr.splitlines()
+        if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)
+    ]
     assert console_errors == []
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert px.shape[0] >= 2000

@@ -20,8 +20,11 @@ FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size",
 @pytest.fixture
 def tiny_store(image_folder, tmp_path):
     out = tmp_path / "store"
-    prepare(PrepareConfig(src=str(image_folder), out=str(out), val_fraction=0.25, workers=2,
-                          progress=False))  # fmt: skip
+    prepare(
+        PrepareConfig(
+            src=str(image_folder), out=str(out), val_fraction=0.25, workers=2, progress=False
+        )
+    )
     return out
 
 
@@ -76,8 +79,20 @@ def _state(run: Path) -> dict:
 
 def test_train_writes_the_run_directory(tiny_store, tmp_path):
     run = tmp_path / "run"
-    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "4",
-                "--recipe", "paper", *FAST)  # fmt: skip
+    r = run_cli(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--recipe",
+        "paper",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     assert f"run directory: {run}" in r.stdout and "metrics.jsonl" in r.stdout
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -100,8 +115,20 @@ def test_tensorboard_events_carry_each_epoch(tiny_store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "6",
-                "--recipe", "paper", *FAST)  # fmt: skip
+    r = run_cli(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "6",
+        "--recipe",
+        "paper",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
@@ -112,15 +139,31 @@ def test_tensorboard_events_carry_each_epoch(tiny_store, tmp_path):
 
 
 def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
-    args = ["--data", tiny_store, "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "1",
-            "--recipe", "paper", "--lr", "0.001", *FAST]  # fmt: skip
+    args = [
+        "--data",
+        tiny_store,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--recipe",
+        "paper",
+        "--lr",
+        "0.001",
+        *FAST,
+    ]
     ref = tmp_path / "ref"
     r = run_cli("train", "--out", ref, *args)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--out", str(run),
-                             *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet", "train", "--out", str(run), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     last = run / "checkpoints" / "last.pt"
     deadline, seen = time.time() + 300, set()
     while len(seen) < 3 and time.time() < deadline and proc.poll() is None:
@@ -147,8 +190,24 @@ def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tiny_store, tmp_path):
     run = tmp_path / "run"
-    r = run_cli("train", "--data", tiny_store, "--out", run, "--epochs", "1", "--batch-size", "4",
-                "--lr", "1e12", "--recipe", "paper", "--checkpoint-every", "1", *FAST)  # fmt: skip
+    r = run_cli(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e12",
+        "--recipe",
+        "paper",
+        "--checkpoint-every",
+        "1",
+        *FAST,
+    )
     assert r.returncode == 3
     assert "non-finite loss" in r.stderr and "step" in r.stderr and "Traceback" not in r.stderr
     state = _state(run)  # the last good one: finite weights

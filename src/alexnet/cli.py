@@ -77,12 +77,22 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
         if kind == "bool":
             on = not f.default
             name = flag if on else "--no-" + flag[2:]
-            parser.add_argument(name, dest=f.name, action="store_true" if on else "store_false",
-                                help=help_text + ("" if on else " (on by default: this flag turns it off)"))
+            parser.add_argument(
+                name,
+                dest=f.name,
+                action="store_true" if on else "store_false",
+                help=help_text + ("" if on else " (on by default: this flag turns it off)"),
+            )
             continue
-        parser.add_argument(flag, dest=f.name, type=_TYPES[kind], default=f.default,
-                            choices=meta.get("choices"), metavar=meta.get("metavar"),
-                            help=help_text)
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=_TYPES[kind],
+            default=f.default,
+            choices=meta.get("choices"),
+            metavar=meta.get("metavar"),
+            help=help_text,
+        )
 
 
 def config_from_args(config_cls, args, **overrides):
@@ -129,8 +139,13 @@ PREPARE_EXAMPLES = """examples:
 def _add_prepare(sub) -> None:
     from .data.config import PrepareConfig
 
-    p = _add(sub, "prepare", "turn an image collection into a store (docs/paper.md §2)",
-             _cmd_prepare, PREPARE_EXAMPLES)
+    p = _add(
+        sub,
+        "prepare",
+        "turn an image collection into a store (docs/paper.md §2)",
+        _cmd_prepare,
+        PREPARE_EXAMPLES,
+    )
     add_config_flags(p, PrepareConfig)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -157,17 +172,29 @@ TRAIN_EXAMPLES = """examples:
 def _recipe_defaults() -> dict[str, str]:
     from .train.recipes import RECIPE_FIELDS, RECIPES
 
-    return {name: " (recipe default: " + ", ".join(
-        f"{r.name} {getattr(r, name):g}" if isinstance(getattr(r, name), float)
-        else f"{r.name} {getattr(r, name)}" for r in RECIPES.values()) + ")"
-        for name in RECIPE_FIELDS}
+    return {
+        name: " (recipe default: "
+        + ", ".join(
+            f"{r.name} {getattr(r, name):g}"
+            if isinstance(getattr(r, name), float)
+            else f"{r.name} {getattr(r, name)}"
+            for r in RECIPES.values()
+        )
+        + ")"
+        for name in RECIPE_FIELDS
+    }
 
 
 def _add_train(sub) -> None:
     from .train.config import TrainConfig
 
-    p = _add(sub, "train", "train (default: the paper's net on the embedded demo)", _cmd_train,
-             TRAIN_EXAMPLES)
+    p = _add(
+        sub,
+        "train",
+        "train (default: the paper's net on the embedded demo)",
+        _cmd_train,
+        TRAIN_EXAMPLES,
+    )
     add_config_flags(p, TrainConfig, _recipe_defaults())
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -197,12 +224,16 @@ def _train_summary_lines(summary: dict) -> list[str]:
     lines = []
     last = summary["history"][-1] if summary["history"] else None
     if last:
-        lines.append(f"final: val top-1 error {last['val_top1_error']:.3f}, "
-                     f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)")
+        lines.append(
+            f"final: val top-1 error {last['val_top1_error']:.3f}, "
+            f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)"
+        )
     if summary["stopped_mid_epoch"]:
-        lines.append(f"stopped by --max-steps at step {summary['step_in_epoch']} of epoch "
-                     f"{summary['epochs_done'] + 1} (global step {summary['global_step']}); "
-                     f"continue with --resume {summary['run_dir']}")
+        lines.append(
+            f"stopped by --max-steps at step {summary['step_in_epoch']} of epoch "
+            f"{summary['epochs_done'] + 1} (global step {summary['global_step']}); "
+            f"continue with --resume {summary['run_dir']}"
+        )
     lines.append(f"run directory: {summary['run_dir']}")
     lines.append(f"metrics:       {summary['metrics']}")
     lines.append(f"checkpoint:    {summary['checkpoint']}")
@@ -217,8 +248,13 @@ def _add_evaluate(sub) -> None:
     p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
     p.add_argument("--data", required=True, help="a prepared store")
     p.add_argument("--split", default="val")
-    p.add_argument("--crops", type=int, default=10, choices=CROPS,
-                   help="centre crop, or the four corners and centre with their reflections")
+    p.add_argument(
+        "--crops",
+        type=int,
+        default=10,
+        choices=CROPS,
+        help="centre crop, or the four corners and centre with their reflections",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -228,13 +264,23 @@ def _add_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from .results.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(args.ckpt, args.data, args.split, args.crops, args.batch_size,
-                            args.workers, args.device, progress=sys.stderr.isatty())
+    r = evaluate_checkpoint(
+        args.ckpt,
+        args.data,
+        args.split,
+        args.crops,
+        args.batch_size,
+        args.workers,
+        args.device,
+        progress=sys.stderr.isatty(),
+    )
     if args.json:
         _print_json(r)
         return 0
-    print(f"{r['images']} images, {r['crops']} crop(s): top-1 error {r['top1_error']:.4f}, "
-          f"top-5 error {r['top5_error']:.4f}")
+    print(
+        f"{r['images']} images, {r['crops']} crop(s): top-1 error {r['top1_error']:.4f}, "
+        f"top-5 error {r['top5_error']:.4f}"
+    )
     for name, acc in r["per_class"].items():
         print(f"  {name:<30} {'-' if acc is None else f'{acc:.3f}'}")
     return 0
@@ -301,8 +347,12 @@ def _add_neighbors(sub) -> None:
     p.add_argument("--split", default="train", help="gallery split")
     p.add_argument("--query", nargs="+", required=True, help="query image files")
     p.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (at most 100)")
-    p.add_argument("--codes", type=_positive_int, metavar="BITS",
-                   help="also search binary codes from an auto-encoder, and compare")
+    p.add_argument(
+        "--codes",
+        type=_positive_int,
+        metavar="BITS",
+        help="also search binary codes from an auto-encoder, and compare",
+    )
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -311,9 +361,17 @@ def _add_neighbors(sub) -> None:
 def _cmd_neighbors(args) -> int:
     from .results.retrieval import neighbors
 
-    r = neighbors(args.ckpt, args.gallery, args.query, k=args.k, split=args.split,
-                  out=args.out, codes=args.codes, device=args.device,
-                  progress=sys.stderr.isatty())
+    r = neighbors(
+        args.ckpt,
+        args.gallery,
+        args.query,
+        k=args.k,
+        split=args.split,
+        out=args.out,
+        codes=args.codes,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+    )
     if args.json:
         _print_json(r)
         return 0
@@ -356,8 +414,11 @@ def _cmd_export(args) -> int:
     if args.json:
         _print_json(r)
         return 0
-    state = (f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})" if r["checked"]
-             else r.get("note", "not checked"))
+    state = (
+        f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})"
+        if r["checked"]
+        else r.get("note", "not checked")
+    )
     print(f"{r['onnx']}: {state}")
     return 0
 
@@ -373,27 +434,47 @@ def _add_bench(sub) -> None:
     d.add_argument("--batch-size", type=_positive_int, default=64)
     d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
     d.add_argument("--json", action="store_true", help="print JSON")
-    t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision",
-             _cmd_bench_train)
+    t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision", _cmd_bench_train)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--steps", type=_positive_int,
-                   help="steps per timed pass (default 2; end to end: 20 in one pass)")
-    t.add_argument("--rounds", type=_positive_int, default=3,
-                   help="round-robin passes over the models; each keeps its best")
+    t.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="steps per timed pass (default 2; end to end: 20 in one pass)",
+    )
+    t.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="round-robin passes over the models; each keeps its best",
+    )
     t.add_argument("--precision", default="auto", choices=PRECISIONS)
     t.add_argument("--compile", action="store_true", help="torch.compile every model")
     t.add_argument("--profile", action="store_true", help="name the top operators")
-    t.add_argument("--model-parallel", type=int, default=1, choices=MODEL_PARALLEL,
-                   help="2: the paper's two towers on two processes vs one device")
+    t.add_argument(
+        "--model-parallel",
+        type=int,
+        default=1,
+        choices=MODEL_PARALLEL,
+        help="2: the paper's two towers on two processes vs one device",
+    )
     e2e = t.add_argument_group("end to end, from a prepared store")
-    e2e.add_argument("--data", metavar="STORE", help="time the whole path from this store, "
-                     "with the feed alone and the step alone as its bounds")
-    e2e.add_argument("--source", metavar="FOLDER", help="the store's original image folder: "
-                     "adds torchvision's alexnet fed by the pytorch/examples pipeline")
+    e2e.add_argument(
+        "--data",
+        metavar="STORE",
+        help="time the whole path from this store, "
+        "with the feed alone and the step alone as its bounds",
+    )
+    e2e.add_argument(
+        "--source",
+        metavar="FOLDER",
+        help="the store's original image folder: "
+        "adds torchvision's alexnet fed by the pytorch/examples pipeline",
+    )
     e2e.add_argument("--workers", type=int, default=2, help="loader processes (both pipelines)")
-    e2e.add_argument("--decode", default="auto", choices=DECODES,
-                     help="where a JPEG store is decoded")
+    e2e.add_argument(
+        "--decode", default="auto", choices=DECODES, help="where a JPEG store is decoded"
+    )
     e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     t.add_argument("--json", action="store_true", help="print JSON")
 
@@ -409,8 +490,9 @@ def _print_result(r, as_json: bool) -> int:
 def _cmd_bench_data(args) -> int:
     from .bench.data import bench_data
 
-    return _print_result(bench_data(args.data, args.source, args.workers, args.batch_size,
-                                    args.batches), args.json)
+    return _print_result(
+        bench_data(args.data, args.source, args.workers, args.batch_size, args.batches), args.json
+    )
 
 
 def _cmd_bench_train(args) -> int:
@@ -419,24 +501,51 @@ def _cmd_bench_train(args) -> int:
     if args.model_parallel == 2:
         from .bench.model_parallel import bench_model_parallel
 
-        r = bench_model_parallel(args.device, args.batch_size, args.steps or 2, args.precision,
-                                 args.rounds)
+        r = bench_model_parallel(
+            args.device, args.batch_size, args.steps or 2, args.precision, args.rounds
+        )
     elif args.data:
         from .bench.end_to_end import bench_end_to_end
 
-        r = bench_end_to_end(args.data, args.source, args.device, args.batch_size,
-                             args.steps or 20, args.warmup, args.workers, args.precision,
-                             args.compile, args.decode)
+        r = bench_end_to_end(
+            args.data,
+            args.source,
+            args.device,
+            args.batch_size,
+            args.steps or 20,
+            args.warmup,
+            args.workers,
+            args.precision,
+            args.compile,
+            args.decode,
+        )
     else:
         from .bench.step import bench_step
 
-        r = bench_step(args.device, args.batch_size, args.steps or 2, args.precision,
-                       args.compile, args.profile, args.rounds)
+        r = bench_step(
+            args.device,
+            args.batch_size,
+            args.steps or 2,
+            args.precision,
+            args.compile,
+            args.profile,
+            args.rounds,
+        )
     return _print_result(r, args.json)
 
 
-VERBS = (_add_info, _add_prepare, _add_train, _add_evaluate, _add_predict, _add_kernels,
-         _add_neighbors, _add_report, _add_export, _add_bench)
+VERBS = (
+    _add_info,
+    _add_prepare,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_kernels,
+    _add_neighbors,
+    _add_report,
+    _add_export,
+    _add_bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -461,8 +570,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError) as e:
+    except (
+        UsageError,
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as e:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -475,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
-        print(f"alexnet: internal error: {type(e).__name__}: {msg} "
-              "(set ALEXNET_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"alexnet: internal error: {type(e).__name__}: {msg} "
+            "(set ALEXNET_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -37,8 +37,14 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {listed}, not {value!r}")
 
 
-def option(default=MISSING, help: str = "", choices=None, cli: bool = True,
-           metavar: str | None = None, flag: str | None = None):
+def option(
+    default=MISSING,
+    help: str = "",
+    choices=None,
+    cli: bool = True,
+    metavar: str | None = None,
+    flag: str | None = None,
+):
     """A config dataclass field carrying what its command-line flag needs to know.
     No default: a positional argument. `flag` names a flag other than --field-name."""
     meta = {"help": help, "choices": choices, "cli": cli, "metavar": metavar, "flag": flag}

@@ -76,18 +76,23 @@ def interleaved(runners: dict, steps: int, rounds: int) -> dict:
 def train_images(store: Store, batch_size: int) -> int:
     n = len(store.split("train"))
     if n < batch_size:
-        raise ValueError(f"the store has {n} training images, fewer than one batch of "
-                         f"{batch_size}")
+        raise ValueError(f"the store has {n} training images, fewer than one batch of {batch_size}")
     return n
 
 
-def store_batches(store: Store, batch_size: int, workers: int, device: torch.device,
-                  decode: str = "auto"):
+def store_batches(
+    store: Store, batch_size: int, workers: int, device: torch.device, decode: str = "auto"
+):
     """Our training feed over the store's train split, epoch after epoch, forever."""
     split = store.split("train")
     sampler = EpochSampler(len(split), batch_size, seed=0)
-    feed = TrainFeed(split, BatchTransform.from_stats(store.stats, device), sampler,
-                     workers=workers, decode=decode)
+    feed = TrainFeed(
+        split,
+        BatchTransform.from_stats(store.stats, device),
+        sampler,
+        workers=workers,
+        decode=decode,
+    )
     epoch = 0
     while True:
         yield from ((x, y) for x, y, _ in feed.epoch(epoch))
@@ -99,23 +104,30 @@ def examples_batches(source: str, batch_size: int, workers: int, pin_memory: boo
     ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize in workers."""
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(224),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     loader = torch.utils.data.DataLoader(
-        datasets.ImageFolder(source, transform=tf), batch_size=batch_size, shuffle=True,
-        num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+        datasets.ImageFolder(source, transform=tf),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=True,
         pin_memory=pin_memory,
     )
     while True:
         yield from loader
 
 
-def check_counts(positive: dict[str, int] | None = None,
-                 non_negative: dict[str, int] | None = None) -> None:
+def check_counts(
+    positive: dict[str, int] | None = None, non_negative: dict[str, int] | None = None
+) -> None:
     """Refuse a zero step count or a negative warm-up: the figures would mean nothing."""
     for name, value in (positive or {}).items():
         if value < 1:
@@ -136,8 +148,10 @@ def check_fits(batch_size: int, device: torch.device, models: int = 1) -> None:
     else:
         have = _available_host_memory()
     if have and need > have:
-        raise ValueError(f"--batch-size {batch_size} needs about {need / 1e9:.0f} GB for "
-                         f"{models} model(s); {device} has {have / 1e9:.1f} GB free")
+        raise ValueError(
+            f"--batch-size {batch_size} needs about {need / 1e9:.0f} GB for "
+            f"{models} model(s); {device} has {have / 1e9:.1f} GB free"
+        )
 
 
 def _available_host_memory() -> int | None:

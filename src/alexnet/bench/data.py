@@ -44,16 +44,30 @@ def _rate(iterator, warmup: int, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_data(store_path: str, source: str, workers: int = 1, batch_size: int = 64,
-               batches: int = 20, warmup: int = 3) -> DataBench:
+def bench_data(
+    store_path: str,
+    source: str,
+    workers: int = 1,
+    batch_size: int = 64,
+    batches: int = 20,
+    warmup: int = 3,
+) -> DataBench:
     """Both pipelines produce augmented float batches ready for the net; the baseline
     is ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize."""
     check_counts({"batches": batches}, {"warmup": warmup, "workers": workers})
     store = Store(store_path)
     n_batches = min(batches, max(1, train_images(store, batch_size) // batch_size * 4))
-    ours = _rate(store_batches(store, batch_size, workers, torch.device("cpu")), warmup,
-                 n_batches)
+    ours = _rate(store_batches(store, batch_size, workers, torch.device("cpu")), warmup, n_batches)
     base = _rate(examples_batches(source, batch_size, workers), warmup, n_batches)
     ours, base = round(ours, 1), round(base, 1)
-    return DataBench(workers, batch_size, n_batches, warmup + n_batches, store.format, ours,
-                     base, round(ours / base, 2), torch.get_num_threads())  # ratio as printed
+    return DataBench(
+        workers,
+        batch_size,
+        n_batches,
+        warmup + n_batches,
+        store.format,
+        ours,
+        base,
+        round(ours / base, 2),
+        torch.get_num_threads(),
+    )  # ratio as printed

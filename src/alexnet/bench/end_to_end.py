@@ -60,8 +60,10 @@ class EndToEndBench(BenchResult):
             f"({self.fraction_of_bound:.0%} of the {self.bound} bound)",
         ]
         if self.torchvision_img_s is not None:
-            out.append(f"  torchvision + examples pipeline:     {self.torchvision_img_s:10.2f} "
-                       f"img/s (ours / it: {self.ratio_vs_torchvision:.2f}x)")
+            out.append(
+                f"  torchvision + examples pipeline:     {self.torchvision_img_s:10.2f} "
+                f"img/s (ours / it: {self.ratio_vs_torchvision:.2f}x)"
+            )
         return out
 
 
@@ -69,8 +71,12 @@ class _Timer:
     """Times `steps` steps of a pipeline after `warmup` untimed ones."""
 
     def __init__(self, device, batch_size: int, steps: int, warmup: int):
-        self.sync, self.batch_size, self.steps, self.warmup = synchronizer(device), batch_size, \
-            steps, warmup
+        self.sync, self.batch_size, self.steps, self.warmup = (
+            synchronizer(device),
+            batch_size,
+            steps,
+            warmup,
+        )
 
     def __call__(self, batches, run) -> float:
         for _ in range(self.warmup):
@@ -86,14 +92,21 @@ class _Timer:
         return round(rate, 2)
 
 
-def bench_end_to_end(store_path: str, source: str | None = None, device: str = "auto",
-                     batch_size: int = 64, steps: int = 20, warmup: int = 3, workers: int = 2,
-                     precision: str = "auto", compile: bool = False,
-                     decode: str = "auto") -> EndToEndBench:
+def bench_end_to_end(
+    store_path: str,
+    source: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    steps: int = 20,
+    warmup: int = 3,
+    workers: int = 2,
+    precision: str = "auto",
+    compile: bool = False,
+    decode: str = "auto",
+) -> EndToEndBench:
     """One pipeline at a time, not interleaved: an idle loader fills its queue, and a
     full queue would flatter whichever pipeline the data bounds."""
-    check_counts({"batch-size": batch_size, "steps": steps}, {"warmup": warmup,
-                                                               "workers": workers})
+    check_counts({"batch-size": batch_size, "steps": steps}, {"warmup": warmup, "workers": workers})
     dev = pick_device(device)
     amp = autocast_dtype(precision, dev)
     store = Store(store_path)
@@ -117,12 +130,22 @@ def bench_end_to_end(store_path: str, source: str | None = None, device: str = "
     step_rate = timed(iter(lambda: (None, None), 0), ours.step)
     ours_rate = timed(feed(), ours.step)
     result = EndToEndBench(
-        device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-        batch_size=batch_size, steps=steps, warmup=warmup, workers=workers,
-        precision=precision_name(amp), compile=compile, store_format=store.format,
-        decode=decode_where(decode, store.format, dev), threads=torch.get_num_threads(),
-        malloc_tuned=allocator_tuned(), feed_img_s=feed_rate, step_img_s=step_rate,
-        ours_img_s=ours_rate, bound="data" if feed_rate < step_rate else "compute",
+        device=str(dev),
+        gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        workers=workers,
+        precision=precision_name(amp),
+        compile=compile,
+        store_format=store.format,
+        decode=decode_where(decode, store.format, dev),
+        threads=torch.get_num_threads(),
+        malloc_tuned=allocator_tuned(),
+        feed_img_s=feed_rate,
+        step_img_s=step_rate,
+        ours_img_s=ours_rate,
+        bound="data" if feed_rate < step_rate else "compute",
         fraction_of_bound=round(ours_rate / min(feed_rate, step_rate), 3),
     )
     if source is not None:

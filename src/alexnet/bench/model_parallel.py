@@ -39,8 +39,11 @@ class ModelParallelBench(BenchResult):
     gpus: list[str] | None = None
 
     def lines(self) -> list[str]:
-        where = (" + ".join(self.gpus) if self.gpus else
-                 f"CPU: 2 processes x {self.tower_threads} threads vs 1 x {self.single_threads}")
+        where = (
+            " + ".join(self.gpus)
+            if self.gpus
+            else f"CPU: 2 processes x {self.tower_threads} threads vs 1 x {self.single_threads}"
+        )
         mib = 2**20
         return [
             f"model parallel (2 towers, {self.backend}), batch {self.batch_size}, "
@@ -54,8 +57,13 @@ class ModelParallelBench(BenchResult):
         ]
 
 
-def bench_model_parallel(device: str = "auto", batch_size: int = 64, steps: int = 2,
-                         precision: str = "auto", rounds: int = 3) -> ModelParallelBench:
+def bench_model_parallel(
+    device: str = "auto",
+    batch_size: int = 64,
+    steps: int = 2,
+    precision: str = "auto",
+    rounds: int = 3,
+) -> ModelParallelBench:
     import torch.multiprocessing as mp
 
     check_counts({"batch-size": batch_size, "steps": steps, "rounds": rounds})
@@ -63,9 +71,11 @@ def bench_model_parallel(device: str = "auto", batch_size: int = 64, steps: int 
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"--model-parallel 2 runs on cuda or cpu, not {dev.type}")
     if dev.type == "cuda" and torch.cuda.device_count() < 2:
-        raise ValueError("--model-parallel 2 on cuda needs two GPUs; this machine has "
-                         f"{torch.cuda.device_count()} (use --device cpu to measure the split "
-                         "on the CPU)")
+        raise ValueError(
+            "--model-parallel 2 on cuda needs two GPUs; this machine has "
+            f"{torch.cuda.device_count()} (use --device cpu to measure the split "
+            "on the CPU)"
+        )
     amp = autocast_dtype(precision, dev)
     threads = torch.get_num_threads()
     torch.manual_seed(0)
@@ -77,9 +87,15 @@ def bench_model_parallel(device: str = "auto", batch_size: int = 64, steps: int 
         towers = torch.load(out, weights_only=True)
     best = interleaved({"single": single}, steps, rounds)["single"]
     return ModelParallelBench(
-        device=str(dev), backend="nccl" if dev.type == "cuda" else "gloo",
-        batch_size=batch_size, steps=steps, rounds=rounds, precision=precision_name(amp),
-        single_threads=threads, tower_threads=max(1, threads // 2), **towers,
+        device=str(dev),
+        backend="nccl" if dev.type == "cuda" else "gloo",
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        precision=precision_name(amp),
+        single_threads=threads,
+        tower_threads=max(1, threads // 2),
+        **towers,
         single_img_s=round(best, 2),
         ratio_vs_single=round(towers["model_parallel_img_s"] / best, 3),
         gpus=[torch.cuda.get_device_name(i) for i in range(2)] if dev.type == "cuda" else None,
@@ -95,8 +111,9 @@ def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads
     if device_type == "cuda":
         torch.cuda.set_device(rank)
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"file://{tmp}/rendezvous", rank=rank,
-                            world_size=2)
+    dist.init_process_group(
+        backend, init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=2
+    )
     try:
         torch.manual_seed(0)
         dev = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
@@ -107,14 +124,17 @@ def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads
         dist.all_gather(rates, torch.tensor([rate], dtype=torch.float64, device=dev))
         if rank == 0:
             sent, reduced = tower.exchanged_bytes, tower.reduced_bytes
-            torch.save({
-                "model_parallel_img_s": round(min(float(r) for r in rates), 2),
-                "forward_bytes_sent_per_rank": sent,
-                "backward_allreduce_bytes": reduced,
-                # a two-rank ring all-reduce sends half the tensor in its reduce-scatter
-                # and half in its all-gather: the whole tensor's size
-                "bytes_sent_per_rank_per_step": sent + reduced,
-                "bytes_sent_per_image": (sent + reduced) // batch_size,
-            }, out)
+            torch.save(
+                {
+                    "model_parallel_img_s": round(min(float(r) for r in rates), 2),
+                    "forward_bytes_sent_per_rank": sent,
+                    "backward_allreduce_bytes": reduced,
+                    # a two-rank ring all-reduce sends half the tensor in its reduce-scatter
+                    # and half in its all-gather: the whole tensor's size
+                    "bytes_sent_per_rank_per_step": sent + reduced,
+                    "bytes_sent_per_image": (sent + reduced) // batch_size,
+                },
+                out,
+            )
     finally:
         dist.destroy_process_group()

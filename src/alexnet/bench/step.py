@@ -47,18 +47,25 @@ class StepBench(BenchResult):
     top_operators: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"{self.device}, batch {self.batch_size}, best of {self.rounds} interleaved "
-               f"rounds, {self.precision}, channels_last, {self.threads} threads"
-               f"{', compiled' if self.compile else ''}",
-               f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}"]
+        out = [
+            f"{self.device}, batch {self.batch_size}, best of {self.rounds} interleaved "
+            f"rounds, {self.precision}, channels_last, {self.threads} threads"
+            f"{', compiled' if self.compile else ''}",
+            f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}",
+        ]
         for name, label in MODELS.items():
-            out.append(f"{label:<34}{getattr(self, name + '_img_s'):>12.2f}"
-                       f"{getattr(self, name + '_infer_img_s'):>13.2f}")
-        out.append(f"ours / naive: {self.ratio_vs_naive:.2f}x, ours / torchvision: "
-                   f"{self.ratio_vs_torchvision:.2f}x, LRN overhead {self.lrn_overhead:.1%} "
-                   "of the no-LRN net")
-        out += [f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}"
-                for op in self.top_operators]
+            out.append(
+                f"{label:<34}{getattr(self, name + '_img_s'):>12.2f}"
+                f"{getattr(self, name + '_infer_img_s'):>13.2f}"
+            )
+        out.append(
+            f"ours / naive: {self.ratio_vs_naive:.2f}x, ours / torchvision: "
+            f"{self.ratio_vs_torchvision:.2f}x, LRN overhead {self.lrn_overhead:.1%} "
+            "of the no-LRN net"
+        )
+        out += [
+            f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}" for op in self.top_operators
+        ]
         return out
 
 
@@ -84,9 +91,15 @@ def _builders() -> dict:
     }
 
 
-def bench_step(device: str = "auto", batch_size: int = 64, steps: int = 2,
-               precision: str = "auto", compile: bool = False, profile: bool = False,
-               rounds: int = 3) -> StepBench:
+def bench_step(
+    device: str = "auto",
+    batch_size: int = 64,
+    steps: int = 2,
+    precision: str = "auto",
+    compile: bool = False,
+    profile: bool = False,
+    rounds: int = 3,
+) -> StepBench:
     """Every model with the same settings, round-robin, each keeping its best pass."""
     check_counts({"batch-size": batch_size, "steps": steps, "rounds": rounds})
     dev = pick_device(device)
@@ -95,8 +108,10 @@ def bench_step(device: str = "auto", batch_size: int = 64, steps: int = 2,
     torch.manual_seed(0)
     rates = {}
     for train in (True, False):
-        runners = {name: Runner(build(), dev, batch_size, amp, train)
-                   for name, build in _builders().items()}
+        runners = {
+            name: Runner(build(), dev, batch_size, amp, train)
+            for name, build in _builders().items()
+        }
         if compile:
             for r in runners.values():
                 r.model = torch.compile(r.model)
@@ -105,10 +120,16 @@ def bench_step(device: str = "auto", batch_size: int = 64, steps: int = 2,
             rates[name + suffix] = round(rate, 2)
         del runners
     return StepBench(
-        device=str(dev), batch_size=batch_size, steps=steps, rounds=rounds,
-        precision=precision_name(amp), compile=compile, threads=torch.get_num_threads(),
+        device=str(dev),
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        precision=precision_name(amp),
+        compile=compile,
+        threads=torch.get_num_threads(),
         malloc_tuned=allocator_tuned(),
-        gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, **rates,
+        gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        **rates,
         ratio_vs_naive=round(rates["ours_img_s"] / rates["naive_img_s"], 3),
         ratio_vs_torchvision=round(rates["ours_img_s"] / rates["torchvision_img_s"], 3),
         lrn_overhead=round(rates["no_lrn_img_s"] / rates["ours_img_s"] - 1, 3),
@@ -126,5 +147,7 @@ def _profile(dev, batch_size, amp, top: int = 12) -> list[dict]:
         runner.step()
     key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
-    return [{"op": e.key, "self_ms": round(getattr(e, key, 0) / 1000, 1), "calls": e.count}
-            for e in events[:top]]
+    return [
+        {"op": e.key, "self_ms": round(getattr(e, key, 0) / 1000, 1), "calls": e.count}
+        for e in events[:top]
+    ]

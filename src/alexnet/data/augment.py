@@ -111,8 +111,7 @@ class BatchTransform:
     input. Crop and flip (§4.1), mean-image subtraction (§2), PCA lighting (§4.1) when
     the crop parameters carry lighting draws, and the recipe's input scale."""
 
-    def __init__(self, mean, eigval=None, eigvec=None, device="cpu", scale: float = 1.0,
-                 std=None):  # fmt: skip
+    def __init__(self, mean, eigval=None, eigvec=None, device="cpu", scale: float = 1.0, std=None):
         """mean: the (H, W, 3) mean image (§2), or a per-channel (3,) mean; std: optional
         per-channel divisor (torchvision's preprocessing). Values in 0..255 units."""
         self.device = torch.device(device)

@@ -13,19 +13,24 @@ SHARD_SIZE = 1024
 
 @dataclass
 class PrepareConfig:
-    src: str = option(help="image folder (class sub-folders), ILSVRC-2012 root, or the root "
-                      "of torchvision MNIST / Fashion-MNIST / CIFAR-10 files")
+    src: str = option(
+        help="image folder (class sub-folders), ILSVRC-2012 root, or the root "
+        "of torchvision MNIST / Fashion-MNIST / CIFAR-10 files"
+    )
     out: str = option(help="the store directory to create")
-    val_src: str | None = option(None, "validation images (class sub-folders or flat)",
-                                 flag="--val", metavar="DIR")
+    val_src: str | None = option(
+        None, "validation images (class sub-folders or flat)", flag="--val", metavar="DIR"
+    )
     val_labels: str | None = option(None, "labels of a flat validation folder", metavar="FILE")
-    class_names: str | None = option(None, "synset mapping file (wnid name) for human names",
-                                     metavar="FILE")
+    class_names: str | None = option(
+        None, "synset mapping file (wnid name) for human names", metavar="FILE"
+    )
     val_fraction: float = option(0.1, "held out per class when there is no --val")
     workers: int = option(0, "worker processes (0: one per core)")
     size: int = option(STORE_SIZE, "side of the stored square images")
-    format: str = option("auto", "raw uint8 arrays, or JPEG shards (auto: raw below 8 GiB)",
-                         STORE_FORMATS)
+    format: str = option(
+        "auto", "raw uint8 arrays, or JPEG shards (auto: raw below 8 GiB)", STORE_FORMATS
+    )
     shard_size: int = option(SHARD_SIZE, "images per shard")
     seed: int = option(0, "seeds the validation hold-out")
     overwrite: bool = option(False, "replace an existing store (only a store)")

@@ -24,9 +24,17 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..runtime.files import cache_dir
 
 CLASSES = (
-    "disk", "square", "triangle", "star", "cross",
-    "ring", "hexagon", "crescent", "arrow", "heart",
-)  # fmt: skip
+    "disk",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "hexagon",
+    "crescent",
+    "arrow",
+    "heart",
+)
 DEMO_VERSION = 5
 # spread of a class's hue around its own (classes are 0.1 apart on the hue circle): wide
 # enough that colour alone cannot tell neighbours apart, narrow enough that colour is a
@@ -52,8 +60,20 @@ def _polygon(kind: str) -> list[tuple[float, float]]:
         return pts
     if kind == "cross":
         w = 0.33
-        return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1),
-                (-w, w), (-1, w), (-1, -w), (-w, -w)]  # fmt: skip
+        return [
+            (-w, -1),
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+        ]
     if kind == "arrow":
         return [(-1, -0.3), (0.2, -0.3), (0.2, -0.75), (1, 0), (0.2, 0.75), (0.2, 0.3), (-1, 0.3)]
     if kind == "heart":
@@ -96,8 +116,9 @@ def _class_colour(rng: np.random.Generator, label: int, background: np.ndarray) 
     return np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255
 
 
-def _pattern(label: int, u: np.ndarray, v: np.ndarray, freq: float,
-             rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _pattern(
+    label: int, u: np.ndarray, v: np.ndarray, freq: float, rng: np.random.Generator
+) -> np.ndarray:
     """Each class's characteristic surface, as real categories have theirs (a zebra's
     stripes, a leopard's spots); it turns with the object and varies in scale."""
     fu, fv = u * freq, v * freq
@@ -121,13 +142,20 @@ def _pattern(label: int, u: np.ndarray, v: np.ndarray, freq: float,
         return (np.sin(2 * np.pi * fu + 2.5 * np.sin(2 * np.pi * fv)) > 0).astype(float)
     # blotches: smooth noise, thresholded
     coarse = rng.random((6, 6))
-    big = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(
-        u.shape[::-1], Image.Resampling.BICUBIC)) / 255.0  # fmt: skip
+    big = (
+        np.asarray(
+            Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+                u.shape[::-1], Image.Resampling.BICUBIC
+            )
+        )
+        / 255.0
+    )
     return (big > 0.5).astype(float)
 
 
-def _object_fill(rng: np.random.Generator, size: int, base: np.ndarray, label: int,
-                 angle: float) -> Image.Image:  # fmt: skip
+def _object_fill(
+    rng: np.random.Generator, size: int, base: np.ndarray, label: int, angle: float
+) -> Image.Image:
     """The object's surface: its colour, with the class's pattern in a second colour."""
     other = rng.integers(0, 256, 3).astype(np.float64)
     if np.abs(other - base).sum() < 150:
@@ -199,8 +227,9 @@ def demo_dataset_ready(root: str | Path, per_class: int = PER_CLASS, seed: int =
     return marker.exists() and marker.read_text() == _stamp(per_class, seed)
 
 
-def build_demo_dataset(root: str | Path, per_class: int = PER_CLASS, seed: int = 0,
-                       workers: int = 0) -> Path:  # fmt: skip
+def build_demo_dataset(
+    root: str | Path, per_class: int = PER_CLASS, seed: int = 0, workers: int = 0
+) -> Path:
     """Write CLASSES x per_class JPEGs into root/<class>/, once; returns root.
 
     The finished folder carries a marker with its parameters; a matching one is reused.
@@ -249,8 +278,11 @@ def ensure_demo_store(progress: bool = True, log=None, per_class: int = PER_CLAS
     if not (marker.exists() and marker.read_text() == stamp):
         say(f"preparing them into the store {store}")
         start = time.perf_counter()
-        prepare(PrepareConfig(src=str(images), out=str(store), val_fraction=0.2,
-                              overwrite=True, progress=progress))  # fmt: skip
+        prepare(
+            PrepareConfig(
+                src=str(images), out=str(store), val_fraction=0.2, overwrite=True, progress=progress
+            )
+        )
         marker.write_text(stamp)
         say(f"prepared in {time.perf_counter() - start:.1f} s")
     return store

@@ -31,9 +31,15 @@ class EpochSampler(torch.utils.data.Sampler):
     """Yields this rank's index list for each step of an epoch."""
 
     def __init__(
-        self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-        drop_last: bool = True, num_replicas: int = 1, rank: int = 0,
-    ):  # fmt: skip
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         if batch_size * num_replicas > n and drop_last:
             raise ValueError(
                 f"global batch {batch_size * num_replicas} is larger than the {n} images"
@@ -103,9 +109,14 @@ class _Batches(Dataset):
 
 
 def make_loader(
-    split: StoreSplit, sampler: EpochSampler, workers: int, pin_memory: bool = False,
-    transform=None, persistent: bool = False, encoded: bool = False,
-) -> DataLoader:  # fmt: skip
+    split: StoreSplit,
+    sampler: EpochSampler,
+    workers: int,
+    pin_memory: bool = False,
+    transform=None,
+    persistent: bool = False,
+    encoded: bool = False,
+) -> DataLoader:
     return DataLoader(
         _Batches(split, transform, encoded),
         sampler=sampler,
@@ -154,9 +165,14 @@ class TrainFeed:
     """Iterates (input, labels, step) for one epoch: augmented, on the device."""
 
     def __init__(
-        self, split: StoreSplit, transform: BatchTransform, sampler: EpochSampler,
-        workers: int = 1, crop: int = CROP, decode: str = "auto",
-    ):  # fmt: skip
+        self,
+        split: StoreSplit,
+        transform: BatchTransform,
+        sampler: EpochSampler,
+        workers: int = 1,
+        crop: int = CROP,
+        decode: str = "auto",
+    ):
         self.split, self.sampler, self.workers = split, sampler, workers
         self.augment = StepAugment(transform, sampler, split.size, crop)
         self.device = transform.device
@@ -173,10 +189,14 @@ class TrainFeed:
         self.sampler.set_epoch(epoch, start_step)
         if self._loader is None:  # one loader: its workers live across epochs
             self._loader = make_loader(
-                self.split, self.sampler, self.workers, pin_memory=self.device.type == "cuda",
-                transform=self.augment if self.in_workers else None, persistent=True,
+                self.split,
+                self.sampler,
+                self.workers,
+                pin_memory=self.device.type == "cuda",
+                transform=self.augment if self.in_workers else None,
+                persistent=True,
                 encoded=self.decode == "device",
-            )  # fmt: skip
+            )
         for step, (images, labels) in enumerate(self._loader, start=start_step):
             if self.decode == "device":
                 images = decode_jpeg_batch(*images, device=self.device)
@@ -188,9 +208,11 @@ class TrainFeed:
             )
 
 
-def eval_batches(split: StoreSplit, batch_size: int, workers: int = 0, rank: int = 0,
-                 num_replicas: int = 1):  # fmt: skip
+def eval_batches(
+    split: StoreSplit, batch_size: int, workers: int = 0, rank: int = 0, num_replicas: int = 1
+):
     """(uint8 images, labels) in store order, this rank's contiguous share of each batch."""
-    sampler = EpochSampler(len(split), batch_size, shuffle=False, drop_last=False,
-                           num_replicas=num_replicas, rank=rank)  # fmt: skip
+    sampler = EpochSampler(
+        len(split), batch_size, shuffle=False, drop_last=False, num_replicas=num_replicas, rank=rank
+    )
     yield from make_loader(split, sampler, workers)  # (uint8 images, labels) per batch

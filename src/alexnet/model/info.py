@@ -48,8 +48,9 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
     def record(name: str):
         def hook(mod, inputs, out):
             params = sum(p.numel() for p in mod.parameters(recurse=False))
-            rows.append(LayerInfo(name, type(mod).__name__, list(out.shape[1:]), params,
-                                  _macs(mod, out)))  # fmt: skip
+            rows.append(
+                LayerInfo(name, type(mod).__name__, list(out.shape[1:]), params, _macs(mod, out))
+            )
 
         return hook
 

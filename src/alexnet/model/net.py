@@ -67,7 +67,6 @@ POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
 CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
 
 
-
 @dataclass(frozen=True)
 class ModelOptions:
     """Switches for the paper's ablations (§3.1, §3.3, §3.4)."""
@@ -92,8 +91,14 @@ class AlexNet(nn.Module):
     inputs (the paper's case); it lets larger images through, as in torchvision.
     """
 
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, hidden_end: int,
-                 variant: str = "paper", options: ModelOptions | None = None):
+    def __init__(
+        self,
+        features: nn.Sequential,
+        classifier: nn.Sequential,
+        hidden_end: int,
+        variant: str = "paper",
+        options: ModelOptions | None = None,
+    ):
         super().__init__()
         self.variant = variant  # what create_model was asked for: checkpoints record it
         self.options = options or ModelOptions()
@@ -155,17 +160,29 @@ def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
     act = lambda: _activation(options)  # noqa: E731
     pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
     features = nn.Sequential(
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), act(), nn.MaxPool2d(*pool),
-        nn.Conv2d(64, 192, kernel_size=5, padding=2), act(), nn.MaxPool2d(*pool),
-        nn.Conv2d(192, 384, kernel_size=3, padding=1), act(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1), act(),
-        nn.Conv2d(256, 256, kernel_size=3, padding=1), act(), nn.MaxPool2d(*pool),
-    )  # fmt: skip
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        act(),
+        nn.MaxPool2d(*pool),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        act(),
+        nn.MaxPool2d(*pool),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        act(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        act(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        act(),
+        nn.MaxPool2d(*pool),
+    )
     classifier = nn.Sequential(
-        nn.Dropout(options.dropout), nn.Linear(256 * 6 * 6, HIDDEN), act(),
-        nn.Dropout(options.dropout), nn.Linear(HIDDEN, HIDDEN), act(),
+        nn.Dropout(options.dropout),
+        nn.Linear(256 * 6 * 6, HIDDEN),
+        act(),
+        nn.Dropout(options.dropout),
+        nn.Linear(HIDDEN, HIDDEN),
+        act(),
         nn.Linear(HIDDEN, num_classes),
-    )  # fmt: skip
+    )
     return AlexNet(features, classifier, hidden_end=6, variant="torchvision", options=options)
 
 

@@ -30,10 +30,15 @@ from .net import TOWERS, AlexNet, _activation
 
 # tower module -> its name in the single-device `paper` model, in parameter order
 FULL_NAMES = {
-    "conv1": "features.conv1", "conv2": "features.conv2", "conv3": "features.conv3",
-    "conv4": "features.conv4", "conv5": "features.conv5",
-    "fc6": "classifier.fc6", "fc7": "classifier.fc7", "fc8": "classifier.fc8",
-}  # fmt: skip
+    "conv1": "features.conv1",
+    "conv2": "features.conv2",
+    "conv3": "features.conv3",
+    "conv4": "features.conv4",
+    "conv5": "features.conv5",
+    "fc6": "classifier.fc6",
+    "fc7": "classifier.fc7",
+    "fc8": "classifier.fc8",
+}
 
 
 def shard(t: torch.Tensor, tower: int) -> torch.Tensor:
@@ -58,8 +63,9 @@ class Layout:
 def make_layout(rank: int, world: int) -> Layout:
     """Create the process groups (every rank creates every group, in one order)."""
     if world % TOWERS:
-        raise ValueError(f"model parallelism over {TOWERS} towers needs an even number of "
-                         f"processes, not {world}")  # fmt: skip
+        raise ValueError(
+            f"model parallelism over {TOWERS} towers needs an even number of processes, not {world}"
+        )
     replicas = world // TOWERS
     pair = same_tower = None
     for i in range(replicas):
@@ -123,8 +129,14 @@ def unshard(t: torch.Tensor, group=None) -> torch.Tensor:
 def _tower_conv(full: nn.Conv2d) -> nn.Conv2d:
     # conv1 and conv3 (groups=1) see every input channel; conv2/4/5 (groups=2) their own
     in_channels = full.in_channels // full.groups
-    return nn.Conv2d(in_channels, full.out_channels // TOWERS, full.kernel_size, full.stride,
-                     full.padding, device="meta")  # fmt: skip
+    return nn.Conv2d(
+        in_channels,
+        full.out_channels // TOWERS,
+        full.kernel_size,
+        full.stride,
+        full.padding,
+        device="meta",
+    )
 
 
 def _tower_linear(full: nn.Linear, tower: int) -> nn.Linear:
@@ -179,8 +191,9 @@ class TowerParallelAlexNet(nn.Module):
 
     def full_names(self) -> list[str]:
         """The full model's name of each of this module's parameters, in order."""
-        return [f"{FULL_NAMES[m]}.{p}" for m, p in (n.split(".") for n, _ in
-                                                    self.named_parameters())]  # fmt: skip
+        return [
+            f"{FULL_NAMES[m]}.{p}" for m, p in (n.split(".") for n, _ in self.named_parameters())
+        ]
 
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -190,8 +203,10 @@ class TowerParallelAlexNet(nn.Module):
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole net's state_dict, as the single-device `paper` model names it,
         assembled from both towers (a collective: both ranks call it)."""
-        return {name: unshard(p.detach(), self.group)
-                for name, p in zip(self.full_names(), self.parameters(), strict=True)}  # fmt: skip
+        return {
+            name: unshard(p.detach(), self.group)
+            for name, p in zip(self.full_names(), self.parameters(), strict=True)
+        }
 
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer, group=None) -> dict:
@@ -204,14 +219,18 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, group=None) -> dict:
     state = optimizer.state_dict()
     full = {}
     for idx in sorted(state["state"]):
-        full[idx] = {k: unshard(v, group) if torch.is_tensor(v) and v.dim() > 0 else v
-                     for k, v in sorted(state["state"][idx].items())}  # fmt: skip
+        full[idx] = {
+            k: unshard(v, group) if torch.is_tensor(v) and v.dim() > 0 else v
+            for k, v in sorted(state["state"][idx].items())
+        }
     return {"state": full, "param_groups": state["param_groups"]}
 
 
 def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, tower: int) -> None:
-    sliced = {idx: {k: shard(v, tower) if torch.is_tensor(v) and v.dim() > 0 else v
-                    for k, v in s.items()} for idx, s in state["state"].items()}  # fmt: skip
+    sliced = {
+        idx: {k: shard(v, tower) if torch.is_tensor(v) and v.dim() > 0 else v for k, v in s.items()}
+        for idx, s in state["state"].items()
+    }
     optimizer.load_state_dict({"state": sliced, "param_groups": state["param_groups"]})
 
 

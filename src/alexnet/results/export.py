@@ -12,8 +12,9 @@ from ..runtime.files import check_output_file
 from .inference import load_for_inference
 
 
-def export_onnx(ckpt: str, out: str, input_size: int = 224, check: bool = True,
-                opset: int = 17) -> dict:
+def export_onnx(
+    ckpt: str, out: str, input_size: int = 224, check: bool = True, opset: int = 17
+) -> dict:
     """Write the net as ONNX (a dynamic batch axis) and, with onnxruntime installed,
     compare its outputs with PyTorch's on the same random batch."""
     check_output_file(out)
@@ -28,9 +29,16 @@ def export_onnx(ckpt: str, out: str, input_size: int = 224, check: bool = True,
     out_path = Path(out)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with torch.no_grad():
-        torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=opset, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
         expected = model(x).numpy()
     tmp.replace(out_path)
     result = {"onnx": str(out_path), "classes": loaded.num_classes, "checked": False}

@@ -21,8 +21,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def kernel_grid(model: AlexNet, towers: int | None = None, cols: int = 16, pad: int = 1,
-                scale: int = 4) -> np.ndarray:  # fmt: skip
+def kernel_grid(
+    model: AlexNet, towers: int | None = None, cols: int = 16, pad: int = 1, scale: int = 4
+) -> np.ndarray:
     """conv1's kernels as one RGB uint8 image, each kernel min-max scaled on its own as
     in Figure 3. With two towers (the paper net) the first 48 kernels (GPU 1) and the
     last 48 (GPU 2) are drawn as separate blocks, one above the other."""
@@ -60,14 +61,20 @@ def kernels_png(model: AlexNet) -> bytes:
     return buf.getvalue()
 
 
-def predictions_png(images: list[np.ndarray], tops: list[list[dict]],
-                    truths: list[str | None] | None = None) -> bytes:  # fmt: skip
+def predictions_png(
+    images: list[np.ndarray], tops: list[list[dict]], truths: list[str | None] | None = None
+) -> bytes:
     """Figure 4, left: each image with its five most probable labels as bars."""
     n = len(images)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows * 2, cols, figsize=(3.2 * cols, 5.2 * rows),
-                             gridspec_kw={"height_ratios": [3, 2] * rows}, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows * 2,
+        cols,
+        figsize=(3.2 * cols, 5.2 * rows),
+        gridspec_kw={"height_ratios": [3, 2] * rows},
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (img, top) in enumerate(zip(images, tops, strict=True)):
@@ -91,12 +98,14 @@ def predictions_png(images: list[np.ndarray], tops: list[list[dict]],
     return _png(fig)
 
 
-def neighbors_png(queries: list[np.ndarray], rows: list[list[np.ndarray]],
-                  labels: list[list[str]] | None = None) -> bytes:  # fmt: skip
+def neighbors_png(
+    queries: list[np.ndarray], rows: list[list[np.ndarray]], labels: list[list[str]] | None = None
+) -> bytes:
     """Figure 4, right: each query (first column) with its nearest gallery images."""
     k = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(queries)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(queries), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(queries)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (q, row) in enumerate(zip(queries, rows, strict=True)):

@@ -76,12 +76,19 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
         model.load_state_dict(ckpt.model)
     except RuntimeError as e:
         msg = str(e).splitlines()[0]
-        raise UsageError(f"{path}: damaged checkpoint: its weights do not fit the "
-                         f"{ckpt.variant} net ({msg})") from None
+        raise UsageError(
+            f"{path}: damaged checkpoint: its weights do not fit the {ckpt.variant} net ({msg})"
+        ) from None
     n = ckpt.normalization
     norm = {"mean": n["mean"], "eigval": None, "eigvec": None, "scale": float(n.get("scale", 1.0))}
-    return Loaded(model, ckpt.class_names, "alexnet", norm, str(path),
-                  [str(c.get("id", c["name"])) for c in ckpt.classes])
+    return Loaded(
+        model,
+        ckpt.class_names,
+        "alexnet",
+        norm,
+        str(path),
+        [str(c.get("id", c["name"])) for c in ckpt.classes],
+    )
 
 
 def load_for_inference(path: str | Path, device="cpu") -> Loaded:
@@ -95,8 +102,9 @@ def load_for_inference(path: str | Path, device="cpu") -> Loaded:
     if _is_torchvision_state(obj):
         fc8 = obj["classifier.6.weight"]
         if fc8.dim() != 2 or not 1 <= fc8.shape[0] <= MAX_CLASSES:
-            raise UsageError(f"{path}: not a torchvision AlexNet state_dict (output layer "
-                             f"{tuple(fc8.shape)})")
+            raise UsageError(
+                f"{path}: not a torchvision AlexNet state_dict (output layer {tuple(fc8.shape)})"
+            )
         model = create_model("torchvision", num_classes=fc8.shape[0])
         try:
             model.load_state_dict(obj)

@@ -40,8 +40,12 @@ class Tally:
     def all_reduce(self, group=None) -> None:
         from ..runtime.distributed import all_reduce_sum
 
-        t = all_reduce_sum(torch.cat([torch.tensor([self.n, self.top1, self.top5]),
-                                      self.class_total, self.class_top1]), group)  # fmt: skip
+        t = all_reduce_sum(
+            torch.cat(
+                [torch.tensor([self.n, self.top1, self.top5]), self.class_total, self.class_top1]
+            ),
+            group,
+        )
         self.n, self.top1, self.top5 = int(t[0]), int(t[1]), int(t[2])
         k = self.num_classes
         self.class_total, self.class_top1 = t[3 : 3 + k], t[3 + k :]

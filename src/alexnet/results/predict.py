@@ -20,8 +20,9 @@ def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:
 
 
 @torch.no_grad()
-def predict_files(loaded: Loaded, paths: list[str], top: int = 5,
-                  batch_size: int = 32) -> list[dict]:
+def predict_files(
+    loaded: Loaded, paths: list[str], top: int = 5, batch_size: int = 32
+) -> list[dict]:
     """One entry per path: {image, top} or {image, error}; a bad file never stops the
     rest. Images go through the net `batch_size` at a time: memory stays bounded."""
     results = [{"image": str(p)} for p in paths]

@@ -17,12 +17,12 @@ import torch
 
 from ..data.images import center_view
 from ..data.store import Store
-from ..runtime.errors import UsageError
-from .evaluate import evaluate_split
-from .figures import curves_png, kernels_png, neighbors_png, predictions_png
 from ..runtime.device import pick_device
+from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
 from ..train.rundir import RunDir
+from .evaluate import evaluate_split
+from .figures import curves_png, kernels_png, neighbors_png, predictions_png
 from .inference import load_for_inference
 from .predict import predict_stored
 from .retrieval import features, nearest, split_features
@@ -62,15 +62,20 @@ class ReportData:
     gallery_size: int
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, samples: int = 8,
-                 k: int = 5, device="cpu", eval_limit: int | None = 1000,
-                 gallery_limit: int = 1000) -> Path:
+def build_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    samples: int = 8,
+    k: int = 5,
+    device="cpu",
+    eval_limit: int | None = 1000,
+    gallery_limit: int = 1000,
+) -> Path:
     """eval_limit: at most this many validation images in the error table (a seeded
     choice, stated on the page; None for all); gallery_limit likewise for neighbours."""
     if out is not None:
         check_output_file(out)
-    data = collect_report(run_dir, samples, k, pick_device(str(device)), eval_limit,
-                          gallery_limit)
+    data = collect_report(run_dir, samples, k, pick_device(str(device)), eval_limit, gallery_limit)
     out_path = Path(out) if out else RunDir(run_dir).report
     atomic_write_bytes(out_path, render_report(data).encode())
     return out_path
@@ -90,8 +95,9 @@ def _read_run(run: RunDir) -> tuple[list[dict], dict, Path]:
     return history, config, ckpt
 
 
-def collect_report(run_dir, samples: int, k: int, device, eval_limit: int | None,
-                   gallery_limit: int) -> ReportData:
+def collect_report(
+    run_dir, samples: int, k: int, device, eval_limit: int | None, gallery_limit: int
+) -> ReportData:
     run = RunDir(run_dir)
     history, config, ckpt = _read_run(run)
     loaded = load_for_inference(ckpt, device)
@@ -102,19 +108,27 @@ def collect_report(run_dir, samples: int, k: int, device, eval_limit: int | None
     if eval_limit is not None and len(val) > eval_limit:
         subset = val.subset(np.sort(rng.choice(len(val), size=eval_limit, replace=False)))
     tf = loaded.transform(device)
-    results = [evaluate_split(loaded.model, subset, tf, loaded.num_classes, crops=c)
-               for c in (1, 10)]
+    results = [
+        evaluate_split(loaded.model, subset, tf, loaded.num_classes, crops=c) for c in (1, 10)
+    ]
     pick = np.sort(rng.choice(len(val), size=min(samples, len(val)), replace=False))
     images = val.batch(pick)
-    gallery_idx = np.sort(rng.choice(len(train), size=min(len(train), gallery_limit),
-                                     replace=False))
+    gallery_idx = np.sort(
+        rng.choice(len(train), size=min(len(train), gallery_limit), replace=False)
+    )
     gal = torch.from_numpy(split_features(loaded, train.subset(gallery_idx)))
     _, nn_idx = nearest(features(loaded, torch.from_numpy(images[:4])), gal, k)
     rows = [[gallery_idx[j] for j in r] for r in nn_idx.tolist()]
     return ReportData(
-        run=run.root, config=config, history=history, num_classes=store.num_classes,
-        val_images=len(val), results=results, kernels=kernels_png(loaded.model),
-        crops=[center_view(im) for im in images], tops=predict_stored(loaded, images, top=5),
+        run=run.root,
+        config=config,
+        history=history,
+        num_classes=store.num_classes,
+        val_images=len(val),
+        results=results,
+        kernels=kernels_png(loaded.model),
+        crops=[center_view(im) for im in images],
+        tops=predict_stored(loaded, images, top=5),
         truths=[loaded.classes[int(val.labels[i])] for i in pick],
         neighbor_rows=[[center_view(train.image(int(i))) for i in r] for r in rows],
         neighbor_labels=[[loaded.classes[int(train.labels[i])] for i in r] for r in rows],
@@ -146,7 +160,8 @@ def render_report(d: ReportData) -> str:
 <h1>AlexNet run <code>{html.escape(str(d.run))}</code></h1>
 <p>variant <b>{html.escape(cfg["variant"])}</b>, recipe <b>{html.escape(cfg["recipe"])}</b>,
 {len(d.history)} epoch(s), {d.num_classes} classes, data <code>{html.escape(cfg["data"])}</code>.
-Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {last["val_top5_error"]:.1%}.</p>
+Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {
+        last["val_top5_error"]:.1%}.</p>
 <h2>Training curves</h2>
 {_img(curves_png(d.history), "training curves")}
 <h2>Error rates beside the paper's</h2>
@@ -162,8 +177,12 @@ tower 1 (GPU 1 in the paper), the bottom block tower 2.</p>
 <h2>Top-5 predictions on validation images (Figure 4, left)</h2>
 {_img(predictions_png(d.crops, d.tops, d.truths), "predictions")}
 <h2>Nearest neighbours in the last hidden layer (Figure 4, right)</h2>
-{_img(neighbors_png(d.crops[: len(d.neighbor_rows)], d.neighbor_rows, d.neighbor_labels),
-      "nearest neighbours")}
+{
+        _img(
+            neighbors_png(d.crops[: len(d.neighbor_rows)], d.neighbor_rows, d.neighbor_labels),
+            "nearest neighbours",
+        )
+    }
 <p class="note">Gallery: {d.gallery_size} training images; Euclidean distance between
 their 4096-d fc7 activations and the query's.</p>
 </body></html>

@@ -34,14 +34,15 @@ def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     return loaded.model.last_hidden(x).float().cpu()
 
 
-def split_features(loaded: Loaded, split: StoreSplit, batch_size: int = 64,
-                   progress: bool = False) -> np.ndarray:  # fmt: skip
+def split_features(
+    loaded: Loaded, split: StoreSplit, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """(N, 4096) float32 fc7 features of a split (or a subset of one), in its order."""
     parts = [
         features(loaded, images).numpy()
         for images, _ in tqdm(
             eval_batches(split, batch_size), desc="gallery features", disable=not progress
-        )  # fmt: skip
+        )
     ]
     return np.concatenate(parts).astype(np.float32)
 
@@ -55,8 +56,9 @@ def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
     return cache_dir() / "features" / name
 
 
-def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_size: int = 64,
-                     progress: bool = False) -> np.ndarray:
+def gallery_features(
+    loaded: Loaded, store: Store, split: str = "train", batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """(N, 4096) float32 for a whole split, computed once and cached (when the cache
     directory is writable; otherwise computed each time)."""
     cache = feature_cache_path(loaded, store, split)
@@ -77,8 +79,9 @@ def gallery_features(loaded: Loaded, store: Store, split: str = "train", batch_s
     return feats
 
 
-def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int,
-            chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def nearest(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean k-NN as batched matrix products: |q|^2 + |g|^2 - 2 q.g, chunked over the gallery."""
     k = min(k, len(gallery))
     q2 = (queries * queries).sum(1, keepdim=True)
@@ -165,13 +168,23 @@ def _query_images(paths: list[str]) -> np.ndarray:
 def _check_gallery(loaded: Loaded, store: Store) -> None:
     ids = [str(c["id"]) for c in store.classes]
     if (loaded.class_ids and loaded.class_ids != ids) or loaded.num_classes != len(ids):
-        raise UsageError(f"the gallery {store.root} holds other classes than the checkpoint "
-                         f"{loaded.path} was trained on")
+        raise UsageError(
+            f"the gallery {store.root} holds other classes than the checkpoint "
+            f"{loaded.path} was trained on"
+        )
 
 
-def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: str = "train",
-              out: str | None = None, codes: int | None = None, device="cpu",
-              progress: bool = False) -> dict:
+def neighbors(
+    ckpt: str,
+    gallery: str,
+    queries: list[str],
+    k: int = 5,
+    split: str = "train",
+    out: str | None = None,
+    codes: int | None = None,
+    device="cpu",
+    progress: bool = False,
+) -> dict:
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
     from .inference import load_for_inference
 
@@ -191,21 +204,36 @@ def neighbors(ckpt: str, gallery: str, queries: list[str], k: int = 5, split: st
     dist, idx = nearest(q, gal, k)
     result = {"gallery": str(gallery), "split": split, "k": k, "queries": []}
     for path, d_row, i_row in zip(queries, dist.tolist(), idx.tolist(), strict=True):
-        result["queries"].append({"image": str(path), "neighbors": [
-            {"index": i, "key": data.keys[i], "name": loaded.classes[int(data.labels[i])],
-             "distance": d} for d, i in zip(d_row, i_row, strict=True)]})
+        result["queries"].append(
+            {
+                "image": str(path),
+                "neighbors": [
+                    {
+                        "index": i,
+                        "key": data.keys[i],
+                        "name": loaded.classes[int(data.labels[i])],
+                        "distance": d,
+                    }
+                    for d, i in zip(d_row, i_row, strict=True)
+                ],
+            }
+        )
     if codes:
         ae = train_codes(gal, codes)
         h_idx = hamming_nearest(ae.codes(q), ae.codes(gal), k)
-        result["codes"] = {"bits": codes, "agreement": agreement(idx, h_idx),
-                           "hamming_neighbors": h_idx.tolist()}
+        result["codes"] = {
+            "bits": codes,
+            "agreement": agreement(idx, h_idx),
+            "hamming_neighbors": h_idx.tolist(),
+        }
     if out:
         result["figure"] = _draw(out, q_images, data, idx, loaded.classes)
     return result
 
 
-def _draw(out: str, q_images: np.ndarray, data: StoreSplit, idx: torch.Tensor,
-          classes: list[str]) -> str:
+def _draw(
+    out: str, q_images: np.ndarray, data: StoreSplit, idx: torch.Tensor, classes: list[str]
+) -> str:
     from ..data.images import center_view
     from ..runtime.files import atomic_write_bytes
     from .figures import neighbors_png

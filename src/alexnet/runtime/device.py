@@ -15,7 +15,7 @@ from .errors import UsageError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto": cuda, then mps, then cpu. An explicit device that is not there is a
+    """ "auto": cuda, then mps, then cpu. An explicit device that is not there is a
     UsageError (one line, exit 2), never a CUDA traceback later on."""
     if name == "auto":
         if torch.cuda.is_available():
@@ -26,10 +26,16 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise UsageError(f"--device: unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)") from None
+        raise UsageError(
+            f"--device: unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA device is available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
         raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps asked for, but MPS is not available")

@@ -48,8 +48,11 @@ def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     reduces device tensors only, so it travels through this rank's GPU there."""
     if not (dist.is_available() and dist.is_initialized()):
         return t
-    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-        else torch.device("cpu")  # fmt: skip
+    on = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     t = t.to(on)
     dist.all_reduce(t, group=group)
     return t.cpu()

@@ -52,8 +52,9 @@ def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             from .errors import UsageError
 
-            raise UsageError(f"no space left on the device holding {path.parent}: "
-                             f"{path.name} was not written") from None
+            raise UsageError(
+                f"no space left on the device holding {path.parent}: {path.name} was not written"
+            ) from None
         raise
 
 

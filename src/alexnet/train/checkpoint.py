@@ -29,8 +29,11 @@ CHECKPOINT_FORMAT = "alexnet-checkpoint-1"
 MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
 TRAIN_STATE_KEYS = ("epoch", "step", "global_step", "history", "best_val_top1_error", "running")
 # the output layer's weight in each variant's state_dict
-FC8_KEYS = {"paper": "classifier.fc8.weight", "one-tower": "classifier.fc8.weight",
-            "torchvision": "classifier.6.weight"}
+FC8_KEYS = {
+    "paper": "classifier.fc8.weight",
+    "one-tower": "classifier.fc8.weight",
+    "torchvision": "classifier.6.weight",
+}
 
 
 @dataclass
@@ -66,11 +69,17 @@ class Checkpoint:
         """Check every field, then build; raises UsageError naming the file and field."""
         _validate(obj, source)
         state = {k: obj[k] for k in TRAIN_STATE_KEYS} if "epoch" in obj else None
-        return cls(model=obj["model"], variant=obj["variant"], classes=list(obj["classes"]),
-                   normalization=obj["normalization"],
-                   model_options=dict(obj.get("model_options") or {}),
-                   config=dict(obj.get("config") or {}), optimizer=obj.get("optimizer"),
-                   schedule=obj.get("schedule"), train_state=state)
+        return cls(
+            model=obj["model"],
+            variant=obj["variant"],
+            classes=list(obj["classes"]),
+            normalization=obj["normalization"],
+            model_options=dict(obj.get("model_options") or {}),
+            config=dict(obj.get("config") or {}),
+            optimizer=obj.get("optimizer"),
+            schedule=obj.get("schedule"),
+            train_state=state,
+        )
 
     def all_finite(self) -> bool:
         return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())

@@ -28,8 +28,9 @@ from .recipes import RECIPE_FIELDS, RECIPES
 
 @dataclass
 class TrainConfig:
-    data: str | None = option(None, "a prepared store (default: build and use the demo dataset)",
-                              metavar="STORE")
+    data: str | None = option(
+        None, "a prepared store (default: build and use the demo dataset)", metavar="STORE"
+    )
     out: str | None = option(None, "run directory (default: runs/<date-time>)", metavar="RUN_DIR")
     variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
     recipe: str | None = option(
@@ -56,7 +57,8 @@ class TrainConfig:
     precision: str = option("auto", "autocast precision (auto: bf16 on cuda)", PRECISIONS)
     compile: bool = option(False, "torch.compile the model")
     model_parallel: int = option(
-        1, "2: the paper net's two towers on 2 processes (§3.2), under torchrun",
+        1,
+        "2: the paper net's two towers on 2 processes (§3.2), under torchrun",
         MODEL_PARALLEL,
     )
     channels_last: bool = option(True, "channels_last memory format")
@@ -89,45 +91,72 @@ class TrainConfig:
                 raise UsageError(message)
 
     def _checks(self):
-        finite = [n for n in ("lr", "momentum", "weight_decay", "warmup_epochs", "input_scale",
-                              "dropout") if not math.isfinite(getattr(self, n))]
+        finite = [
+            n
+            for n in ("lr", "momentum", "weight_decay", "warmup_epochs", "input_scale", "dropout")
+            if not math.isfinite(getattr(self, n))
+        ]
         return [
-            (self.variant in VARIANTS,
-             f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}"),
-            (not finite, f"--{finite[0].replace('_', '-')} must be a finite number"
-             if finite else ""),
+            (
+                self.variant in VARIANTS,
+                f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}",
+            ),
+            (
+                not finite,
+                f"--{finite[0].replace('_', '-')} must be a finite number" if finite else "",
+            ),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.momentum >= 0, f"--momentum must be non-negative, not {self.momentum}"),
-            (self.weight_decay >= 0,
-             f"--weight-decay must be non-negative, not {self.weight_decay}"),
+            (
+                self.weight_decay >= 0,
+                f"--weight-decay must be non-negative, not {self.weight_decay}",
+            ),
             (self.warmup_epochs >= 0, "--warmup-epochs must be non-negative"),
             (self.input_scale > 0, f"--input-scale must be positive, not {self.input_scale}"),
             (self.patience >= 0, "--patience must be non-negative"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}"),
             (self.init in INITS, f"unknown init {self.init!r}"),
             (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}"),
-            (self.precision in PRECISIONS,
-             f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (
+                self.precision in PRECISIONS,
+                f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
+            ),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
             (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
-            (self.decode in DECODES,
-             f"--decode must be one of {', '.join(DECODES)}, not {self.decode!r}"),
+            (
+                self.decode in DECODES,
+                f"--decode must be one of {', '.join(DECODES)}, not {self.decode!r}",
+            ),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
-            (self.model_parallel in MODEL_PARALLEL,
-             f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}"),
-            (self.model_parallel == 1 or self.variant == "paper",
-             f"--model-parallel 2 splits the paper net's two towers; the {self.variant!r} "
-             "variant has none"),
+            (
+                self.model_parallel in MODEL_PARALLEL,
+                f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}",
+            ),
+            (
+                self.model_parallel == 1 or self.variant == "paper",
+                f"--model-parallel 2 splits the paper net's two towers; the {self.variant!r} "
+                "variant has none",
+            ),
         ]
 
 
 # What a resumed run may change: where and how it runs, not what it learns.
-RESUME_MAY_CHANGE = ("device", "workers", "decode", "progress", "max_steps", "report", "compile",
-                     "checkpoint_every", "eval_batch_size", "model_parallel")
+RESUME_MAY_CHANGE = (
+    "device",
+    "workers",
+    "decode",
+    "progress",
+    "max_steps",
+    "report",
+    "compile",
+    "checkpoint_every",
+    "eval_batch_size",
+    "model_parallel",
+)
 
 
 def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:

@@ -41,9 +41,11 @@ class MetricsLog:
 
 
 def epoch_line(r: dict) -> str:
-    return (f"epoch {r['epoch']}: train loss {r['train_loss']:.3f}, "
-            f"val top-1 error {r['val_top1_error']:.3f}, top-5 error {r['val_top5_error']:.3f}, "
-            f"lr {r['lr']:.3g}, {r['images_per_second']:.1f} img/s")
+    return (
+        f"epoch {r['epoch']}: train loss {r['train_loss']:.3f}, "
+        f"val top-1 error {r['val_top1_error']:.3f}, top-5 error {r['val_top5_error']:.3f}, "
+        f"lr {r['lr']:.3g}, {r['images_per_second']:.1f} img/s"
+    )
 
 
 def _tensorboard(run: RunDir):

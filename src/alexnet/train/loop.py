@@ -103,31 +103,56 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     return summary
 
 
-def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device,
-          di: DistInfo) -> Trainer:
+def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: DistInfo) -> Trainer:
     store = _open_store(cfg, ckpt, di)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
     train_split = store.split("train")
     if cfg.batch_size * replicas > len(train_split):
-        raise UsageError(f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
-                         f"the {len(train_split)} training images of {cfg.data}")
+        raise UsageError(
+            f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
+            f"the {len(train_split)} training images of {cfg.data}"
+        )
     if len(store.split("val")) == 0:
-        raise UsageError(f"{cfg.data} has no validation images: prepare it again with "
-                         "--val-fraction above 0 or a --val folder")
+        raise UsageError(
+            f"{cfg.data} has no validation images: prepare it again with "
+            "--val-fraction above 0 or a --val folder"
+        )
     run = _run_dir(cfg, ckpt, device, di)
     model, net = _build_model(cfg, store, ckpt, layout, device, replicas)
-    sampler = EpochSampler(len(train_split), cfg.batch_size, seed=cfg.seed,
-                           num_replicas=replicas, rank=replica)
+    sampler = EpochSampler(
+        len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
+    )
     transform = BatchTransform.from_stats(store.stats, device, scale=cfg.input_scale)
     feed = TrainFeed(train_split, transform, sampler, workers=cfg.workers, decode=cfg.decode)
-    optimizer = build_optimizer(RECIPES[cfg.recipe].optimizer, model.parameters(), cfg.lr,
-                                cfg.momentum, cfg.weight_decay, device)
-    schedule = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(),
-                              cfg.patience, cfg.warmup_epochs)
-    trainer = Trainer(cfg, device, di, layout, store, run, model, net, transform, feed,
-                      optimizer, schedule, autocast_dtype(cfg.precision, device), TrainState(),
-                      MetricsLog(run, cfg.progress) if di.is_main else None)
+    optimizer = build_optimizer(
+        RECIPES[cfg.recipe].optimizer,
+        model.parameters(),
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        device,
+    )
+    schedule = build_schedule(
+        cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(), cfg.patience, cfg.warmup_epochs
+    )
+    trainer = Trainer(
+        cfg,
+        device,
+        di,
+        layout,
+        store,
+        run,
+        model,
+        net,
+        transform,
+        feed,
+        optimizer,
+        schedule,
+        autocast_dtype(cfg.precision, device),
+        TrainState(),
+        MetricsLog(run, cfg.progress) if di.is_main else None,
+    )
     if ckpt is not None:
         _restore(trainer, ckpt)
     if trainer.log:  # rewritten from the checkpoint: a resume never doubles a line
@@ -151,16 +176,24 @@ def train_one_epoch(t: Trainer) -> tuple[bool, float, int]:
     s, cfg = t.state, t.cfg
     per_step = t.feed.sampler.global_batch
     steps = t.feed.sampler.steps_per_epoch()
-    bar = tqdm(total=steps * per_step, initial=s.step * per_step, unit="img",
-               desc=f"epoch {s.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-               disable=not (cfg.progress and t.dist.is_main))
+    bar = tqdm(
+        total=steps * per_step,
+        initial=s.step * per_step,
+        unit="img",
+        desc=f"epoch {s.epoch + 1}/{cfg.epochs}",
+        dynamic_ncols=True,
+        disable=not (cfg.progress and t.dist.is_main),
+    )
     t0, seen = time.perf_counter(), 0
     for x, y, step in t.feed.epoch(s.epoch, s.step):
         lr = train_step(t, x, y, step)
         seen += per_step
         bar.update(per_step)
-        bar.set_postfix(loss=f"{s.running.mean_loss:.3f}", lr=f"{lr:.2g}",
-                        img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        bar.set_postfix(
+            loss=f"{s.running.mean_loss:.3f}",
+            lr=f"{lr:.2g}",
+            img_s=f"{seen / (time.perf_counter() - t0):.1f}",
+        )
         if cfg.checkpoint_every and s.global_step % cfg.checkpoint_every == 0:
             save_checkpoint(t)
         if _step_budget_spent(t) and s.step < steps:
@@ -203,14 +236,28 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
     replicas, replica = t.replicas
     group = t.layout.same_tower if t.layout else None  # count each replica once
     train_loss, train_error = _reduce_running(s, group)
-    val = evaluate_split(t.net, t.store.split("val"), t.transform, t.store.num_classes, crops=1,
-                         batch_size=t.cfg.eval_batch_size, rank=replica, world=replicas,
-                         autocast_dtype=t.amp, group=group)
+    val = evaluate_split(
+        t.net,
+        t.store.split("val"),
+        t.transform,
+        t.store.num_classes,
+        crops=1,
+        batch_size=t.cfg.eval_batch_size,
+        rank=replica,
+        world=replicas,
+        autocast_dtype=t.amp,
+        group=group,
+    )
     record = {
-        "epoch": s.epoch + 1, "step": s.global_step, "train_loss": train_loss,
-        "train_top1_error": train_error, "val_top1_error": val["top1_error"],
-        "val_top5_error": val["top5_error"], "lr": t.schedule.lr_at(s.epoch, max(s.step - 1, 0)),
-        "epoch_seconds": round(seconds, 3), "images_per_second": round(images / seconds, 2),
+        "epoch": s.epoch + 1,
+        "step": s.global_step,
+        "train_loss": train_loss,
+        "train_top1_error": train_error,
+        "val_top1_error": val["top1_error"],
+        "val_top5_error": val["top5_error"],
+        "lr": t.schedule.lr_at(s.epoch, max(s.step - 1, 0)),
+        "epoch_seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 2),
     }
     s.history.append(record)
     t.schedule.end_epoch(s.epoch, val["top1_error"])
@@ -237,7 +284,8 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
     if not ckpt.all_finite():
         raise TrainingDiverged(
             f"the weights became non-finite by global step {t.state.global_step}; the last "
-            f"good checkpoint is kept in {t.run.checkpoints}; lower --lr or check the data")
+            f"good checkpoint is kept in {t.run.checkpoints}; lower --lr or check the data"
+        )
     save_atomic(ckpt.to_dict(), t.run.last)
     if is_best:
         save_atomic(ckpt.to_dict(), t.run.best)
@@ -252,13 +300,25 @@ def close(t: Trainer) -> None:
 def _checkpoint(t: Trainer, model_state: dict, optimizer_state: dict) -> Checkpoint:
     cfg, stats = t.cfg, t.store.stats
     return Checkpoint(
-        model=model_state, variant=cfg.variant, classes=t.store.classes,
-        normalization={"kind": "mean-image", "mean": torch.from_numpy(stats.mean),
-                       "eigval": torch.from_numpy(stats.eigval),
-                       "eigvec": torch.from_numpy(stats.eigvec), "scale": cfg.input_scale},
-        model_options={"dropout": cfg.dropout, "lrn": cfg.lrn, "overlap_pool": cfg.overlap_pool,
-                       "activation": cfg.activation},
-        config=asdict(cfg), optimizer=optimizer_state, schedule=t.schedule.state_dict(),
+        model=model_state,
+        variant=cfg.variant,
+        classes=t.store.classes,
+        normalization={
+            "kind": "mean-image",
+            "mean": torch.from_numpy(stats.mean),
+            "eigval": torch.from_numpy(stats.eigval),
+            "eigvec": torch.from_numpy(stats.eigvec),
+            "scale": cfg.input_scale,
+        },
+        model_options={
+            "dropout": cfg.dropout,
+            "lrn": cfg.lrn,
+            "overlap_pool": cfg.overlap_pool,
+            "activation": cfg.activation,
+        },
+        config=asdict(cfg),
+        optimizer=optimizer_state,
+        schedule=t.schedule.state_dict(),
         train_state=t.state.state_dict(),
     )
 
@@ -283,9 +343,11 @@ def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None, di: DistInfo) -> Stor
         cfg.data = str(ensure_demo_store(progress=False))
     store = Store(cfg.data)
     if ckpt is not None and [c["id"] for c in store.classes] != [c["id"] for c in ckpt.classes]:
-        raise UsageError(f"{cfg.data} does not hold the classes the run was trained on "
-                         f"({store.num_classes} vs {ckpt.num_classes}); resume with --data "
-                         "pointing at the run's store")
+        raise UsageError(
+            f"{cfg.data} does not hold the classes the run was trained on "
+            f"({store.num_classes} vs {ckpt.num_classes}); resume with --data "
+            "pointing at the run's store"
+        )
     return store
 
 
@@ -304,12 +366,24 @@ def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) ->
     return run
 
 
-def _build_model(cfg: TrainConfig, store: Store, ckpt: Checkpoint | None, layout: Layout | None,
-                 device: torch.device, replicas: int) -> tuple[nn.Module, nn.Module]:
+def _build_model(
+    cfg: TrainConfig,
+    store: Store,
+    ckpt: Checkpoint | None,
+    layout: Layout | None,
+    device: torch.device,
+    replicas: int,
+) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.variant, num_classes=store.num_classes, init=cfg.init,
-                         dropout=cfg.dropout, lrn=cfg.lrn, overlap_pool=cfg.overlap_pool,
-                         activation=cfg.activation)
+    model = create_model(
+        cfg.variant,
+        num_classes=store.num_classes,
+        init=cfg.init,
+        dropout=cfg.dropout,
+        lrn=cfg.lrn,
+        overlap_pool=cfg.overlap_pool,
+        activation=cfg.activation,
+    )
     if ckpt is not None:
         model.load_state_dict(ckpt.model)
     if layout:
@@ -319,8 +393,10 @@ def _build_model(cfg: TrainConfig, store: Store, ckpt: Checkpoint | None, layout
     net: nn.Module = model
     if replicas > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
-            process_group=layout.same_tower if layout else None)
+            model,
+            device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
+            process_group=layout.same_tower if layout else None,
+        )
     if cfg.compile:
         net = torch.compile(net)
     return model, net
@@ -353,12 +429,17 @@ def _reduce_running(s: TrainState, group=None) -> tuple[float, float]:
 def _summary(t: Trainer) -> dict:
     s = t.state
     return {
-        "run_dir": str(t.run.root), "metrics": str(t.run.metrics),
-        "checkpoint": str(t.run.last), "best_checkpoint": str(t.run.best),
-        "epochs_done": s.epoch, "global_step": s.global_step,
+        "run_dir": str(t.run.root),
+        "metrics": str(t.run.metrics),
+        "checkpoint": str(t.run.last),
+        "best_checkpoint": str(t.run.best),
+        "epochs_done": s.epoch,
+        "global_step": s.global_step,
         "finished": s.epoch >= t.cfg.epochs,
-        "stopped_mid_epoch": s.step > 0, "step_in_epoch": s.step,
-        "history": s.history, "rank": t.dist.rank,
+        "stopped_mid_epoch": s.step > 0,
+        "step_in_epoch": s.step,
+        "history": s.history,
+        "rank": t.dist.rank,
     }
 
 
@@ -367,5 +448,9 @@ def _report(t: Trainer) -> Path:
 
     # on a CPU, ten crops of a large split would take minutes: sample it (the page says so)
     gpu = t.device.type == "cuda"
-    return build_report(t.run.root, device=t.device if gpu else "cpu",
-                        eval_limit=None if gpu else 100, gallery_limit=2000 if gpu else 300)
+    return build_report(
+        t.run.root,
+        device=t.device if gpu else "cpu",
+        eval_limit=None if gpu else 100,
+        gallery_limit=2000 if gpu else 300,
+    )

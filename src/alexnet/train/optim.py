@@ -19,8 +19,13 @@ from .recipes import BASE_LR, LR_FACTOR, MAX_REDUCTIONS, MOMENTUM, WEIGHT_DECAY
 
 
 class PaperSGD(Optimizer):
-    def __init__(self, params, lr: float = BASE_LR, momentum: float = MOMENTUM,
-                 weight_decay: float = WEIGHT_DECAY):  # fmt: skip
+    def __init__(
+        self,
+        params,
+        lr: float = BASE_LR,
+        momentum: float = MOMENTUM,
+        weight_decay: float = WEIGHT_DECAY,
+    ):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError("lr, momentum and weight_decay must be non-negative")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
@@ -77,8 +82,15 @@ class PlateauSchedule(Schedule):
 
     name = "plateau"
 
-    def __init__(self, base_lr, epochs, steps_per_epoch, patience: int = 5,
-                 factor: float = LR_FACTOR, max_reductions: int = MAX_REDUCTIONS):  # fmt: skip
+    def __init__(
+        self,
+        base_lr,
+        epochs,
+        steps_per_epoch,
+        patience: int = 5,
+        factor: float = LR_FACTOR,
+        max_reductions: int = MAX_REDUCTIONS,
+    ):
         super().__init__(base_lr, epochs, steps_per_epoch)
         self.patience, self.factor, self.max_reductions = patience, factor, max_reductions
         self.reductions, self.best, self.bad_epochs = 0, math.inf, 0
@@ -140,8 +152,9 @@ SCHEDULE_CLASSES = {
 }
 
 
-def build_optimizer(kind: str, params, lr: float, momentum: float, weight_decay: float,
-                    device: torch.device) -> Optimizer:
+def build_optimizer(
+    kind: str, params, lr: float, momentum: float, weight_decay: float, device: torch.device
+) -> Optimizer:
     """kind: options.Optimizer."""
     if kind == "adamw":
         # fused: one pass over the 61 M parameters instead of a dozen (on the CPU box the
@@ -153,8 +166,9 @@ def build_optimizer(kind: str, params, lr: float, momentum: float, weight_decay:
     return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def build_schedule(name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int,
-                   warmup_epochs: float) -> Schedule:
+def build_schedule(
+    name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int, warmup_epochs: float
+) -> Schedule:
     cls = SCHEDULE_CLASSES[name]
     if name == "plateau":
         return cls(lr, epochs, steps_per_epoch, patience=patience)

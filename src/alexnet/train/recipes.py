@@ -37,8 +37,19 @@ class Recipe:
 
 
 # The config fields a recipe decides (a flag given on the command line wins).
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                 "patience", "warmup_epochs", "init", "input_scale", "dropout")
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "patience",
+    "warmup_epochs",
+    "init",
+    "input_scale",
+    "dropout",
+)
 
 RECIPES = {
     r.name: r
@@ -47,15 +58,27 @@ RECIPES = {
             "paper",
             "docs/paper.md §5: batch 128, the paper's SGD rule and init, lr 0.01 divided by "
             "10 when validation error plateaus (at most 3 times), 90 epochs",
-            batch_size=BATCH_SIZE, epochs=EPOCHS, lr=BASE_LR, momentum=MOMENTUM,
-            weight_decay=WEIGHT_DECAY, optimizer="paper-sgd", schedule="plateau", patience=5,
+            batch_size=BATCH_SIZE,
+            epochs=EPOCHS,
+            lr=BASE_LR,
+            momentum=MOMENTUM,
+            weight_decay=WEIGHT_DECAY,
+            optimizer="paper-sgd",
+            schedule="plateau",
+            patience=5,
         ),
         Recipe(
             "torchvision",
             "torchvision's reference script for alexnet: torch SGD, lr 0.01, x0.1 every 30 "
             "epochs, weight decay 1e-4, PyTorch's default init",
-            batch_size=128, epochs=90, lr=0.01, momentum=0.9, weight_decay=1e-4,
-            optimizer="sgd", schedule="step", init="torch",
+            batch_size=128,
+            epochs=90,
+            lr=0.01,
+            momentum=0.9,
+            weight_decay=1e-4,
+            optimizer="sgd",
+            schedule="step",
+            init="torch",
         ),
         Recipe(
             "demo",
@@ -63,8 +86,15 @@ RECIPES = {
             "AdamW (lr 5e-4) under a 0.3-epoch warm-up and cosine decay over 5 epochs, batch "
             "32, He init and unit-variance inputs (pixels / 64). The paper's SGD, N(0, 0.01) "
             "init and raw pixels need hundreds of steps before the loss leaves ln(classes)",
-            batch_size=32, epochs=5, lr=5e-4, momentum=0.9, weight_decay=5e-4,
-            optimizer="adamw", schedule="warmup-cosine", warmup_epochs=0.3, init="kaiming",
+            batch_size=32,
+            epochs=5,
+            lr=5e-4,
+            momentum=0.9,
+            weight_decay=5e-4,
+            optimizer="adamw",
+            schedule="warmup-cosine",
+            warmup_epochs=0.3,
+            init="kaiming",
             input_scale=1 / 64,
         ),
     )

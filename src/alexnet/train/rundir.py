@@ -49,8 +49,10 @@ class RunDir:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--out {self.root} exists and is not a directory")
         if self.holds_a_run():
-            raise UsageError(f"--out {self.root} already holds a run: continue it with "
-                             f"--resume {self.root}, or choose a new --out")
+            raise UsageError(
+                f"--out {self.root} already holds a run: continue it with "
+                f"--resume {self.root}, or choose a new --out"
+            )
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -60,8 +62,9 @@ class RunDir:
         if not self.root.is_dir():
             raise UsageError(f"--resume {self.root}: no such run directory")
         if not self.last.is_file():
-            raise UsageError(f"--resume {self.root}: no checkpoint (checkpoints/last.pt) to "
-                             "resume from")
+            raise UsageError(
+                f"--resume {self.root}: no checkpoint (checkpoints/last.pt) to resume from"
+            )
 
     def lock(self) -> None:
         """Take the directory's advisory lock for this process's lifetime."""
@@ -71,8 +74,10 @@ class RunDir:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise UsageError(f"{self.root} is in use by another alexnet train (pid {holder}); "
-                             "wait for it or choose another --out") from None
+            raise UsageError(
+                f"{self.root} is in use by another alexnet train (pid {holder}); "
+                "wait for it or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd

@@ -48,12 +48,22 @@ class TrainState:
 
     def state_dict(self) -> dict:
         # the key names are the checkpoint format's (train/checkpoint.py)
-        return {"epoch": self.epoch, "step": self.step, "global_step": self.global_step,
-                "history": list(self.history), "best_val_top1_error": self.best,
-                "running": self.running.state_dict()}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "global_step": self.global_step,
+            "history": list(self.history),
+            "best_val_top1_error": self.best,
+            "running": self.running.state_dict(),
+        }
 
     @classmethod
     def from_state_dict(cls, s: dict) -> TrainState:
-        return cls(epoch=s["epoch"], step=s["step"], global_step=s["global_step"],
-                   best=s["best_val_top1_error"], history=list(s["history"]),
-                   running=EpochStats(**s["running"]))
+        return cls(
+            epoch=s["epoch"],
+            step=s["step"],
+            global_step=s["global_step"],
+            best=s["best_val_top1_error"],
+            history=list(s["history"]),
+            running=EpochStats(**s["running"]),
+        )
