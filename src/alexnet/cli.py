@@ -561,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """The message's first line; for an error a DataLoader worker raised (re-raised as
+    "Caught X in DataLoader worker process N." and its traceback), the original's."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Caught ") and len(lines) > 1:
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -580,8 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"alexnet: error: {msg}", file=sys.stderr)
+        print(f"alexnet: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alexnet: interrupted", file=sys.stderr)

@@ -27,7 +27,7 @@ from ..runtime.files import atomic_save_npy, atomic_save_npz, atomic_write_bytes
 from .config import PrepareConfig
 from .images import BadImage, load_for_store, resize_center_crop
 from .sources import Item, Source, discover, stratified_split
-from .store import RAW_LIMIT_BYTES, STORE_VERSION, encode_jpeg
+from .store import RAW_LIMIT_BYTES, STORE_VERSION, encode_jpeg, is_store
 
 __all__ = ["PrepareConfig", "format_summary", "prepare"]
 
@@ -88,7 +88,11 @@ def _choose_format(fmt: str, n_images: int, size: int) -> str:
     return "raw" if n_images * size * size * 3 <= RAW_LIMIT_BYTES else "jpeg"
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, sources: list[str | None]) -> None:
+    """Refuse any OUT whose writing could touch what the user did not make with us: the
+    sources themselves (OUT equal to, inside or around one), or a folder that is not a
+    store (--overwrite replaces a store, and only a store)."""
+    _check_apart(out, sources)
     parent = out.parent if out.parent != Path("") else Path(".")
     if not parent.exists():
         try:
@@ -99,10 +103,44 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise UsageError(f"output {out} is not writable (no write permission on {parent})")
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        if (out / "meta.json").exists():
+    if out.exists() and any(out.iterdir()):
+        if not is_store(out):
+            raise UsageError(
+                f"{out} exists, is not empty and is not a store: choose another "
+                "OUT (--overwrite replaces only a store)"
+            )
+        if not overwrite:
             raise UsageError(f"{out} already holds a store; pass --overwrite to rebuild it")
-        raise UsageError(f"{out} exists and is not empty; choose another OUT")
+    for side in (_work_dir(out), _old_dir(out)):
+        if side.exists() and not (_is_ours(side) or is_store(side)):
+            raise UsageError(
+                f"{side} exists and was not made by alexnet prepare: move it away first"
+            )
+
+
+def _check_apart(out: Path, sources: list[str | None]) -> None:
+    out_real = out.resolve()
+    for src in filter(None, sources):
+        real = Path(src).resolve()
+        for path in (out_real, _work_dir(out_real), _old_dir(out_real)):
+            if path == real or real in path.parents or path in real.parents:
+                raise UsageError(
+                    f"output {out} overlaps the source {src}: the store must be "
+                    "written outside the images it is made from, and not around them"
+                )
+
+
+def _work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _old_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".old")
+
+
+def _is_ours(work: Path) -> bool:
+    """A work folder an interrupted prepare left (its plan file, or nothing yet)."""
+    return (work / "plan.json").is_file() or not any(work.iterdir())
 
 
 def _shard_stats(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,7 +208,7 @@ def _write_shard(work: Path, split: str, idx: int, results, fmt: str) -> tuple[i
 def prepare(cfg: PrepareConfig) -> dict:
     """Build the store; returns the summary ({written: {split: n}, skipped: [...]})."""
     out = Path(cfg.out)
-    _check_out(out, cfg.overwrite)
+    _check_out(out, cfg.overwrite, [cfg.src, cfg.val_src])
     if cfg.size < 8:
         raise UsageError(f"--size must be at least 8, not {cfg.size}")
     source = discover(cfg.src, cfg.val_src, cfg.val_labels, cfg.class_names)
@@ -178,7 +216,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     fmt = _choose_format(cfg.format, sum(len(s) for sh in plan.values() for s in sh), cfg.size)
     digest = _plan_digest(plan, cfg, fmt)
 
-    work = out.with_name(out.name + ".partial")
+    work = _work_dir(out)
     plan_file = work / "plan.json"
     if work.exists():
         try:
@@ -212,7 +250,11 @@ def prepare(cfg: PrepareConfig) -> dict:
                     bar.update(1)
                 _write_shard(work, split, idx, results, fmt)
 
-    return _finalize(work, out, plan, source, cfg, fmt)
+    try:
+        return _finalize(work, out, plan, source, cfg, fmt)
+    except UsageError:  # nothing usable came of it: nothing left behind either
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, fmt: str) -> dict:
@@ -247,7 +289,7 @@ def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, f
     )
     os.unlink(work / "plan.json")
     if out.exists():
-        old = out.with_name(out.name + ".old")
+        old = _old_dir(out)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
         os.replace(work, out)

@@ -42,11 +42,36 @@ class Source:
 
 
 def _walk_images(root: Path) -> list[Path]:
-    found = []
+    """Image files below root, links followed, each folder visited once (by its real
+    path): a link back up the tree (`loop -> .`) cannot multiply the files."""
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         found += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f)]
     return found
+
+
+def _drop_repeats(splits: dict[str, list[Item]], skipped: list) -> None:
+    """One file, one image: a file reached twice (links, or a val folder inside the
+    training one) is kept where it is first met, so no image is in two splits."""
+    seen: dict[str, str] = {}
+    for name in ("train", *[n for n in splits if n != "train"]):
+        kept = []
+        for it in splits.get(name, []):
+            real = os.path.realpath(it.path) if it.path else None
+            if real is not None and real in seen:
+                skipped.append({"path": it.path, "reason": f"the same file as {seen[real]}"})
+                continue
+            if real is not None:
+                seen[real] = it.path
+            kept.append(it)
+        if name in splits:
+            splits[name] = kept
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -67,15 +92,28 @@ def _folder_items(root: Path, class_ids: list[str], base: Path, skipped: list) -
 
 def read_class_names(path: str | Path) -> dict[str, str]:
     """wnid -> name from a synset mapping ("n01440764 tench, Tinca tinca" per line)
-    or a class index JSON ({"0": ["n01440764", "tench"], ...})."""
-    text = Path(path).read_text()
+    or a class index JSON ({"0": ["n01440764", "tench"], ...}). Raises UsageError
+    naming the file when it is neither."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--class-names {path}: unreadable ({e})") from None
     if text.lstrip().startswith("{"):
-        return {wnid: name for wnid, name in json.loads(text).values()}
+        try:
+            return {wnid: name for wnid, name in json.loads(text).values()}
+        except (ValueError, TypeError, AttributeError):
+            raise UsageError(
+                f'--class-names {path}: not a class index JSON ({{"0": ["wnid", "name"], ...}})'
+            ) from None
     names = {}
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         parts = line.strip().split(maxsplit=1)
+        if len(parts) == 1:
+            raise UsageError(f"--class-names {path}, line {number}: expected 'wnid name'")
         if len(parts) == 2:
             names[parts[0]] = parts[1].split(",")[0].strip()
+    if not names:
+        raise UsageError(f"--class-names {path}: no 'wnid name' lines")
     return names
 
 
@@ -113,8 +151,14 @@ def _flat_val_labels(val_dir: Path, labels_file: Path, class_ids: list[str]) -> 
     mapping = {}
     with labels_file.open() as fh:
         if labels_file.suffix == ".csv":
-            for row in csv.DictReader(fh):
-                mapping[row["ImageId"]] = row["PredictionString"].split()[0]
+            reader = csv.DictReader(fh)
+            if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or ()):
+                raise UsageError(
+                    f"{labels_file}: a labels CSV needs the columns ImageId and "
+                    "PredictionString (as LOC_val_solution.csv has)"
+                )
+            for row in reader:
+                mapping[row["ImageId"]] = (row["PredictionString"] or "?").split()[0]
         else:
             for line in fh:
                 parts = line.split()
@@ -142,8 +186,11 @@ def _torchvision_source(root: Path) -> Source | None:
         for split, train in (("train", True), ("val", False)):
             try:
                 ds = cls(str(root), train=train, download=False)
-            except RuntimeError as e:
-                raise UsageError(f"{root}: {kind} files are incomplete or corrupt ({e})") from None
+            except Exception as e:  # torchvision's readers raise many kinds on garbage
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise UsageError(
+                    f"{root}: {kind} files are incomplete or corrupt ({msg})"
+                ) from None
             data = np.asarray(ds.data)
             targets = np.asarray(ds.targets)
             splits[split] = [
@@ -191,6 +238,7 @@ def discover(
             splits["val"] = _folder_items(val_root, class_ids, val_root.parent, skipped)
         else:
             splits["val"] = _flat_val_items(val_root, val_labels, class_ids, skipped)
+    _drop_repeats(splits, skipped)
     return Source(kind, classes, splits, skipped)
 
 

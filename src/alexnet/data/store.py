@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -71,9 +72,65 @@ class Stats:
     eigvec: np.ndarray  # (3, 3), columns are the eigenvectors
 
 
-class StoreSplit:
-    def __init__(self, root: Path, name: str, meta: dict, fmt: str):
-        self.root, self.name, self.format = root, name, fmt
+class DamagedStore(UsageError):
+    """A store file that is missing, truncated or inconsistent: named, with the fix."""
+
+    def __init__(self, root: Path | str, what: str | None = None):
+        # one argument: a message as it is (how DataLoader re-raises it from a worker)
+        msg = (
+            str(root)
+            if what is None
+            else f"damaged store {root}: {what}; run alexnet prepare again"
+        )
+        super().__init__(msg)
+
+
+class SplitView:
+    """What every view on a split offers: its images, labels and keys by index."""
+
+    def __init__(self, name: str, fmt: str, size: int):
+        self.name, self.format, self.size = name, fmt, size
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def image(self, index: int) -> np.ndarray:
+        """One stored image, (size, size, 3) uint8."""
+        raise NotImplementedError
+
+    def encoded(self, index: int) -> np.ndarray:
+        """The stored JPEG bytes of one image (jpeg stores only), for GPU decoding."""
+        raise NotImplementedError
+
+    def encoded_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The stored JPEGs of `indices` back to back, and their lengths (jpeg stores):
+        one buffer, so a worker hands over a batch in one piece."""
+        parts = [self.encoded(int(i)) for i in indices]
+        return np.concatenate(parts), np.asarray([len(b) for b in parts], dtype=np.int64)
+
+    def batch(self, indices) -> np.ndarray:
+        """(B, size, size, 3) uint8 for a list of indices."""
+        out = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            out[k] = self.image(int(i))
+        return out
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 3)
+
+    def subset(self, indices) -> SplitView:
+        """A view on some of this split's images, in the given order."""
+        return SubsetView(self, np.asarray(indices, dtype=np.int64))
+
+
+class StoreSplit(SplitView):
+    """One split of a store, its shards opened lazily (each DataLoader worker maps the
+    files itself). Every shard is checked against meta.json as it is opened."""
+
+    def __init__(self, root: Path, name: str, meta: dict, fmt: str, size: int, num_classes: int):
+        super().__init__(name, fmt, size)
+        self.root, self.num_classes = root, num_classes
         self.shards = meta["shards"]
         counts = [s["count"] for s in self.shards]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -85,25 +142,57 @@ class StoreSplit:
     @cached_property
     def labels(self) -> np.ndarray:
         parts = [self._shard_meta(i)["labels"] for i in range(len(self.shards))]
-        return np.asarray([x for p in parts for x in p], dtype=np.int64)
+        labels = np.asarray([x for p in parts for x in p], dtype=np.int64)
+        if len(labels) != len(self):
+            raise DamagedStore(
+                self.root, f"{self.name} has {len(labels)} labels for {len(self)} images"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DamagedStore(
+                self.root, f"{self.name} has a label outside its {self.num_classes} classes"
+            )
+        return labels
 
     @cached_property
     def keys(self) -> list[str]:
         return [k for i in range(len(self.shards)) for k in self._shard_meta(i)["keys"]]
 
     def _shard_meta(self, i: int) -> dict:
-        return json.loads((self.root / self.name / f"{self.shards[i]['name']}.json").read_text())
+        path = self.root / self.name / f"{self.shards[i]['name']}.json"
+        try:
+            meta = json.loads(path.read_text())
+            meta["labels"], meta["keys"]  # noqa: B018 (both must be there)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DamagedStore(
+                self.root, f"{path.name} of {self.name} is unreadable ({e})"
+            ) from None
+        return meta
 
     def _shard(self, i: int):
-        # Opened lazily so that each DataLoader worker maps the files itself.
         if i not in self._open:
-            base = self.root / self.name / self.shards[i]["name"]
-            if self.format == "raw":
-                self._open[i] = np.load(f"{base}.npy", mmap_mode="r")
-            else:
-                offsets = np.asarray(self._shard_meta(i)["offsets"], dtype=np.int64)
-                self._open[i] = (np.memmap(f"{base}.jpg", dtype=np.uint8, mode="r"), offsets)
+            self._open[i] = self._open_shard(i)
         return self._open[i]
+
+    def _open_shard(self, i: int):
+        base = self.root / self.name / self.shards[i]["name"]
+        count = self.shards[i]["count"]
+        try:
+            if self.format == "raw":
+                data = np.load(f"{base}.npy", mmap_mode="r")
+                ok = (
+                    data.ndim == 4 and data.shape[0] >= count and data.shape[1:] == self.image_shape
+                )
+                if not ok:
+                    raise ValueError(f"shape {data.shape} for {count} images")
+                return data
+            offsets = np.asarray(self._shard_meta(i)["offsets"], dtype=np.int64)
+            data = np.memmap(f"{base}.jpg", dtype=np.uint8, mode="r")
+            if len(offsets) < count + 1 or offsets[count] > len(data):
+                raise ValueError(f"{len(data)} bytes for {count} images")
+            return data, offsets
+        except (OSError, ValueError, KeyError) as e:
+            name = f"{base.name}.{'npy' if self.format == 'raw' else 'jpg'}"
+            raise DamagedStore(self.root, f"shard {self.name}/{name} is unreadable ({e})") from None
 
     def locate(self, index: int) -> tuple[int, int]:
         if not 0 <= index < len(self):
@@ -112,38 +201,23 @@ class StoreSplit:
         return shard, index - int(self.starts[shard])
 
     def encoded(self, index: int) -> np.ndarray:
-        """The stored JPEG bytes of one image (jpeg stores only), for GPU decoding."""
         shard, j = self.locate(index)
         data, offsets = self._shard(shard)
         return data[offsets[j] : offsets[j + 1]]
 
     def image(self, index: int) -> np.ndarray:
-        """One stored image, (256, 256, 3) uint8."""
         if self.format == "raw":
             shard, j = self.locate(index)
             return np.asarray(self._shard(shard)[j])
-        return decode_jpeg(self.encoded(index))
-
-    def encoded_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """The stored JPEGs of `indices` back to back, and their lengths (jpeg stores):
-        one buffer, so a worker hands over a batch in one piece."""
-        parts = [self.encoded(int(i)) for i in indices]
-        return np.concatenate(parts), np.asarray([len(b) for b in parts], dtype=np.int64)
-
-    def batch(self, indices) -> np.ndarray:
-        """(B, 256, 256, 3) uint8 for a list of indices."""
-        out = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            out[k] = self.image(int(i))
-        return out
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.size, self.size, 3)
-
-    def subset(self, indices) -> StoreSplit:
-        """A view on some of this split's images, in the given order."""
-        return _Subset(self, np.asarray(indices, dtype=np.int64))
+        try:
+            return decode_jpeg(self.encoded(index))
+        except RuntimeError as e:
+            shard, j = self.locate(index)
+            raise DamagedStore(
+                self.root,
+                f"image {j} of shard {self.name}/"
+                f"{self.shards[shard]['name']}.jpg does not decode ({e})",
+            ) from None
 
     def __getstate__(self):  # memmaps are reopened in the receiving process
         state = self.__dict__.copy()
@@ -151,10 +225,12 @@ class StoreSplit:
         return state
 
 
-class _Subset(StoreSplit):
-    def __init__(self, parent: StoreSplit, indices: np.ndarray):
+class SubsetView(SplitView):
+    """Some of a split's images, in a given order."""
+
+    def __init__(self, parent: SplitView, indices: np.ndarray):
+        super().__init__(parent.name, parent.format, parent.size)
         self.parent, self.indices = parent, indices
-        self.name, self.format, self.size = parent.name, parent.format, parent.size
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -173,11 +249,23 @@ class _Subset(StoreSplit):
     def encoded(self, index: int) -> np.ndarray:
         return self.parent.encoded(int(self.indices[index]))
 
-    def __getstate__(self):
-        return self.__dict__.copy()
+
+def is_store(path: str | Path) -> bool:
+    """Whether `path` holds a store (its meta.json says so): what prepare --overwrite may
+    replace."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "version" in meta and "splits" in meta
+
+
+META_KEYS = ("version", "format", "size", "classes", "splits")
 
 
 class Store:
+    """A prepared store (see the module docstring for its files)."""
+
     def __init__(self, path: str | Path):
         self.root = Path(path)
         meta_path = self.root / "meta.json"
@@ -186,30 +274,45 @@ class Store:
         try:
             self.meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
-            raise UsageError(f"{meta_path} is unreadable: {e}") from None
-        if self.meta.get("version") != STORE_VERSION:
-            raise UsageError(f"{path}: store version {self.meta.get('version')} is not supported")
+            raise DamagedStore(self.root, f"meta.json is unreadable ({e})") from None
+        missing = [k for k in META_KEYS if not isinstance(self.meta, dict) or k not in self.meta]
+        if missing:
+            raise DamagedStore(self.root, f"meta.json has no {missing[0]!r}")
+        if self.meta["version"] != STORE_VERSION:
+            raise UsageError(f"{path}: store version {self.meta['version']} is not supported")
         self.format = self.meta["format"]
         self.size = int(self.meta["size"])
         self.classes = self.meta["classes"]
+        self._check_splits()
+
+    def _check_splits(self) -> None:
+        try:
+            for split in self.meta["splits"].values():
+                for shard in split["shards"]:
+                    if not (isinstance(shard["name"], str) and int(shard["count"]) >= 0):
+                        raise ValueError(shard)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise DamagedStore(self.root, "meta.json lists its shards wrongly") from None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
-    def class_names(self) -> list[str]:
-        return [c["name"] for c in self.classes]
-
     def split(self, name: str) -> StoreSplit:
         if name not in self.meta["splits"]:
             have = ", ".join(self.meta["splits"])
             raise UsageError(f"{self.root} has no split {name!r} (it has: {have})")
-        s = StoreSplit(self.root, name, self.meta["splits"][name], self.format)
-        s.size = self.size
-        return s
+        return StoreSplit(
+            self.root, name, self.meta["splits"][name], self.format, self.size, self.num_classes
+        )
 
     @cached_property
     def stats(self) -> Stats:
-        with np.load(self.root / "stats.npz") as z:
-            return Stats(z["mean"], z["eigval"], z["eigvec"])
+        try:
+            with np.load(self.root / "stats.npz", allow_pickle=False) as z:
+                stats = Stats(z["mean"], z["eigval"], z["eigvec"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise DamagedStore(self.root, f"stats.npz is unreadable ({e})") from None
+        if stats.mean.shape != (self.size, self.size, 3) or stats.eigvec.shape != (3, 3):
+            raise DamagedStore(self.root, "stats.npz does not match the store's image size")
+        return stats

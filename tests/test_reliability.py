@@ -1,0 +1,452 @@
+"""What alexnet promises: it never destroys what it did not create, and every fault the
+user can fix is one line on stderr with exit code 2 (a diverged run: 3).
+
+Driven through the command line (alexnet.cli.main, in this process) wherever the exit
+code is the point."""
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet.cli import main
+from alexnet.data.config import PrepareConfig
+from alexnet.data.prepare import prepare
+from alexnet.data.store import Store
+from alexnet.train.checkpoint import CHECKPOINT_FORMAT
+from alexnet.train.config import TrainConfig
+from alexnet.train.loop import train
+from conftest import write_image
+
+FAST = [
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--no-report",
+    "--eval-batch-size",
+    "8",
+    "--batch-size",
+    "4",
+]
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """Run `alexnet ARGS` here; returns (exit code, stderr), checking it is one line."""
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    if code != 0:
+        assert err.strip() and err.strip().count("\n") == 0, err
+        assert "Traceback" not in err and "internal error" not in err, err
+    return code, err
+
+
+def _folder(root, classes=("apple", "leaf", "sky"), n=8):
+    colors = [(220, 40, 40), (40, 200, 60), (40, 80, 230), (200, 200, 40)]
+    for ci, name in enumerate(classes):
+        for i in range(n):
+            write_image(
+                root / name / f"{name}{i}.jpg",
+                size=(60 + 7 * i, 50),
+                color=colors[ci % len(colors)],
+            )
+    return root
+
+
+def _prepare(src, out, **kw):
+    kw = {"val_fraction": 0.25, "workers": 1, "progress": False, **kw}
+    return prepare(PrepareConfig(src=str(src), out=str(out), **kw))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A store, another with the same number of classes but other ones, and a run
+    stopped after one step (its checkpoint mid-epoch)."""
+    root = tmp_path_factory.mktemp("world")
+    _prepare(_folder(root / "src"), root / "store")
+    _prepare(_folder(root / "other-src", ("cat", "dog", "fox")), root / "other")
+    cfg = TrainConfig(
+        data=str(root / "store"),
+        out=str(root / "run"),
+        recipe="demo",
+        batch_size=4,
+        max_steps=1,
+        workers=0,
+        device="cpu",
+        report=False,
+        progress=False,
+        eval_batch_size=8,
+    )
+    train(cfg)
+    return root
+
+
+@pytest.fixture
+def query(tmp_path):
+    return write_image(tmp_path / "q.jpg", size=(90, 80), color=(40, 200, 60))
+
+
+# ------------------------------------------------------------ never destroys
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_prepare_never_writes_over_inside_or_around_its_source(tmp_path, capsys, where):
+    src = _folder(tmp_path / "photos")
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    out = {"same": src, "inside": src / "store", "around": tmp_path}[where]
+    code, err = cli(capsys, "prepare", src, out, "--overwrite")
+    assert code == 2 and "overlaps the source" in err
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+
+
+def test_overwrite_replaces_a_store_and_nothing_else(tmp_path, capsys):
+    src = _folder(tmp_path / "src")
+    mine = tmp_path / "mine"
+    write_image(mine / "holiday.jpg")
+    (mine / "notes.txt").write_text("keep me")
+    code, err = cli(capsys, "prepare", src, mine, "--overwrite")
+    assert code == 2 and "not a store" in err
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "holiday.jpg").is_file()
+    # a folder beside OUT that prepare would use for its work: not ours, not touched
+    (tmp_path / "s.partial").mkdir()
+    (tmp_path / "s.partial" / "x.txt").write_text("mine")
+    code, err = cli(capsys, "prepare", src, tmp_path / "s")
+    assert code == 2 and "not made by alexnet prepare" in err
+    assert (tmp_path / "s.partial" / "x.txt").read_text() == "mine"
+    shutil.rmtree(tmp_path / "s.partial")
+    assert cli(capsys, "prepare", src, tmp_path / "s")[0] == 0
+    assert cli(capsys, "prepare", src, tmp_path / "s", "--overwrite")[0] == 0  # a store: fine
+    assert Store(tmp_path / "s").num_classes == 3
+
+
+def test_a_failed_prepare_leaves_nothing_behind(tmp_path, capsys):
+    src = tmp_path / "broken"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for i in range(3):
+            (src / c / f"x{i}.jpg").write_bytes(b"not a jpeg at all")
+    code, err = cli(capsys, "prepare", src, tmp_path / "s")
+    assert code == 2 and "no usable training images" in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+
+
+def test_symlink_loop_counts_each_file_once_and_no_file_in_two_splits(tmp_path):
+    src = _folder(tmp_path / "src", n=8)
+    (src / "apple" / "loop").symlink_to(".")
+    (src / "leaf" / "more-apples").symlink_to(src / "apple")
+    summary = _prepare(src, tmp_path / "s")
+    assert sum(summary["written"].values()) == 24  # 3 classes x 8 files, each once
+    store = Store(tmp_path / "s")
+    keys = [store.split(n).keys for n in ("train", "val")]
+    reals = [{os.path.realpath(src.parent / k) for k in ks} for ks in keys]
+    assert not reals[0] & reals[1]
+    assert len(reals[0]) + len(reals[1]) == 24
+
+
+def test_train_refuses_a_directory_that_holds_a_run(world, capsys):
+    before = (world / "run" / "config.json").read_bytes()
+    code, err = cli(capsys, "train", "--data", world / "store", "--out", world / "run", *FAST)
+    assert code == 2 and "--resume" in err and "already holds a run" in err
+    assert (world / "run" / "config.json").read_bytes() == before
+
+
+def test_two_runs_never_write_one_directory_at_once(world, capsys):
+    fd = os.open(world / "run" / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, b"4242")
+    try:
+        code, err = cli(capsys, "train", "--resume", world / "run", *FAST)
+        assert code == 2 and "in use by another alexnet train (pid 4242)" in err
+    finally:
+        os.close(fd)
+
+
+def test_no_checkpoint_ever_holds_non_finite_weights(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(world / "store"),
+            "--out",
+            str(run),
+            "--lr",
+            "3e38",
+            "--recipe",
+            "paper",
+            "--checkpoint-every",
+            "1",
+            "--epochs",
+            "1",
+            *FAST,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 3 and "non-finite" in err
+    last = run / "checkpoints" / "last.pt"
+    if last.exists():
+        state = torch.load(last, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------ damaged stores
+def _damage(store, how):
+    meta = json.loads((store / "meta.json").read_text())
+    shard = store / "train" / "00000"
+    if how == "stats":
+        (store / "stats.npz").write_bytes((store / "stats.npz").read_bytes()[:200])
+    elif how == "meta-key":
+        del meta["classes"]
+        (store / "meta.json").write_text(json.dumps(meta))
+    elif how == "label":
+        sm = json.loads(shard.with_suffix(".json").read_text())
+        sm["labels"][0] = 7
+        shard.with_suffix(".json").write_text(json.dumps(sm))
+    elif how == "count":
+        meta["splits"]["train"]["shards"][0]["count"] += 5
+        meta["splits"]["train"]["count"] += 5
+        (store / "meta.json").write_text(json.dumps(meta))
+    elif how == "jpeg":
+        data = shard.with_suffix(".jpg")
+        data.write_bytes(np.random.default_rng(0).bytes(data.stat().st_size))
+    elif how == "raw":
+        npy = shard.with_suffix(".npy")
+        npy.write_bytes(npy.read_bytes()[:5000])
+    elif how == "shard-json":
+        shard.with_suffix(".json").write_text("{garbage")
+
+
+@pytest.mark.parametrize(
+    "how", ["stats", "meta-key", "label", "count", "jpeg", "raw", "shard-json"]
+)
+def test_a_damaged_store_is_named_with_its_file(world, tmp_path, capsys, how):
+    store = tmp_path / "s"
+    fmt = "jpeg" if how == "jpeg" else "raw"
+    _prepare(world / "src", store, format=fmt)
+    _damage(store, how)
+    code, err = cli(
+        capsys, "train", "--data", store, "--out", tmp_path / "r", "--max-steps", "1", *FAST
+    )
+    assert code == 2 and f"damaged store {store}" in err and "alexnet prepare" in err
+
+
+def test_a_store_without_validation_images_is_refused(world, tmp_path, capsys):
+    store = tmp_path / "s"
+    shutil.copytree(world / "store", store)
+    meta = json.loads((store / "meta.json").read_text())
+    meta["splits"]["val"] = {"count": 0, "shards": []}
+    (store / "meta.json").write_text(json.dumps(meta))
+    code, err = cli(capsys, "train", "--data", store, "--out", tmp_path / "r", *FAST)
+    assert code == 2 and "no validation images" in err
+
+
+# ------------------------------------------------------------ checkpoints
+def _fake_checkpoint(path, **fields):
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "variant": "paper",
+        "num_classes": 2,
+        "classes": [{"index": 0, "id": "a", "name": "a"}, {"index": 1, "id": "b", "name": "b"}],
+        "model": {"classifier.fc8.weight": torch.zeros(2, 4096)},
+        "normalization": {"kind": "mean-image", "mean": torch.zeros(256, 256, 3)},
+        **fields,
+    }
+    obj = {k: v for k, v in obj.items() if v is not None}
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"variant": None}, "no 'variant' field"),
+        ({"num_classes": 10**9}, "is not a class count"),
+        ({"classes": "abc"}, "class entries"),
+        ({"model": {"classifier.fc8.weight": torch.zeros(3, 4096)}}, "does not have 2 classes"),
+    ],
+)
+def test_a_malformed_checkpoint_is_refused_before_anything_is_built(
+    tmp_path, capsys, query, fields, message
+):
+    ckpt = _fake_checkpoint(tmp_path / "c.pt", **fields)
+    code, err = cli(capsys, "predict", ckpt, query)
+    assert code == 2 and "damaged checkpoint" in err and message in err
+
+
+def test_resume_with_a_moved_store_and_with_another_one(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    moved = tmp_path / "moved-store"
+    shutil.copytree(world / "store", moved)
+    stray = run / "checkpoints" / ".last.pt.abc.tmp"
+    stray.write_bytes(b"half a checkpoint")
+    code, err = cli(capsys, "train", "--resume", run, "--data", world / "other", *FAST)
+    assert code == 2 and "does not hold the classes" in err
+    # the same classes at a new path: taken (--max-steps 1 is already spent: no step runs)
+    code, _ = cli(capsys, "train", "--resume", run, "--data", moved, "--max-steps", "1", *FAST)
+    assert code == 0
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)
+    assert not stray.exists()  # a resumed run cleans what a killed write left
+
+
+def test_evaluate_compares_class_lists_not_counts(world, capsys):
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    code, err = cli(
+        capsys,
+        "evaluate",
+        ckpt,
+        "--data",
+        world / "other",
+        "--crops",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
+    assert code == 2 and "other classes" in err
+
+
+# ------------------------------------------------------------ devices and outputs
+@pytest.mark.parametrize("device", ["bogus", "cuda:7"])
+def test_one_device_check_for_every_verb(world, tmp_path, capsys, query, device):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that GPU")
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    for args in (
+        ["predict", ckpt, query],
+        ["report", world / "run", "--out", tmp_path / "r.html"],
+        [
+            "neighbors",
+            ckpt,
+            "--gallery",
+            world / "store",
+            "--query",
+            query,
+            "--out",
+            tmp_path / "n.png",
+        ],
+    ):
+        code, err = cli(capsys, *args, "--device", device)
+        assert code == 2 and "--device" in err, args
+
+
+def test_an_output_path_that_is_a_directory(world, tmp_path, capsys, query):
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    for args in (
+        ["predict", ckpt, query, "--figure", tmp_path],
+        ["neighbors", ckpt, "--gallery", world / "store", "--query", query, "--out", tmp_path],
+        ["kernels", ckpt, "--out", tmp_path],
+        ["export", ckpt, "--onnx", tmp_path],
+    ):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "is a directory" in err, args
+
+
+def test_a_full_disk_is_named(world, tmp_path, capsys, monkeypatch):
+    import alexnet.runtime.files as files
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    code, err = cli(capsys, "prepare", world / "src", tmp_path / "s")
+    assert code == 2 and "no space left on the device" in err
+    monkeypatch.undo()
+    assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------ neighbors
+def test_neighbors_checks_queries_gallery_and_bounds_first(world, tmp_path, capsys, query):
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    base = ["neighbors", ckpt, "--gallery", world / "store", "--out", tmp_path / "n.png"]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    for q, message in ((bad, "not an image"), (tmp_path / "none.jpg", "none.jpg")):
+        code, err = cli(capsys, *base, "--query", q)
+        assert code == 2 and message in err and str(q) in err
+    code, err = cli(
+        capsys,
+        "neighbors",
+        ckpt,
+        "--gallery",
+        world / "other",
+        "--query",
+        query,
+        "--out",
+        tmp_path / "n.png",
+    )
+    assert code == 2 and "other classes" in err
+    for flag, value in (("--k", "100000"), ("--codes", "100000")):
+        code, err = cli(capsys, *base, "--query", query, flag, value)
+        assert code == 2 and flag in err
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # nothing computed on the way
+
+
+# ------------------------------------------------------------ export, prepare, bench
+def test_export_faults(world, tmp_path, capsys, monkeypatch):
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    code, err = cli(capsys, "export", ckpt, "--onnx", tmp_path / "m.onnx", "--input-size", "40")
+    assert code == 2 and "too small" in err
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    code, err = cli(capsys, "export", ckpt, "--onnx", tmp_path / "m.onnx")
+    assert code == 2 and 'pip install "alexnet[onnx]"' in err
+
+
+def test_prepare_input_faults(world, tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("n01440764 tench\nn01443537\n")
+    code, err = cli(capsys, "prepare", world / "src", tmp_path / "s", "--class-names", names)
+    assert code == 2 and "line 2" in err
+    flat = tmp_path / "flatval"
+    write_image(flat / "v1.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Name,Label\nv1,apple\n")
+    code, err = cli(
+        capsys, "prepare", world / "src", tmp_path / "s", "--val", flat, "--val-labels", labels
+    )
+    assert code == 2 and "ImageId" in err
+    idx = tmp_path / "mnist" / "FashionMNIST" / "raw"
+    idx.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (idx / name).write_bytes(b"\x00garbage" * 10)
+    code, err = cli(capsys, "prepare", tmp_path / "mnist", tmp_path / "s")
+    assert code == 2 and "incomplete or corrupt" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--precision", "fp8"], "invalid choice"),
+        (["--batch-size", "100000000"], "needs about"),
+        (["--warmup", "-5", "--data", "STORE"], "--warmup must be non-negative"),
+    ],
+)
+def test_bench_refuses_what_would_make_meaningless_figures(world, capsys, args, message):
+    args = [str(world / "store") if a == "STORE" else a for a in args]
+    code, err = cli(capsys, "bench", "train", "--device", "cpu", "--steps", "1", *args)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--input-scale", "nan"),
+        ("--weight-decay", "inf"),
+        ("--momentum", "inf"),
+        ("--warmup-epochs", "nan"),
+        ("--lr", "-inf"),
+    ],
+)
+def test_non_finite_flags_are_refused_at_parse_time(capsys, flag, value):
+    code, err = cli(capsys, "train", f"{flag}={value}")
+    assert code == 2 and flag in err and "finite" in err
