@@ -2,11 +2,11 @@
 
 import json
 
-from conftest import run_cli
+from conftest import run_cli, run_here
 
 
 def test_bench_train_reports_every_model_and_the_ratios():
-    r = run_cli(
+    r = run_here(
         "bench",
         "train",
         "--device",
@@ -61,14 +61,14 @@ def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
     assert out["forward_bytes_sent_per_rank"] == forward
     assert out["bytes_sent_per_rank_per_step"] == forward + backward
     assert out["model_parallel_img_s"] > 0 and out["single_img_s"] > 0
-    r = run_cli("bench", "train", "--model-parallel", "3")
+    r = run_here("bench", "train", "--model-parallel", "3")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
 def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvision(
     image_folder, tmp_path
 ):
-    r = run_cli("prepare", image_folder, tmp_path / "store", "--format", "jpeg", "--json")
+    r = run_here("prepare", image_folder, tmp_path / "store", "--format", "jpeg", "--json")
     assert r.returncode == 0, r.stderr
     args = (
         "bench",
@@ -87,7 +87,7 @@ def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvisio
         "1",
         "--json",
     )
-    r = run_cli(*args, "--source", image_folder)
+    r = run_here(*args, "--source", image_folder)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["store_format"] == "jpeg" and out["decode"] == "workers"  # auto, on a CPU
@@ -97,20 +97,20 @@ def test_bench_end_to_end_times_the_store_path_against_its_bounds_and_torchvisio
     assert out["bound"] == ("data" if out["feed_img_s"] < out["step_img_s"] else "compute")
     assert out["fraction_of_bound"] == round(out["ours_img_s"] / bound, 3)
     assert out["ratio_vs_torchvision"] == round(out["ours_img_s"] / out["torchvision_img_s"], 3)
-    r = run_cli(*args, "--decode", "device")
+    r = run_here(*args, "--decode", "device")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["decode"] == "device" and "torchvision_img_s" not in out
-    r = run_cli("bench", "train", "--source", image_folder)
+    r = run_here("bench", "train", "--source", image_folder)
     assert r.returncode == 2 and "--source needs --data" in r.stderr
 
 
 def test_bench_data_compares_our_feed_with_torchvisions_and_counts_what_it_timed(
     image_folder, tmp_path
 ):
-    r = run_cli("prepare", image_folder, tmp_path / "store", "--json")
+    r = run_here("prepare", image_folder, tmp_path / "store", "--json")
     assert r.returncode == 0, r.stderr
-    r = run_cli(
+    r = run_here(
         "bench",
         "data",
         "--data",

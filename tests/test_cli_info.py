@@ -1,8 +1,7 @@
 import json
-import subprocess
-import sys
 
 from alexnet.cli import main
+from conftest import run_here
 
 
 def test_info_text(capsys):
@@ -19,25 +18,19 @@ def test_info_json(capsys):
     assert all("name" in r and "output_shape" in r for r in info["layers"])
 
 
-def _run(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_bad_variant_one_line_exit_2():
-    r = _run("info", "--variant", "resnet")
+    r = run_here("info", "--variant", "resnet")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "invalid choice" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_too_small_input_one_line_exit_2():
-    r = _run("info", "--input-size", "32")
+    r = run_here("info", "--input-size", "32")
     assert r.returncode == 2 and "too small" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
 
 
 def test_version():
-    r = _run("--version")
+    r = run_here("--version")
     assert r.returncode == 0 and r.stdout.startswith("alexnet ")

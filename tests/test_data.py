@@ -24,7 +24,7 @@ from alexnet.data.loader import EpochSampler, TrainFeed
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store
 from alexnet.runtime.errors import UsageError
-from conftest import run_cli, write_image
+from conftest import run_cli, run_here, write_image
 
 
 def _prepare(src, out, **kw):
@@ -222,29 +222,29 @@ def test_prepare_resumes_after_sigkill(image_folder, tmp_path):
 
 
 def test_prepare_bad_arguments(tmp_path):
-    r = run_cli("prepare", tmp_path / "missing", tmp_path / "out")
+    r = run_here("prepare", tmp_path / "missing", tmp_path / "out")
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "empty").mkdir()
-    r = run_cli("prepare", tmp_path / "empty", tmp_path / "out")
+    r = run_here("prepare", tmp_path / "empty", tmp_path / "out")
     assert r.returncode == 2 and "empty" in r.stderr
     (tmp_path / "src" / "a").mkdir(parents=True)
     write_image(tmp_path / "src" / "a" / "x.jpg")
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        r = run_cli("prepare", tmp_path / "src", locked / "out")
+        r = run_here("prepare", tmp_path / "src", locked / "out")
         assert r.returncode == 2 and "not writable" in r.stderr
-    r = run_cli("prepare", tmp_path / "src", "/proc/alexnet-store")
+    r = run_here("prepare", tmp_path / "src", "/proc/alexnet-store")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 def test_prepare_json_summary_and_existing_store(image_folder, tmp_path):
-    r = run_cli("prepare", image_folder, tmp_path / "s", "--json")
+    r = run_here("prepare", image_folder, tmp_path / "s", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["written"]["train"] + summary["written"]["val"] == 24
     assert summary["skipped"] == []
-    r = run_cli("prepare", image_folder, tmp_path / "s")
+    r = run_here("prepare", image_folder, tmp_path / "s")
     assert r.returncode == 2 and "--overwrite" in r.stderr
 
 

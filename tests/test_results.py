@@ -17,7 +17,7 @@ from alexnet.results.inference import load_for_inference
 from alexnet.results.metrics import Tally, topk_correct
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from conftest import run_cli, write_image
+from conftest import run_here, write_image
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_ten_crop_averages_softmax(trained):
 
 # ------------------------------------------------------------------ commands
 def test_evaluate_cli_json(trained):
-    r = run_cli(
+    r = run_here(
         "evaluate",
         trained / "run" / "checkpoints" / "last.pt",
         "--data",
@@ -124,7 +124,7 @@ def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):
     corrupt = tmp_path / "c.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff garbage")
     fig = tmp_path / "pred.png"
-    r = run_cli(
+    r = run_here(
         "predict",
         trained / "run" / "checkpoints" / "last.pt",
         good,
@@ -147,7 +147,7 @@ def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):
 
 def test_kernels_cli_two_tower_blocks(trained, tmp_path):
     out = tmp_path / "k.png"
-    r = run_cli("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out)
+    r = run_here("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out)
     assert r.returncode == 0, r.stderr
     img = np.asarray(Image.open(out))
     # 2 blocks of 3 rows x 16 columns of 11x11 kernels (pad 1, gap 5, scale 4)
@@ -170,7 +170,7 @@ def test_neighbors_cli_cache_and_codes(trained, tmp_path):
         out,
         "--json",
     ]
-    r = run_cli(*args, "--codes", "16")
+    r = run_here(*args, "--codes", "16")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     nbrs = res["queries"][0]["neighbors"]
@@ -186,7 +186,7 @@ def test_neighbors_cli_cache_and_codes(trained, tmp_path):
     feats = np.load(cache[0])
     assert feats.shape == (len(Store(trained / "store").split("train")), 4096)
     mtime = cache[0].stat().st_mtime_ns
-    r = run_cli(*args)
+    r = run_here(*args)
     assert r.returncode == 0 and cache[0].stat().st_mtime_ns == mtime  # reused
 
 
@@ -202,7 +202,7 @@ def test_exact_euclidean_search():
 
 def test_export_onnx_matches(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    r = run_cli(
+    r = run_here(
         "export",
         trained / "run" / "checkpoints" / "last.pt",
         "--onnx",
@@ -221,7 +221,7 @@ def test_torchvision_pretrained_file_matches_torchvision(tmp_path):
     pth = tmp_path / "alexnet-owt-7be5be79.pth"
     torch.save(tv.state_dict(), pth)
     img = write_image(tmp_path / "cat.jpg", size=(333, 250), color=(120, 90, 60))
-    r = run_cli("predict", pth, img, "--json")
+    r = run_here("predict", pth, img, "--json")
     assert r.returncode == 0, r.stderr
     top = json.loads(r.stdout)[0]["top"]
     tf = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.transforms()
@@ -232,14 +232,14 @@ def test_torchvision_pretrained_file_matches_torchvision(tmp_path):
     assert np.allclose([t["prob"] for t in top], ref_p.tolist(), atol=1e-6)
     names = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
     assert top[0]["name"] == names[top[0]["index"]]
-    r = run_cli("kernels", pth, "--out", tmp_path / "k.png")
+    r = run_here("kernels", pth, "--out", tmp_path / "k.png")
     assert r.returncode == 0, r.stderr
 
 
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = run_cli("evaluate", bad, "--data", tmp_path)
+    r = run_here("evaluate", bad, "--data", tmp_path)
     assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -255,7 +255,7 @@ def _chromium():
 
 
 def test_report_renders_in_headless_chromium(trained, tmp_path):
-    r = run_cli("report", trained / "run", "--out", tmp_path / "report.html")
+    r = run_here("report", trained / "run", "--out", tmp_path / "report.html")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "http" not in page.split("<body>")[1]

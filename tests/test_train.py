@@ -12,7 +12,7 @@ import torch
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
-from conftest import run_cli
+from conftest import run_here
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 
@@ -79,7 +79,7 @@ def _state(run: Path) -> dict:
 
 def test_train_writes_the_run_directory(tiny_store, tmp_path):
     run = tmp_path / "run"
-    r = run_cli(
+    r = run_here(
         "train",
         "--data",
         tiny_store,
@@ -115,7 +115,7 @@ def test_tensorboard_events_carry_each_epoch(tiny_store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    r = run_cli(
+    r = run_here(
         "train",
         "--data",
         tiny_store,
@@ -155,7 +155,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
         *FAST,
     ]
     ref = tmp_path / "ref"
-    r = run_cli("train", "--out", ref, *args)
+    r = run_here("train", "--out", ref, *args)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -176,7 +176,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
     proc.wait()
     killed_at = _state(run)["global_step"]
     assert 0 < killed_at < 8
-    r = run_cli("train", "--resume", run, *FAST)
+    r = run_here("train", "--resume", run, *FAST)
     assert r.returncode == 0, r.stderr
     a, b = _state(ref), _state(run)
     assert b["global_step"] == a["global_step"] == 8
@@ -190,7 +190,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_store, tmp_path):
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tiny_store, tmp_path):
     run = tmp_path / "run"
-    r = run_cli(
+    r = run_here(
         "train",
         "--data",
         tiny_store,
@@ -224,7 +224,7 @@ def test_bad_arguments_exit_2(tiny_store, tmp_path):
         (["--data", tiny_store, "--variant", "vgg"], "invalid choice"),
     ]
     for args, message in cases:
-        r = run_cli("train", "--out", tmp_path / "r", *args, *FAST)
+        r = run_here("train", "--out", tmp_path / "r", *args, *FAST)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert r.stderr.strip().count("\n") == 0, r.stderr
@@ -255,3 +255,83 @@ def test_demo_store_is_prepared_once_and_says_so(tmp_path, monkeypatch):
     lines.clear()
     assert ensure_demo_store(progress=False, log=lines.append, per_class=5) == store
     assert lines == []
+
+
+def test_config_for_resume_keeps_what_was_learned_and_takes_how_it_runs():
+    from alexnet.train.config import RESUME_MAY_CHANGE, TrainConfig, config_for_resume
+
+    saved = TrainConfig(data="/stores/a", out="runs/x", lr=0.02, epochs=7).resolved()
+    asked = TrainConfig(lr=0.5, epochs=99, seed=3, workers=5, device="cpu", max_steps=11)
+    cfg = config_for_resume(vars(saved), asked, "runs/y")
+    assert (cfg.lr, cfg.epochs, cfg.seed) == (0.02, 7, 0)  # what the run learns with: saved
+    assert (cfg.workers, cfg.device, cfg.max_steps) == (5, "cpu", 11)  # how it runs: asked
+    assert cfg.out == "runs/y" and cfg.data == "/stores/a"
+    moved = config_for_resume(vars(saved), TrainConfig(data="/stores/b"), "runs/y")
+    assert moved.data == "/stores/b"  # a moved store (its classes are checked at setup)
+    assert "lr" not in RESUME_MAY_CHANGE and "seed" not in RESUME_MAY_CHANGE
+
+
+def test_every_choice_is_spelled_once():
+    from alexnet.options import OPTIMIZERS, SCHEDULES
+    from alexnet.train.optim import SCHEDULE_CLASSES
+    from alexnet.train.recipes import RECIPES
+
+    assert set(SCHEDULE_CLASSES) == set(SCHEDULES)
+    for r in RECIPES.values():
+        assert r.optimizer in OPTIMIZERS and r.schedule in SCHEDULES, r.name
+
+
+def test_checkpoints_written_before_the_checkpoint_class_still_load(tmp_path):
+    """The dict, key for key, that train wrote before Checkpoint owned the format."""
+    import math
+
+    from alexnet import create_model
+    from alexnet.results.inference import load_for_inference
+    from alexnet.train.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=3, init="kaiming", dropout=0.5)
+    classes = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(3)]
+    old = {
+        "format": "alexnet-checkpoint-1",
+        "model": model.state_dict(),
+        "optimizer": {},
+        "schedule": {},
+        "epoch": 1,
+        "step": 2,
+        "global_step": 7,
+        "history": [{"epoch": 1}],
+        "best_val_top1_error": math.inf,
+        "running": {"loss_sum": 1.5, "correct": 2, "count": 4},
+        "config": {"variant": "paper", "recipe": "demo"},
+        "variant": "paper",
+        "num_classes": 3,
+        "model_options": {"dropout": 0.5, "lrn": True, "overlap_pool": True, "activation": "relu"},
+        "classes": classes,
+        "normalization": {
+            "kind": "mean-image",
+            "mean": torch.full((256, 256, 3), 100.0),
+            "eigval": torch.ones(3),
+            "eigvec": torch.eye(3),
+            "scale": 1 / 64,
+        },
+    }
+    torch.save(old, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt.train_state["global_step"] == 7 and ckpt.class_names[2] == "class 2"
+    assert set(ckpt.to_dict()) == set(old)
+    loaded = load_for_inference(tmp_path / "old.pt")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+    assert loaded.class_ids == ["c0", "c1", "c2"]
+
+
+def test_the_command_line_answers_without_importing_torch():
+    code = (
+        "import sys; from alexnet.cli import main; rc = main(['--version']); "
+        "main(['train', '--help']); print('torch' in sys.modules, rc)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False 0"

@@ -116,19 +116,14 @@ def bench_end_to_end(
     torch.manual_seed(0)
     timed = _Timer(dev, batch_size, steps, warmup)
 
-    def runner(model) -> Runner:
-        r = Runner(model, dev, batch_size, amp, True)
-        if compile:
-            r.model = torch.compile(r.model)
-        return r
-
     def feed():
         return store_batches(store, batch_size, workers, dev, decode)
 
-    ours = runner(create_model("paper", num_classes=classes))
+    ours = _runner(create_model("paper", num_classes=classes), dev, batch_size, amp, compile)
     feed_rate = timed(feed(), lambda x, y: None)
     step_rate = timed(iter(lambda: (None, None), 0), ours.step)
     ours_rate = timed(feed(), ours.step)
+    del ours  # one model in memory at a time
     result = EndToEndBench(
         device=str(dev),
         gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
@@ -151,9 +146,15 @@ def bench_end_to_end(
     if source is not None:
         import torchvision
 
-        del ours
-        tv = runner(torchvision.models.alexnet(num_classes=classes))
+        tv = _runner(torchvision.models.alexnet(num_classes=classes), dev, batch_size, amp, compile)
         batches = examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
         result.torchvision_img_s = timed(batches, tv.step)
         result.ratio_vs_torchvision = round(ours_rate / result.torchvision_img_s, 3)
     return result
+
+
+def _runner(model, dev, batch_size: int, amp, compile: bool) -> Runner:
+    r = Runner(model, dev, batch_size, amp, True)
+    if compile:
+        r.model = torch.compile(r.model)
+    return r
