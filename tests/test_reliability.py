@@ -33,6 +33,8 @@ FAST = [
     "8",
     "--batch-size",
     "4",
+    "--recipe",
+    "demo",
 ]
 
 

@@ -335,3 +335,39 @@ def test_the_command_line_answers_without_importing_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False 0"
+
+
+def test_a_job_without_a_terminal_logs_its_steps(tiny_store, tmp_path):
+    run = tmp_path / "run"
+    r = run_here("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "4",
+                 "--max-steps", "6", "--log-every", "2", *FAST)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if " step " in x]
+    assert [x.split(":")[0] for x in lines] == [
+        "epoch 1 step 2/4 (global 2)", "epoch 1 step 4/4 (global 4)", "epoch 2 step 2/4 (global 6)"
+    ]  # fmt: skip
+    assert all("img/s" in x and "lr " in x and "epoch ETA" in x and "run ETA" in x for x in lines)
+    steps = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
+    assert [s["global_step"] for s in steps] == [2, 4, 6]
+    assert all(s["train_loss"] > 0 and s["images_per_second"] > 0 for s in steps)
+    # stopped mid-epoch: the summary says so and the metrics file holds where it stopped
+    assert "stopped by --max-steps at step 2 of epoch 2" in r.stdout
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[-1]["partial"] is True
+    # resumed, the run redoes nothing it logged and drops the partial record
+    r = run_here("train", "--resume", run, "--log-every", "2", *FAST)
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(x)["global_step"] for x in (run / "steps.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and not any("partial" in m for m in metrics)
+
+
+def test_a_small_store_without_recipe_trains_with_demo_and_says_why(tiny_store, tmp_path):
+    run = tmp_path / "run"
+    r = run_here(
+        "train", "--data", tiny_store, "--out", run, "--max-steps", "1", "--batch-size", "4", *FAST
+    )
+    assert r.returncode == 0, r.stderr
+    assert "recipe: demo" in r.stderr and "18 training images" in r.stderr
+    assert json.loads((run / "config.json").read_text())["recipe"] == "demo"

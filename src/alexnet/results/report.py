@@ -84,7 +84,8 @@ def build_report(
 def _read_run(run: RunDir) -> tuple[list[dict], dict, Path]:
     if not run.metrics.is_file():
         raise UsageError(f"{run.root} is not a run directory (no metrics.jsonl)")
-    history = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
+    history = [r for r in rows if not r.get("partial")]  # a run stopped mid-epoch
     ckpt = run.best_or_last()
     if not history or not ckpt.is_file():
         raise UsageError(f"{run.root} has no finished epoch to report on")

@@ -34,7 +34,9 @@ class TrainConfig:
     out: str | None = option(None, "run directory (default: runs/<date-time>)", metavar="RUN_DIR")
     variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
     recipe: str | None = option(
-        None, "training preset (default: demo without --data, paper with it)", tuple(RECIPES)
+        None,
+        "training preset (default: paper for a store of 100,000+ training images, else demo)",
+        tuple(RECIPES),
     )
     epochs: int | None = option(None, "passes over the training split")
     batch_size: int | None = option(None, "images per step, per process")
@@ -65,6 +67,11 @@ class TrainConfig:
     workers: int = option(2, "data loading processes")
     decode: str = option("auto", "where a JPEG store is decoded (auto: nvjpeg on a GPU)", DECODES)
     max_steps: int | None = option(None, "stop after this many steps in all (checkpointed)")
+    log_every: int | None = option(
+        None,
+        "a progress line (stderr) and steps.jsonl entry every N steps (default: every 2%% of "
+        "an epoch, and at least every minute)",
+    )
     checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends only)")
     eval_batch_size: int = option(128, "validation batch size")
     progress: bool = option(True, "progress bars", cli=False)  # the CLI: on a terminal only
@@ -125,6 +132,7 @@ class TrainConfig:
             ),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
+            (self.log_every is None or self.log_every >= 1, "--log-every must be at least 1"),
             (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
             (
@@ -154,6 +162,7 @@ RESUME_MAY_CHANGE = (
     "report",
     "compile",
     "checkpoint_every",
+    "log_every",
     "eval_batch_size",
     "model_parallel",
 )

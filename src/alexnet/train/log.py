@@ -1,9 +1,11 @@
-"""What a run reports as it goes: metrics.jsonl, TensorBoard events, the epoch lines."""
+"""What a run reports as it goes: metrics.jsonl and the epoch lines, steps.jsonl and
+the step lines (what a job without a terminal shows), TensorBoard events."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -54,3 +56,70 @@ def _tensorboard(run: RunDir):
     except ImportError:  # tensorboard is an optional extra
         return None
     return SummaryWriter(log_dir=str(run.tensorboard))
+
+
+LOG_INTERVAL_SECONDS = 60.0  # without --log-every: at least this often ...
+LOG_EPOCH_FRACTION = 0.02  # ... and every 2% of an epoch
+
+
+class StepLog:
+    """Every `every` steps, and at least every minute: one line (to stderr, unless a
+    progress bar shows the same) and one object in steps.jsonl, rank 0 only. Reading the
+    running sums is the only device sync, so it happens here, not at every step."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        every: int | None,
+        steps_per_epoch: int,
+        print_lines: bool,
+        resumed_at: int,
+    ):
+        self.run, self.print_lines = run, print_lines
+        self.every = every or max(1, round(steps_per_epoch * LOG_EPOCH_FRACTION))
+        self.seconds = LOG_INTERVAL_SECONDS if every is None else None
+        self._keep_until(resumed_at)
+        self.last_time, self.last_step = time.perf_counter(), resumed_at
+
+    def due(self, global_step: int) -> bool:
+        if global_step % self.every == 0:
+            return True
+        return self.seconds is not None and time.perf_counter() - self.last_time >= self.seconds
+
+    def write(self, record: dict) -> None:
+        with open(self.run.steps, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.print_lines:
+            print(step_line(record), file=sys.stderr, flush=True)
+
+    def rate(self, global_step: int, images_per_step: int) -> float:
+        """Images per second since the last line; starts the next interval."""
+        now = time.perf_counter()
+        rate = (global_step - self.last_step) * images_per_step / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, global_step
+        return rate
+
+    def _keep_until(self, global_step: int) -> None:
+        """A resumed run drops the lines logged after its checkpoint: they are redone."""
+        if not self.run.steps.is_file():
+            return
+        lines = self.run.steps.read_text().splitlines()
+        kept = [x for x in lines if x.strip() and json.loads(x)["global_step"] <= global_step]
+        atomic_write_bytes(self.run.steps, "".join(x + "\n" for x in kept).encode())
+
+
+def step_line(r: dict) -> str:
+    return (
+        f"epoch {r['epoch']} step {r['step']}/{r['steps_per_epoch']} "
+        f"(global {r['global_step']}): loss {r['train_loss']:.4f}, "
+        f"{r['images_per_second']:.1f} img/s, lr {r['lr']:.3g}, "
+        f"epoch ETA {_duration(r['epoch_eta_seconds'])}, "
+        f"run ETA {_duration(r['run_eta_seconds'])}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

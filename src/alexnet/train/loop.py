@@ -9,9 +9,10 @@ format checkpoint.py's, the position in the run state.py's.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,9 +38,9 @@ from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
 from .checkpoint import Checkpoint, load_checkpoint, save_atomic, unwrap
 from .config import TrainConfig, config_for_resume
-from .log import MetricsLog
+from .log import MetricsLog, StepLog
 from .optim import build_optimizer, build_schedule
-from .recipes import RECIPES
+from .recipes import RECIPES, SMALL_STORE
 from .rundir import RunDir
 from .state import TrainState
 
@@ -67,6 +68,7 @@ class Trainer:
     amp: torch.dtype | None
     state: TrainState
     log: MetricsLog | None  # rank 0 only
+    steps_log: StepLog | None = None  # rank 0 only
 
     @property
     def replicas(self) -> tuple[int, int]:
@@ -78,7 +80,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Run (or resume) training; returns a summary with the run's paths and results."""
-    ckpt = None
+    ckpt, why = None, None
     if resume:
         run = RunDir(resume)
         run.check_resumable()
@@ -87,11 +89,14 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
             raise UsageError(f"--resume {resume}: {run.last} holds weights only, no training state")
         cfg = config_for_resume(ckpt.config, cfg, resume)
     else:
+        cfg, why = _with_default_recipe(cfg)
         cfg = cfg.resolved()
     device = pick_device(cfg.device)
     dist_info = init_from_env(device.type)
     try:
         trainer = setup(cfg, ckpt, device, dist_info)
+        if why and dist_info.is_main:  # said once the run has started, not before an error
+            print(why, file=sys.stderr, flush=True)
         try:
             summary = fit(trainer)
         finally:
@@ -101,6 +106,23 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if cfg.report and dist_info.is_main and summary["history"]:
         summary["report"] = str(_report(trainer))
     return summary
+
+
+def _with_default_recipe(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """The paper's recipe is the default for ILSVRC-sized stores only: on small data it
+    stays at ln(classes) (docs/paper.md §5). Below SMALL_STORE training images, a store
+    without --recipe trains with `demo`; returns the config and why, to be printed."""
+    if cfg.recipe is not None or cfg.data is None:
+        return cfg, None
+    n = len(Store(cfg.data).split("train"))
+    if n >= SMALL_STORE:
+        return replace(cfg, recipe="paper"), None
+    why = (
+        f"recipe: demo, since {cfg.data} has {n:,} training images (fewer than "
+        f"{SMALL_STORE:,}), where the paper's recipe barely leaves ln(classes); "
+        "--recipe paper to use it anyway"
+    )
+    return replace(cfg, recipe="demo"), why
 
 
 def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: DistInfo) -> Trainer:
@@ -113,6 +135,7 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
             f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
             f"the {len(train_split)} training images of {cfg.data}"
         )
+    train_split.labels  # noqa: B018  (read and checked now: a damaged store fails before the run)
     if len(store.split("val")) == 0:
         raise UsageError(
             f"{cfg.data} has no validation images: prepare it again with "
@@ -157,6 +180,13 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
         _restore(trainer, ckpt)
     if trainer.log:  # rewritten from the checkpoint: a resume never doubles a line
         trainer.log.write(trainer.state.history)
+        trainer.steps_log = StepLog(
+            run,
+            cfg.log_every,
+            sampler.steps_per_epoch(),
+            print_lines=not cfg.progress,
+            resumed_at=trainer.state.global_step,
+        )
     return trainer
 
 
@@ -189,15 +219,14 @@ def train_one_epoch(t: Trainer) -> tuple[bool, float, int]:
         lr = train_step(t, x, y, step)
         seen += per_step
         bar.update(per_step)
-        bar.set_postfix(
-            loss=f"{s.running.mean_loss:.3f}",
-            lr=f"{lr:.2g}",
-            img_s=f"{seen / (time.perf_counter() - t0):.1f}",
-        )
+        if t.steps_log and t.steps_log.due(s.global_step):
+            bar.set_postfix(log_step(t, lr))
         if cfg.checkpoint_every and s.global_step % cfg.checkpoint_every == 0:
             save_checkpoint(t)
         if _step_budget_spent(t) and s.step < steps:
             save_checkpoint(t)
+            if t.log:  # the metrics file says where the run stopped
+                t.log.write(s.history + [_partial_record(t, lr)])
             bar.close()
             return False, time.perf_counter() - t0, seen
     bar.close()
@@ -205,7 +234,9 @@ def train_one_epoch(t: Trainer) -> tuple[bool, float, int]:
 
 
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
-    """One optimiser step on this process's share of a global batch; returns its lr."""
+    """One optimiser step on this process's share of a global batch; returns its lr.
+    Nothing here waits for the device, except the loss check on a CPU (where waiting
+    costs nothing); elsewhere a non-finite loss is caught where the sums are read."""
     s = t.state
     lr = t.schedule.lr_at(s.epoch, step)
     for group in t.optimizer.param_groups:
@@ -214,7 +245,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     with autocast(t.device, t.amp):
         logits = t.net(x)
         loss = nn.functional.cross_entropy(logits.float(), y)
-    if not torch.isfinite(loss).all():
+    if t.device.type == "cpu" and not torch.isfinite(loss).all():
         raise TrainingDiverged(
             f"non-finite loss ({loss.item()}) at epoch {s.epoch + 1}, step {step + 1} "
             f"(global step {s.global_step + 1}); the last good checkpoint is kept in "
@@ -224,10 +255,57 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     loss.backward()
     t.optimizer.step()
     with torch.no_grad():
-        correct = int((logits.argmax(1) == y).sum())
-    s.running.add(loss.item() * len(y), correct, len(y))
+        s.running.add(loss, (logits.argmax(1) == y).sum(), len(y))
     s.step, s.global_step = step + 1, s.global_step + 1
     return lr
+
+
+def log_step(t: Trainer, lr: float) -> dict:
+    """Read the running sums (one device sync), write the step line; returns what the
+    progress bar shows."""
+    s, sampler = t.state, t.feed.sampler
+    _check_finite(t)
+    steps = sampler.steps_per_epoch()
+    rate = t.steps_log.rate(s.global_step, sampler.global_batch)
+    steps_left = (t.cfg.epochs - s.epoch) * steps - s.step
+    if t.cfg.max_steps:
+        steps_left = min(steps_left, t.cfg.max_steps - s.global_step)
+    per_second = rate / sampler.global_batch
+    record = {
+        "epoch": s.epoch + 1,
+        "step": s.step,
+        "steps_per_epoch": steps,
+        "global_step": s.global_step,
+        "train_loss": s.running.mean_loss,
+        "lr": lr,
+        "images_per_second": round(rate, 2),
+        "epoch_eta_seconds": round((steps - s.step) / per_second, 1),
+        "run_eta_seconds": round(steps_left / per_second, 1),
+        "time": time.time(),
+    }
+    t.steps_log.write(record)
+    return {"loss": f"{record['train_loss']:.3f}", "lr": f"{lr:.2g}", "img_s": f"{rate:.1f}"}
+
+
+def _check_finite(t: Trainer) -> None:
+    if not math.isfinite(t.state.running.loss_sum):
+        raise TrainingDiverged(
+            f"non-finite loss in epoch {t.state.epoch + 1}, by global step "
+            f"{t.state.global_step}; the last good checkpoint is kept in {t.run.checkpoints}; "
+            "lower --lr or check the data"
+        )
+
+
+def _partial_record(t: Trainer, lr: float) -> dict:
+    s = t.state
+    return {
+        "epoch": s.epoch + 1,
+        "partial": True,
+        "step": s.global_step,
+        "steps_done_in_epoch": s.step,
+        "train_loss": s.running.mean_loss,
+        "lr": lr,
+    }
 
 
 def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
@@ -235,6 +313,7 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
     s = t.state
     replicas, replica = t.replicas
     group = t.layout.same_tower if t.layout else None  # count each replica once
+    _check_finite(t)
     train_loss, train_error = _reduce_running(s, group)
     val = evaluate_split(
         t.net,

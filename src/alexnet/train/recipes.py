@@ -17,6 +17,11 @@ LR_FACTOR = 0.1  # divided by 10 ...
 MAX_REDUCTIONS = 3  # ... three times before termination
 EPOCHS = 90  # "roughly 90 cycles through the training set"
 
+# Below this many training images a store without --recipe trains with `demo`: the
+# paper's recipe (raw pixels, N(0, 0.01) init, SGD at 0.01) needs ImageNet's scale to
+# leave ln(classes), and on small data stays there for many epochs.
+SMALL_STORE = 100_000
+
 
 @dataclass(frozen=True)
 class Recipe:

@@ -12,19 +12,37 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 
-@dataclass
+
 class EpochStats:
-    """Training loss and top-1 of the epoch so far, as sums that a checkpoint can carry."""
+    """Training loss and top-1 of the epoch so far, as sums that a checkpoint can carry.
 
-    loss_sum: float = 0.0
-    correct: int = 0
-    count: int = 0
+    The sums stay on the training device, so a step never waits for the device to
+    report them; they are read (one sync) when a line is logged, a checkpoint written
+    or the epoch ends. Reading never changes them: a resumed run adds the same numbers
+    in the same order as one that was never interrupted."""
 
-    def add(self, loss_sum: float, correct: int, count: int) -> None:
-        self.loss_sum += loss_sum
-        self.correct += correct
+    def __init__(self, loss_sum: float = 0.0, correct: int = 0, count: int = 0):
+        self._loss = torch.tensor(loss_sum, dtype=torch.float64)
+        self._correct = torch.tensor(correct, dtype=torch.int64)
+        self.count = count
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        """loss: the batch's mean loss, correct: its top-1 hits (device tensors)."""
+        if self._loss.device != loss.device:
+            self._loss, self._correct = self._loss.to(loss.device), self._correct.to(loss.device)
+        self._loss += loss.detach().double() * count
+        self._correct += correct
         self.count += count
+
+    @property
+    def loss_sum(self) -> float:
+        return self._loss.item()
+
+    @property
+    def correct(self) -> int:
+        return int(self._correct.item())
 
     @property
     def mean_loss(self) -> float:
