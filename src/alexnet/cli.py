@@ -20,7 +20,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from . import __version__
-from .options import CROPS, DECODES, MODEL_PARALLEL, PRECISIONS, VARIANTS
+from .options import CROPS, DECODES, MODEL_PARALLEL, PRECISIONS, STORE_FORMATS, VARIANTS
 from .runtime.errors import UsageError
 
 
@@ -434,6 +434,16 @@ def _add_bench(sub) -> None:
     d.add_argument("--batch-size", type=_positive_int, default=64)
     d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
     d.add_argument("--json", action="store_true", help="print JSON")
+    pp = _add(
+        what,
+        "prepare",
+        "prepare's img/s and the CPU per image of its coordinator and workers",
+        _cmd_bench_prepare,
+    )
+    pp.add_argument("src", help="an image source, as prepare takes it")
+    pp.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
+    pp.add_argument("--format", default="jpeg", choices=STORE_FORMATS)
+    pp.add_argument("--json", action="store_true", help="print JSON")
     t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision", _cmd_bench_train)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--batch-size", type=_positive_int, default=64)
@@ -493,6 +503,12 @@ def _cmd_bench_data(args) -> int:
     return _print_result(
         bench_data(args.data, args.source, args.workers, args.batch_size, args.batches), args.json
     )
+
+
+def _cmd_bench_prepare(args) -> int:
+    from .bench.prepare import bench_prepare
+
+    return _print_result(bench_prepare(args.src, args.workers, args.format), args.json)
 
 
 def _cmd_bench_train(args) -> int:

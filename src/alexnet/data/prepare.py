@@ -14,7 +14,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,35 +22,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..runtime.errors import UsageError
-from ..runtime.files import atomic_save_npy, atomic_save_npz, atomic_write_bytes, atomic_write_json
+from ..runtime.files import atomic_save_npz, atomic_write_json
 from .config import PrepareConfig
-from .images import BadImage, load_for_store, resize_center_crop
+from .shards import ShardJob, StatSums, make_shards, worker_init
 from .sources import Item, Source, discover, stratified_split
-from .store import RAW_LIMIT_BYTES, STORE_VERSION, encode_jpeg, is_store
+from .store import RAW_LIMIT_BYTES, STORE_VERSION, is_store
 
 __all__ = ["PrepareConfig", "format_summary", "prepare"]
-
-
-def _process(args) -> tuple[np.ndarray | None, str | None, bytes | None]:
-    """In a worker: one item -> (256x256x3 image, None, encoded) or (None, reason, None)."""
-    item, size, fmt = args
-    try:
-        if item.array is not None:
-            from PIL import Image
-
-            img = resize_center_crop(Image.fromarray(item.array).convert("RGB"), size)
-        else:
-            img = load_for_store(item.path, size)
-    except BadImage as e:
-        return None, str(e), None
-    except MemoryError:
-        return None, "too large to decode", None
-    return img, None, (encode_jpeg(img) if fmt == "jpeg" else None)
-
-
-def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _plan(source: Source, cfg: PrepareConfig) -> dict[str, list[list[Item]]]:
@@ -143,27 +120,16 @@ def _is_ours(work: Path) -> bool:
     return (work / "plan.json").is_file() or not any(work.iterdir())
 
 
-def _shard_stats(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Sums that combine exactly across shards: the mean image and the RGB covariance."""
-    x = images.reshape(-1, 3).astype(np.float64) / 255.0
-    return {
-        "count": np.array(len(images), dtype=np.int64),
-        "image_sum": images.astype(np.float64).sum(axis=0),
-        "rgb_sum": x.sum(axis=0),
-        "rgb_outer": x.T @ x,
-    }
-
-
-def _finish_stats(work: Path, shards: list[str]) -> None:
-    total = None
+def _finish_stats(work: Path, shards: list[str], size: int) -> None:
+    """The mean image and the RGB PCA (eigenvalues of 0..1 pixel values, §4.1) from the
+    shards' exact integer sums."""
+    total = StatSums.zeros(size)
     for name in shards:
         with np.load(work / "train" / f"{name}.stats.npz") as z:
-            part = {k: z[k] for k in z.files}
-        total = part if total is None else {k: total[k] + part[k] for k in total}
-    count = int(total["count"])
-    pixels = count * total["image_sum"].shape[0] * total["image_sum"].shape[1]
-    mu = total["rgb_sum"] / pixels
-    cov = total["rgb_outer"] / pixels - np.outer(mu, mu)
+            total.add(StatSums.from_arrays(z))
+    pixels = total.count * size * size
+    mu = total.rgb_sum / pixels / 255.0
+    cov = total.rgb_outer / pixels / 255.0**2 - np.outer(mu, mu)
     eigval, eigvec = np.linalg.eigh(cov)
     order = np.argsort(eigval)[::-1]
     # Fix each eigenvector's sign so that the store does not depend on LAPACK's choice.
@@ -171,38 +137,11 @@ def _finish_stats(work: Path, shards: list[str]) -> None:
     eigvec *= np.where(eigvec.sum(axis=0) < 0, -1.0, 1.0)
     atomic_save_npz(
         work / "stats.npz",
-        mean=(total["image_sum"] / count).astype(np.float32),
+        mean=(total.image_sum / total.count).astype(np.float32),
         eigval=eigval[order].astype(np.float32),
         eigvec=eigvec.astype(np.float32),
         rgb_mean=mu.astype(np.float32),
     )
-
-
-def _write_shard(work: Path, split: str, idx: int, results, fmt: str) -> tuple[int, list]:
-    name = f"{idx:05d}"
-    kept, skipped = [], []
-    for item, (img, reason, enc) in results:
-        if img is None:
-            skipped.append({"path": item.path or item.key, "reason": reason})
-        else:
-            kept.append((item, img, enc))
-    base = work / split / name
-    meta = {
-        "keys": [it.key for it, _, _ in kept],
-        "labels": [it.label for it, _, _ in kept],
-        "skipped": skipped,
-    }
-    images = np.stack([img for _, img, _ in kept]) if kept else None
-    if fmt == "raw" and kept:
-        atomic_save_npy(f"{base}.npy", images)
-    elif fmt == "jpeg" and kept:
-        blobs = [enc for _, _, enc in kept]
-        meta["offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).tolist()
-        atomic_write_bytes(f"{base}.jpg", b"".join(blobs))
-    if split == "train" and kept:
-        atomic_save_npz(f"{base}.stats.npz", **_shard_stats(images))
-    atomic_write_json(f"{base}.json", meta)  # last: marks the shard done
-    return len(kept), skipped
 
 
 def prepare(cfg: PrepareConfig) -> dict:
@@ -231,24 +170,18 @@ def prepare(cfg: PrepareConfig) -> dict:
         stray.unlink()
     atomic_write_json(plan_file, {"digest": digest})
 
-    todo = [
-        (split, i, shard)
+    jobs = [
+        ShardJob(split, i, shard)
         for split, shards in plan.items()
         for i, shard in enumerate(shards)
         if not (work / split / f"{i:05d}.json").exists()
     ]
     workers = cfg.workers or os.cpu_count() or 1
-    n_todo = sum(len(s) for _, _, s in todo)
+    n_todo = sum(len(job.items) for job in jobs)
     with tqdm(total=n_todo, unit="img", desc="prepare", disable=not cfg.progress) as bar:
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for split, idx, shard in todo:
-                args = [(it, cfg.size, fmt) for it in shard]
-                results = []
-                for item, res in zip(shard, pool.imap(_process, args, chunksize=8), strict=True):
-                    results.append((item, res))
-                    bar.update(1)
-                _write_shard(work, split, idx, results, fmt)
+        with ctx.Pool(workers, initializer=worker_init) as pool:
+            make_shards(pool, workers, jobs, work, cfg.size, fmt, bar.update)
 
     try:
         return _finalize(work, out, plan, source, cfg, fmt)
@@ -271,7 +204,7 @@ def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, f
         splits_meta[split] = {"count": written[split], "shards": entries}
     if written.get("train", 0) == 0:
         raise UsageError(f"no usable training images in {cfg.src} ({len(skipped)} skipped)")
-    _finish_stats(work, [e["name"] for e in splits_meta["train"]["shards"]])
+    _finish_stats(work, [e["name"] for e in splits_meta["train"]["shards"]], cfg.size)
     for e in splits_meta["train"]["shards"]:
         os.unlink(work / "train" / f"{e['name']}.stats.npz")
     atomic_write_json(work / "skipped.json", skipped)

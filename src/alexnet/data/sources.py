@@ -1,5 +1,6 @@
-"""Finding the images and labels of what users bring: an image folder, ILSVRC-2012, or
-torchvision dataset files already on disk (MNIST, Fashion-MNIST, CIFAR-10)."""
+"""Finding the images and labels of what users bring: an image folder (class
+sub-folders), ILSVRC-2012 extracted or as its published archives, MNIST / Fashion-MNIST
+idx files, CIFAR-10/100 python batches (formats.py reads the published forms)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.errors import UsageError
+from . import formats
 from .images import is_image_name
 
 WNID = re.compile(r"^n\d{8}$")
@@ -30,7 +32,8 @@ class Item:
     key: str  # stable identity, e.g. the path relative to the source root
     label: int
     path: str | None = None
-    array: np.ndarray | None = None  # in-memory sources (torchvision datasets)
+    array: np.ndarray | None = None  # in-memory sources (idx, CIFAR, torchvision datasets)
+    member: tuple[str, int, int] | None = None  # (archive, offset, size): a file inside a tar
 
 
 @dataclass
@@ -39,6 +42,14 @@ class Source:
     classes: list[ClassInfo]
     splits: dict[str, list[Item]]
     skipped: list[dict] = field(default_factory=list)  # found but unusable: {path, reason}
+
+
+def read_member(member: tuple[str, int, int]) -> bytes:
+    """The bytes of a file stored uncompressed inside a tar archive, read in place."""
+    archive, offset, size = member
+    with open(archive, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(size)
 
 
 def _walk_images(root: Path) -> list[Path]:
@@ -167,39 +178,72 @@ def _flat_val_labels(val_dir: Path, labels_file: Path, class_ids: list[str]) -> 
     return {f.name: mapping[f.stem] for f in val_dir.iterdir() if f.stem in mapping}
 
 
-def _torchvision_source(root: Path) -> Source | None:
-    from torchvision import datasets
+def _array_source(kind: str, names, splits: dict) -> Source:
+    """A source whose images are arrays in memory (idx files, CIFAR batches)."""
+    items = {
+        split: [
+            Item(f"{kind}:{split}:{i:06d}", int(t), array=a)
+            for i, (a, t) in enumerate(zip(images, labels, strict=True))
+        ]
+        for split, (images, labels) in splits.items()
+    }
+    return Source(kind, [ClassInfo(i, str(i), n) for i, n in enumerate(names)], items)
 
-    candidates = [
-        ("mnist", datasets.MNIST, root / "MNIST" / "raw" / "train-images-idx3-ubyte"),
-        (
-            "fashion-mnist",
-            datasets.FashionMNIST,
-            root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte",
-        ),  # noqa: E501
-        ("cifar10", datasets.CIFAR10, root / "cifar-10-batches-py" / "data_batch_1"),
-    ]
-    for kind, cls, marker in candidates:
-        if not marker.exists():
-            continue
-        splits = {}
-        for split, train in (("train", True), ("val", False)):
-            try:
-                ds = cls(str(root), train=train, download=False)
-            except Exception as e:  # torchvision's readers raise many kinds on garbage
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise UsageError(
-                    f"{root}: {kind} files are incomplete or corrupt ({msg})"
-                ) from None
-            data = np.asarray(ds.data)
-            targets = np.asarray(ds.targets)
-            splits[split] = [
-                Item(f"{kind}:{split}:{i}", int(t), array=a)
-                for i, (a, t) in enumerate(zip(data, targets, strict=True))
-            ]
-        classes = [ClassInfo(i, str(i), n) for i, n in enumerate(ds.classes)]
-        return Source(kind, classes, splits)
+
+def _published_source(root: Path) -> Source | None:
+    """MNIST / Fashion-MNIST idx files, CIFAR python batches, or ILSVRC-2012 archives."""
+    if (root / formats.TRAIN_TAR).is_file() or (root / formats.VAL_TAR).is_file():
+        return _ilsvrc_archives(root)
+    found = formats.find_idx(root)
+    if found:
+        kind, names, splits = formats.idx_arrays(found)
+        return _array_source(kind, names, splits)
+    cifar = formats.find_cifar(root)
+    if cifar:
+        names, splits = formats.cifar_arrays(*cifar)
+        return _array_source(cifar[0], names, splits)
     return None
+
+
+def _ilsvrc_archives(root: Path) -> Source:
+    train_tar, val_tar, devkit = (
+        root / formats.TRAIN_TAR,
+        root / formats.VAL_TAR,
+        root / formats.DEVKIT,
+    )
+    if not train_tar.is_file():
+        raise UsageError(f"{root} has {formats.VAL_TAR} but no {formats.TRAIN_TAR}")
+    by_wnid = formats.ilsvrc_train(train_tar)
+    wnids = sorted(by_wnid)
+    index = {w: i for i, w in enumerate(wnids)}
+    names: dict[str, str] = {}
+    splits = {
+        "train": [
+            Item(f"train/{w}/{name}", index[w], member=(str(train_tar), off, size))
+            for w in wnids
+            for name, off, size in by_wnid[w]
+        ]
+    }
+    if val_tar.is_file():
+        if not devkit.is_file():
+            raise UsageError(f"{val_tar} needs its labels: put {formats.DEVKIT} beside it")
+        id_to_wnid, names, truth = formats.read_devkit(devkit)
+        val = formats.ilsvrc_val(val_tar, id_to_wnid, truth)
+        skipped = [w for *_, w in val if w not in index]
+        if skipped:
+            raise UsageError(
+                f"validation images of {len(set(skipped))} classes have no "
+                f"training images in {train_tar} (e.g. {skipped[0]})"
+            )
+        splits["val"] = [
+            Item(f"val/{name}", index[w], member=(str(val_tar), off, size))
+            for name, off, size, w in val
+        ]
+    classes = [
+        ClassInfo(i, w, n)
+        for i, (w, n) in enumerate(zip(wnids, _names_for(wnids, names or None), strict=True))
+    ]
+    return Source("ilsvrc-archives", classes, splits)
 
 
 def discover(
@@ -216,9 +260,9 @@ def discover(
         raise UsageError(f"source {src} is not a directory")
     if not any(root.iterdir()):
         raise UsageError(f"source {src} is empty")
-    tv = _torchvision_source(root)
-    if tv is not None:
-        return tv
+    published = _published_source(root)
+    if published is not None:
+        return published
     names = read_class_names(class_names) if class_names else None
     skipped: list[dict] = []
     train_root = root / "train" if (root / "train").is_dir() else root
