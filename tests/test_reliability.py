@@ -422,7 +422,7 @@ def test_prepare_input_faults(world, tmp_path, capsys):
     ):
         (idx / name).write_bytes(b"\x00garbage" * 10)
     code, err = cli(capsys, "prepare", tmp_path / "mnist", tmp_path / "s")
-    assert code == 2 and "incomplete or corrupt" in err
+    assert code == 2 and "train-images-idx3-ubyte: not an idx file" in err
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ SHARD_SIZE = 1024
 @dataclass
 class PrepareConfig:
     src: str = option(
-        help="image folder (class sub-folders), ILSVRC-2012 root, or the root "
-        "of torchvision MNIST / Fashion-MNIST / CIFAR-10 files"
+        help="image folder (class sub-folders), ILSVRC-2012 (extracted, or the folder of its "
+        "archives), MNIST / Fashion-MNIST idx files or CIFAR-10/100 python batches"
     )
     out: str = option(help="the store directory to create")
     val_src: str | None = option(
