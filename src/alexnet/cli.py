@@ -423,6 +423,75 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- ablate
+def _add_ablate(sub) -> None:
+    from .studies.ablate import STUDIES
+
+    p = _add(
+        sub,
+        "ablate",
+        "the paper's claimed effects, measured on your data",
+        _cmd_ablate,
+        "examples:\n  alexnet ablate relu lrn-cifar --data STORE32 --out ablations --seeds 3\n"
+        "  alexnet ablate towers lrn overlap augment pca dropout ten-crop --data STORE "
+        "--out ablations --train-images 5000 --epochs 5\n",
+    )
+    p.add_argument(
+        "studies",
+        nargs="+",
+        choices=tuple(STUDIES),
+        metavar="STUDY",
+        help=f"one or more of: {', '.join(STUDIES)}",
+    )
+    p.add_argument("--data", required=True, help="a prepared store")
+    p.add_argument("--out", required=True, help="the results folder (rerun: resumes)")
+    p.add_argument("--seeds", type=_positive_int, default=3)
+    p.add_argument(
+        "--epochs", type=_finite_float, default=5.0, help="per run (relu: the budget of each run)"
+    )
+    p.add_argument("--train-images", type=_positive_int, help="train on this many images")
+    p.add_argument("--val-images", type=_positive_int, help="validate on this many images")
+    p.add_argument(
+        "--target-error",
+        type=_finite_float,
+        default=0.25,
+        help="relu: the training error whose first crossing is timed",
+    )
+    p.add_argument("--recipe", default="demo", help="the AlexNet-scale runs' recipe")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="AlexNet-scale runs")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _cmd_ablate(args) -> int:
+    from .studies.ablate import AblateConfig, ablate
+    from .studies.report import table_rows
+
+    cfg = AblateConfig(
+        args.studies,
+        args.data,
+        args.out,
+        args.seeds,
+        args.epochs,
+        args.train_images,
+        args.val_images,
+        args.target_error,
+        args.device,
+        args.recipe,
+        args.batch_size,
+        args.workers,
+    )
+    summary = ablate(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        _print_json(summary)
+        return 0
+    for row in table_rows(summary):
+        print(" | ".join(row))
+    print(f"results: {args.out}/ablations.md, {args.out}/report.html")
+    return 0
+
+
 # ---------------------------------------------------------------- bench
 def _add_bench(sub) -> None:
     p = _add(sub, "bench", "throughput against baselines measured in the same run", None)
@@ -560,6 +629,7 @@ VERBS = (
     _add_neighbors,
     _add_report,
     _add_export,
+    _add_ablate,
     _add_bench,
 )
 

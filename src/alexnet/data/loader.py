@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..options import DECODES, check_choice
 from ..runtime.seeds import STREAM_AUGMENT, generator_for
-from .augment import CROP, BatchTransform, CropParams, draw_train_params
+from .augment import CROP, BatchTransform, CropParams, center_params, draw_train_params
 from .store import StoreSplit, decode_jpeg_batch
 
 
@@ -132,8 +132,18 @@ class StepAugment:
     """The training augmentation of one step, from (epoch, step) alone: picklable, so
     worker processes can apply it, and holding no loader."""
 
-    def __init__(self, transform: BatchTransform, sampler: EpochSampler, size: int, crop: int):
+    def __init__(
+        self,
+        transform: BatchTransform,
+        sampler: EpochSampler,
+        size: int,
+        crop: int,
+        crops_flips: bool = True,
+        lighting: bool = True,
+    ):
         self.transform, self.crop, self.size = transform, crop, size
+        # an ablation switches a part off after the same draws: every other draw is unchanged
+        self.crops_flips, self.lighting = crops_flips, lighting
         self.seed, self.global_batch, self.n = sampler.seed, sampler.global_batch, sampler.n
         self.rank_slice = sampler.rank_slice
 
@@ -141,6 +151,11 @@ class StepAugment:
         g = generator_for(self.seed, epoch, step, STREAM_AUGMENT)
         global_size = min(self.global_batch, self.n - step * self.global_batch)
         p = draw_train_params(global_size, g, self.size, self.crop)
+        if not self.crops_flips:  # the centre crop, as at test time
+            c = center_params(global_size, self.size, self.crop)
+            p = CropParams(c.top, c.left, c.flip, p.alpha)
+        if not self.lighting:
+            p.alpha = None
         lo, hi = self.rank_slice(global_size)
         assert hi - lo == local_batch
         return p.slice(lo, hi)
@@ -172,9 +187,11 @@ class TrainFeed:
         workers: int = 1,
         crop: int = CROP,
         decode: str = "auto",
+        crops_flips: bool = True,
+        lighting: bool = True,
     ):
         self.split, self.sampler, self.workers = split, sampler, workers
-        self.augment = StepAugment(transform, sampler, split.size, crop)
+        self.augment = StepAugment(transform, sampler, split.size, crop, crops_flips, lighting)
         self.device = transform.device
         self.decode = decode_where(decode, split.format, self.device)
         # On a GPU the augmentation runs there, on whole uint8 batches; on a CPU the

@@ -250,6 +250,14 @@ class SubsetView(SplitView):
         return self.parent.encoded(int(self.indices[index]))
 
 
+def fixed_subset(split: SplitView, n: int | None) -> SplitView:
+    """The whole split, or n of its images: a fixed seeded choice (the same in every run
+    and every arm of an ablation, whatever their seeds), kept in store order."""
+    if n is None or n >= len(split):
+        return split
+    return split.subset(np.sort(np.random.default_rng(0).permutation(len(split))[:n]))
+
+
 def is_store(path: str | Path) -> bool:
     """Whether `path` holds a store (its meta.json says so): what prepare --overwrite may
     replace."""

@@ -139,3 +139,42 @@ def curves_png(history: list[dict]) -> bytes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
+
+
+def figure1_png(curves: dict[str, list[list[tuple[float, float]]]], target: float) -> bytes:
+    """Figure 1 (§3.1): training error against epochs, ReLU solid, tanh dashed; one line
+    per seed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, style, color in (("relu", "-", "#1f77b4"), ("tanh", "--", "#d62728")):
+        for i, curve in enumerate(curves.get(arm, [])):
+            if curve:
+                xs, ys = zip(*curve, strict=True)
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    color=color,
+                    alpha=0.9 if i == 0 else 0.45,
+                    label=("ReLU" if arm == "relu" else "tanh") if i == 0 else None,
+                )
+    ax.axhline(target, color="#777", lw=0.8, ls=":")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("training error rate")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def ablation_bars_png(rows: list[tuple[str, str, list[float]]]) -> bytes:
+    """Top-1 error per (study, arm), the mean with its seeds as dots."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(rows)), 3.6))
+    for i, (_, _, values) in enumerate(rows):
+        ax.bar(i, np.mean(values), color="#9ecae1" if i % 2 else "#3182bd")
+        ax.plot([i] * len(values), values, "k.", ms=4)
+    ax.set_xticks(range(len(rows)), [f"{s}\n{a}" for s, a, _ in rows], fontsize=7)
+    ax.set_ylabel("validation top-1 error")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)

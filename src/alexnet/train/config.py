@@ -51,6 +51,14 @@ class TrainConfig:
         None, "multiply the mean-subtracted 0..255 pixels by this (paper: 1)"
     )
     dropout: float | None = option(None, "dropout on the outputs of fc6 and fc7 (paper: 0.5)")
+    augment: bool = option(True, "random 224 crops and flips (§4.1); off: the centre crop")
+    pca_lighting: bool = option(True, "PCA lighting noise on every training image (§4.1)")
+    train_images: int | None = option(
+        None, "train on this many images of the training split (a fixed seeded choice)"
+    )
+    val_images: int | None = option(
+        None, "validate on this many images of the validation split (a fixed seeded choice)"
+    )
     lrn: bool = option(True, "local response normalisation after conv1 and conv2 (§3.3)")
     overlap_pool: bool = option(True, "overlapping 3/2 max-pooling (§3.4); off: 2/2")
     activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)
@@ -133,6 +141,11 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
             (self.log_every is None or self.log_every >= 1, "--log-every must be at least 1"),
+            (
+                self.train_images is None or self.train_images >= 1,
+                "--train-images must be at least 1",
+            ),
+            (self.val_images is None or self.val_images >= 1, "--val-images must be at least 1"),
             (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
             (

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..data.augment import BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
-from ..data.store import Store
+from ..data.store import Store, fixed_subset
 from ..model import create_model
 from ..model.towers import (
     Layout,
@@ -129,14 +129,14 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
     store = _open_store(cfg, ckpt, di)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
-    train_split = store.split("train")
+    train_split = fixed_subset(store.split("train"), cfg.train_images)
     if cfg.batch_size * replicas > len(train_split):
         raise UsageError(
             f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
             f"the {len(train_split)} training images of {cfg.data}"
         )
     train_split.labels  # noqa: B018  (read and checked now: a damaged store fails before the run)
-    if len(store.split("val")) == 0:
+    if len(fixed_subset(store.split("val"), cfg.val_images)) == 0:
         raise UsageError(
             f"{cfg.data} has no validation images: prepare it again with "
             "--val-fraction above 0 or a --val folder"
@@ -147,7 +147,15 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
         len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
     )
     transform = BatchTransform.from_stats(store.stats, device, scale=cfg.input_scale)
-    feed = TrainFeed(train_split, transform, sampler, workers=cfg.workers, decode=cfg.decode)
+    feed = TrainFeed(
+        train_split,
+        transform,
+        sampler,
+        workers=cfg.workers,
+        decode=cfg.decode,
+        crops_flips=cfg.augment,
+        lighting=cfg.pca_lighting,
+    )
     optimizer = build_optimizer(
         RECIPES[cfg.recipe].optimizer,
         model.parameters(),
@@ -317,7 +325,7 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
     train_loss, train_error = _reduce_running(s, group)
     val = evaluate_split(
         t.net,
-        t.store.split("val"),
+        fixed_subset(t.store.split("val"), t.cfg.val_images),
         t.transform,
         t.store.num_classes,
         crops=1,

@@ -1,0 +1,158 @@
+"""What `alexnet ablate` writes from its results: summary.json, ablations.md (the table
+then the figures), figure1.png, bars.png and report.html (the same, self-contained)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from ..runtime.files import atomic_write_bytes, atomic_write_json
+from .ablate import STUDIES, AblateConfig, Results
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _arm_cell(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0
+    return f"{100 * m:.2f} ± {100 * sd:.2f}"
+
+
+def table_rows(summary: dict) -> list[list[str]]:
+    """study | the paper's claim | ours, mean ± sd over seeds | delta | same sign?"""
+    rows = []
+    for name, s in summary["studies"].items():
+        if name == "relu":
+            e = s["epochs_to_target"]
+            ours = "; ".join(f"{arm} {_epochs(v)}" for arm, v in e.items())
+            delta = "-" if s["speedup"] is None else f"{s['speedup']:.2f}x"
+            rows.append(
+                [
+                    f"relu ({s['section']})",
+                    s["claim"],
+                    f"epochs to {s['target_error']:.0%} training error: {ours}",
+                    f"speed-up {delta}",
+                    _sign(s.get("same_sign")),
+                ]
+            )
+            continue
+        arms = list(s["top1_error"])
+        ours = "; ".join(f"{a} {_arm_cell(s['top1_error'][a])}" for a in arms)
+        d = s.get("top1_delta")
+        delta = "-" if d is None else f"{100 * d[0]:+.2f} ± {100 * d[1]:.2f}"
+        paper = (
+            "" if s["paper_top1_delta"] is None else f" (paper: {100 * s['paper_top1_delta']:+.1f})"
+        )
+        rows.append(
+            [
+                f"{name} ({s['section']})",
+                s["claim"],
+                f"top-1 error %: {ours}",
+                delta + paper,
+                _sign(s.get("same_sign")),
+            ]
+        )
+    return rows
+
+
+def _epochs(values: list) -> str:
+    return ", ".join("not reached" if v is None else f"{v:.2f}" for v in values)
+
+
+def _sign(same) -> str:
+    return "-" if same is None else ("yes" if same else "no")
+
+
+def write_outputs(out: Path, cfg: AblateConfig, summary: dict, results: Results) -> None:
+    from ..results.figures import ablation_bars_png, figure1_png
+
+    atomic_write_json(out / "summary.json", summary)
+    figures = []
+    if "relu" in summary["studies"]:
+        curves = {
+            arm: [
+                r["curve"]
+                for r in results.rows.values()
+                if r.get("study") == "relu" and r["id"].endswith(":best") and r["arm"] == arm
+            ]
+            for arm in ("relu", "tanh")
+        }
+        atomic_write_bytes(out / "figure1.png", figure1_png(curves, cfg.target_error))
+        figures.append(
+            (
+                "figure1.png",
+                "Figure 1: training error against epochs, ReLU "
+                "(solid) and tanh (dashed), one line per seed",
+            )
+        )
+    bars = [
+        (n, a, [v for v in vals if v is not None])
+        for n, s in summary["studies"].items()
+        if n != "relu"
+        for a, vals in s["top1_error"].items()
+    ]
+    bars = [b for b in bars if b[2]]
+    if bars:
+        atomic_write_bytes(out / "bars.png", ablation_bars_png(bars))
+        figures.append(("bars.png", "Top-1 error of every arm (bars: means; dots: seeds)"))
+    rows = table_rows(summary)
+    atomic_write_bytes(out / "ablations.md", _markdown(rows, figures, cfg).encode())
+    atomic_write_bytes(out / "report.html", _html(rows, figures, out, cfg).encode())
+
+
+HEADER = ["study", "the paper's claim", "ours, mean ± sd over seeds", "delta", "same sign?"]
+
+
+def _setup_line(cfg: AblateConfig) -> str:
+    return (
+        f"Data `{cfg.data}`, {cfg.seeds} seed(s), {cfg.epochs:g} epoch(s)"
+        f"{f', {cfg.train_images} training images' if cfg.train_images else ''}"
+        f"{f', {cfg.val_images} validation images' if cfg.val_images else ''}; AlexNet-scale "
+        f"runs: recipe {cfg.recipe}, batch {cfg.batch_size}. Deltas: the switched-off arm's "
+        "error minus the other's, in points, paired by seed."
+    )
+
+
+def _markdown(rows, figures, cfg) -> str:
+    lines = [
+        "# Ablations",
+        "",
+        _setup_line(cfg),
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    for name, caption in figures:
+        lines += ["", f"![{caption}]({name})", "", caption]
+    return "\n".join(lines) + "\n"
+
+
+def _html(rows, figures, out: Path, cfg) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(c)}" src="data:image/png;base64,'
+        f'{base64.b64encode((out / n).read_bytes()).decode()}"><figcaption>{html.escape(c)}'
+        "</figcaption></figure>"
+        for n, c in figures
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>alexnet "
+        f"ablations</title><style>body{{font-family:system-ui,sans-serif;max-width:1100px;"
+        f"margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #eee;text-align:"
+        f"left}}table{{border-collapse:collapse}}img{{max-width:100%}}</style></head><body>"
+        f"<h1>The paper's effects, measured</h1><p>{html.escape(_setup_line(cfg))}</p>"
+        f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>\n"
+    )
+
+
+__all__ = ["STUDIES", "table_rows", "write_outputs"]

@@ -1,0 +1,168 @@
+"""The runs of `alexnet ablate`, one kind per function; each adds its rows to Results
+and skips what is already there."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from .ablate import AblateConfig, Results, Study, row_id
+
+
+def run_small_study(cfg: AblateConfig, study: Study, seed: int, results: Results, log) -> None:
+    from ..data.store import Store
+    from .cifar_net import SmallData, train_small
+
+    data = None
+    for arm, switch in study.arms.items():
+        best_id = row_id(study.name, arm, seed) + (":best" if study.name == "relu" else "")
+        if best_id in results.rows:
+            continue
+        data = data or SmallData.from_store(Store(cfg.data), cfg.train_images)
+        activation, lrn = switch.get("activation", "relu"), switch.get("lrn", False)
+        lr = _chosen_lr(cfg, study, arm, data, results, log) if study.name == "relu" else 0.01
+        run = train_small(data, activation, lrn, lr, cfg.epochs, seed, cfg.target_error)
+        results.add(
+            {
+                "id": best_id,
+                "study": study.name,
+                "arm": arm,
+                "seed": seed,
+                "config": {
+                    "activation": activation,
+                    "lrn": lrn,
+                    "lr": lr,
+                    "epochs": cfg.epochs,
+                    "train_images": len(data.train_y),
+                },
+                "curve": run.curve,
+                "final": {
+                    "epochs_to_target": run.epochs_to_target,
+                    "top1_error": run.test_error,
+                    "gap": run.test_error - run.train_error,
+                },
+            }
+        )
+        log(
+            f"ablate {best_id}: lr {lr:g}, epochs to {cfg.target_error:.0%} training error "
+            f"{run.epochs_to_target}, test error {run.test_error:.4f}"
+        )
+
+
+def _chosen_lr(cfg: AblateConfig, study: Study, arm: str, data, results: Results, log) -> float:
+    """The arm's fastest learning rate (fewest epochs to the target), swept on seed 0
+    (§3.1: "chosen independently to make training as fast as possible")."""
+    from .cifar_net import train_small
+
+    reached = {}
+    for lr in cfg.lrs:
+        rid = row_id(study.name, arm, 0, lr)
+        if rid not in results.rows:
+            switch = study.arms[arm]
+            run = train_small(
+                data,
+                switch["activation"],
+                False,
+                lr,
+                cfg.epochs,
+                0,
+                cfg.target_error,
+                stop_at_target=True,
+            )
+            results.add(
+                {
+                    "id": rid,
+                    "study": study.name,
+                    "arm": arm,
+                    "seed": 0,
+                    "config": {"activation": switch["activation"], "lr": lr, "sweep": True},
+                    "curve": run.curve,
+                    "final": {"epochs_to_target": run.epochs_to_target},
+                }
+            )
+            log(f"ablate {rid}: epochs to target {run.epochs_to_target}")
+        reached[lr] = results.rows[rid]["final"]["epochs_to_target"]
+    return min(cfg.lrs, key=lambda lr: math.inf if reached[lr] is None else reached[lr])
+
+
+def run_dir(cfg: AblateConfig, arm: str, seed: int) -> Path:
+    return Path(cfg.out) / "runs" / "alexnet" / arm / f"seed{seed}"
+
+
+def run_train(cfg: AblateConfig, arm: str, switch: dict, seed: int, results: Results, log) -> dict:
+    """One `alexnet train` run; a run directory left by an interrupted ablate resumes."""
+    from ..train.config import TrainConfig
+    from ..train.loop import train
+
+    rid = row_id("alexnet", arm, seed)
+    if rid in results.rows:
+        return results.rows[rid]
+    out = run_dir(cfg, arm, seed)
+    base = TrainConfig(
+        data=cfg.data,
+        out=str(out),
+        recipe=cfg.recipe,
+        seed=seed,
+        epochs=math.ceil(cfg.epochs),
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        workers=cfg.workers,
+        train_images=cfg.train_images,
+        val_images=cfg.val_images,
+        report=False,
+        progress=False,
+        **cfg.extra,
+        **switch,
+    )
+    resume = str(out) if (out / "checkpoints" / "last.pt").is_file() else None
+    if resume is None and out.exists():  # killed before its first checkpoint: start again
+        shutil.rmtree(out)
+    summary = train(base, resume=resume)
+    last = summary["history"][-1]
+    row = {
+        "id": rid,
+        "arm": arm,
+        "seed": seed,
+        "config": {**vars(base), **switch},
+        "curve": summary["history"],
+        "final": {
+            "top1_error": last["val_top1_error"],
+            "top5_error": last["val_top5_error"],
+            "train_top1_error": last["train_top1_error"],
+            "gap": last["val_top1_error"] - last["train_top1_error"],
+        },
+    }
+    results.add(row)
+    log(
+        f"ablate {rid}: val top-1 error {last['val_top1_error']:.4f}, "
+        f"top-5 {last['val_top5_error']:.4f}"
+    )
+    return row
+
+
+def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
+    """One crop vs ten on the paper arm's checkpoint (trained first if need be)."""
+    from ..data.store import Store, fixed_subset
+    from ..results.evaluate import evaluate_split
+    from ..results.inference import load_for_inference
+
+    ids = {c: row_id("ten-crop", "ten-crops" if c == 10 else "one-crop", seed) for c in (10, 1)}
+    if all(i in results.rows for i in ids.values()):
+        return
+    run_train(cfg, "paper", {}, seed, results, log)
+    loaded = load_for_inference(run_dir(cfg, "paper", seed) / "checkpoints" / "last.pt", cfg.device)
+    val = fixed_subset(Store(cfg.data).split("val"), cfg.val_images)
+    for crops, rid in ids.items():
+        r = evaluate_split(loaded.model, val, loaded.transform(), loaded.num_classes, crops=crops)
+        results.add(
+            {
+                "id": rid,
+                "arm": rid.split(":")[1],
+                "seed": seed,
+                "config": {"crops": crops},
+                "curve": [],
+                "final": {"top1_error": r["top1_error"], "top5_error": r["top5_error"]},
+            }
+        )
+        log(f"ablate {rid}: top-1 error {r['top1_error']:.4f}")

@@ -1,0 +1,117 @@
+"""`alexnet ablate` on tiny generated data: the arms differ in their one switch only,
+the summary carries its fields, a killed ablate resumes, the figures are drawn."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.data.config import PrepareConfig
+from alexnet.data.prepare import prepare
+from conftest import run_here
+
+TINY = ["--seeds", "1", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / "src" / f"c{c}").mkdir(parents=True)
+        for i in range(8):
+            a = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
+            a[..., c] = 255
+            Image.fromarray(a).save(root / "src" / f"c{c}" / f"{i}.jpg")
+    prepare(PrepareConfig(src=str(root / "src"), out=str(root / "store"), val_fraction=0.25,
+                          workers=1, progress=False))  # fmt: skip
+    return root / "store"
+
+
+def _rows(out):
+    return {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+
+def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
+    out = tmp_path / "abl"
+    r = run_here("ablate", "towers", "dropout", "ten-crop", "--data", store, "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    assert set(rows) == {"alexnet:paper:seed0", "alexnet:one-tower:seed0",
+                         "alexnet:no-dropout:seed0", "ten-crop:ten-crops:seed0",
+                         "ten-crop:one-crop:seed0"}  # fmt: skip
+    paper = {k: v for k, v in rows["alexnet:paper:seed0"]["config"].items() if k != "out"}
+    for rid, switch in (("alexnet:one-tower:seed0", {"variant"}),
+                        ("alexnet:no-dropout:seed0", {"dropout"})):  # fmt: skip
+        other = {k: v for k, v in rows[rid]["config"].items() if k != "out"}
+        assert {k for k in paper if paper[k] != other[k]} == switch, rid
+    summary = json.loads((out / "summary.json").read_text())["studies"]
+    towers = summary["towers"]
+    assert set(towers["top1_error"]) == {"paper", "one-tower"}
+    assert towers["paper_top1_delta"] == 0.017 and towers["paper_top5_delta"] == 0.012
+    t1 = towers["top1_error"]
+    assert towers["top1_delta"][0] == pytest.approx(t1["one-tower"][0] - t1["paper"][0])
+    assert towers["same_sign"] == (towers["top1_delta"][0] > 0)
+    assert set(towers["train_minus_val_gap"]) == {"paper", "one-tower"}
+    ten = summary["ten-crop"]["top1_error"]
+    assert set(ten) == {"ten-crops", "one-crop"}
+    table = (out / "ablations.md").read_text()
+    assert "| towers (§3.2) |" in table and "(paper: +1.7)" in table and "bars.png" in table
+    assert (out / "bars.png").read_bytes()[:4] == b"\x89PNG" and "<table>" in (
+        out / "report.html"
+    ).read_text()
+
+
+def test_relu_study_times_both_arms_and_draws_figure_1(store, tmp_path):
+    out = tmp_path / "abl"
+    r = run_here("ablate", "relu", "--data", store, "--out", out, *TINY, "--epochs", "3",
+                 "--target-error", "0.7")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    relu = json.loads((out / "summary.json").read_text())["studies"]["relu"]
+    assert set(relu["epochs_to_target"]) == {"relu", "tanh"} and relu["paper_speedup"] == 6.0
+    assert set(relu["chosen_lr"]) == {"relu", "tanh"}
+    rows = _rows(out)
+    sweep = [r for r in rows.values() if r["config"].get("sweep")]
+    assert len(sweep) == 2 * 4  # both arms, the whole grid, on seed 0
+    for arm in ("relu", "tanh"):  # the chosen rate is the arm's fastest
+        reached = {
+            r["config"]["lr"]: r["final"]["epochs_to_target"] for r in sweep if r["arm"] == arm
+        }
+        best = min(reached, key=lambda lr: 1e9 if reached[lr] is None else reached[lr])
+        assert rows[f"relu:{arm}:seed0:best"]["config"]["lr"] == best
+        assert rows[f"relu:{arm}:seed0:best"]["config"]["activation"] == arm
+    img = np.asarray(Image.open(out / "figure1.png").convert("RGB")).reshape(-1, 3).astype(int)
+    blue = ((img[:, 2] > 150) & (img[:, 0] < 80)).sum()
+    red = ((img[:, 0] > 180) & (img[:, 2] < 80)).sum()
+    assert blue > 50 and red > 50  # a ReLU line and a tanh line
+
+
+def test_a_killed_ablate_resumes_and_keeps_what_finished(store, tmp_path):
+    out = tmp_path / "abl"
+    args = [sys.executable, "-m", "alexnet", "ablate", "lrn", "overlap", "--data", str(store),
+            "--out", str(out), *TINY, "--epochs", "2"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    results, deadline = out / "results.jsonl", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and results.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "ablate ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = _rows(out)
+    assert len(first) == 1
+    r = run_here("ablate", "lrn", "overlap", "--data", store, "--out", out, *TINY, "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    assert set(rows) == {"alexnet:paper:seed0", "alexnet:no-lrn:seed0", "alexnet:no-overlap:seed0"}
+    for rid, row in first.items():
+        assert rows[rid] == row  # finished runs are kept as they were
+    assert all(len(r["curve"]) == 2 for r in rows.values())
