@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,75 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     colours = len(np.unique(body.reshape(-1, 3) // 8, axis=0))
     assert colours > 200, colours
     assert (body.std(axis=(0, 1)) > 20).all()
+
+
+def test_one_call_load_transforms_and_features(trained, tmp_path):
+    import alexnet
+
+    weights = alexnet.load(trained / "run" / "checkpoints" / "last.pt")
+    assert weights.meta["categories"] == [c["name"] for c in Store(trained / "store").classes]
+    preprocess = weights.transforms()
+    img = write_image(tmp_path / "x.png", size=(90, 70), color=(40, 200, 60))
+    pil = Image.open(img)
+    x_pil = preprocess(pil)
+    x_tensor = preprocess(torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1))
+    assert x_pil.shape == (3, 224, 224) and torch.equal(x_pil, x_tensor)
+    loaded = load_for_inference(trained / "run" / "checkpoints" / "last.pt")
+    assert torch.allclose(x_pil[None], loaded.preprocess_files([img]))  # what predict sees
+    batch = torch.stack([x_pil, x_tensor])
+    assert weights.features(batch).shape == (2, 4096)
+    top = weights.predict(batch, top=2)
+    assert len(top) == 2 and top[0][0][0] in weights.meta["categories"]
+
+
+def test_safetensors_round_trip_and_every_verb_takes_it(trained, tmp_path):
+    ckpt = trained / "run" / "checkpoints" / "last.pt"
+    out = tmp_path / "w.safetensors"
+    r = run_here("export", ckpt, "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size < 0.6 * ckpt.stat().st_size  # no optimiser state
+    a, b = load_for_inference(ckpt), load_for_inference(out)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert a.classes == b.classes and a.class_ids == b.class_ids
+    assert torch.equal(a.norm["mean"], b.norm["mean"]) and a.norm["scale"] == b.norm["scale"]
+    r = run_here("evaluate", out, "--data", trained / "store", "--crops", "1", "--workers", "0",
+                 "--device", "cpu", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_here("predict", out, write_image(tmp_path / "q.jpg"), "--json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_torch_export_program_matches(trained, tmp_path):
+    out = tmp_path / "m.pt2"
+    r = run_here("export", trained / "run" / "checkpoints" / "last.pt", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["checked"] is True
+    program = torch.export.load(str(out)).module()
+    model = load_for_inference(trained / "run" / "checkpoints" / "last.pt").model.float()
+    x = torch.randn(3, 3, 224, 224)  # another batch size than the export's
+    with torch.no_grad():
+        assert torch.allclose(program(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_torch_hub_loads_from_the_repository(trained):
+    repo = Path(__file__).resolve().parent.parent
+    fresh = torch.hub.load(str(repo), "alexnet", source="local", num_classes=7)
+    assert fresh.classifier.fc8.out_features == 7
+    ckpt = trained / "run" / "checkpoints" / "last.pt"
+    model = torch.hub.load(str(repo), "alexnet", source="local", weights=str(ckpt))
+    assert not model.training and model.classifier.fc8.out_features == 3
+    weights = torch.hub.load(str(repo), "alexnet_pretrained", source="local", weights=str(ckpt))
+    assert len(weights.meta["categories"]) == 3
+
+
+def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
+    """The README's 'Use it from Python' block, run as written, on this test's files."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Use it from Python", 1)[1].split("```python", 1)[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "photos").mkdir(parents=True)
+    shutil.copytree(trained / "run" / "checkpoints", tmp_path / "runs" / "photos" / "checkpoints")
+    write_image(tmp_path / "cat.jpg", size=(120, 90))
+    shutil.copy(Path(__file__).resolve().parent.parent / "hubconf.py", tmp_path)  # "a clone"
+    exec(compile(block, "README.md", "exec"), {})

@@ -371,3 +371,63 @@ def test_a_small_store_without_recipe_trains_with_demo_and_says_why(tiny_store, 
     assert r.returncode == 0, r.stderr
     assert "recipe: demo" in r.stderr and "18 training images" in r.stderr
     assert json.loads((run / "config.json").read_text())["recipe"] == "demo"
+
+
+def test_fine_tuning_from_a_torchvision_state_dict_with_frozen_features(tiny_store, tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    pth = tmp_path / "alexnet-owt.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), pth)
+    run = tmp_path / "run"
+    r = run_here("train", "--data", tiny_store, "--out", run, "--weights", pth, "--freeze",
+                 "features", "--epochs", "1", "--batch-size", "4", *FAST)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; initialised afresh: fc8" in r.stderr
+    state, src = _state(run), torch.load(pth, weights_only=True)
+    config = state["config"]
+    assert config["variant"] == "torchvision" and config["recipe"] == "finetune"
+    for k in src:  # the frozen features are bit-identical; the classifier moved
+        if k.startswith("features."):
+            assert torch.equal(state["model"][k], src[k]), k
+    assert not torch.equal(state["model"]["classifier.1.weight"], src["classifier.1.weight"])
+    assert state["model"]["classifier.6.weight"].shape == (3, 4096)
+    norm = state["normalization"]  # ImageNet's per-channel mean and std, as torchvision's
+    assert norm["kind"] == "channel" and torch.allclose(norm["std"], torch.tensor(
+        [0.229, 0.224, 0.225]) * 255)  # fmt: skip
+    r = run_here("evaluate", run / "checkpoints" / "last.pt", "--data", tiny_store, "--crops",
+                 "1", "--workers", "0", "--device", "cpu", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_linear_probe_trains_fc8_only(tiny_store, tmp_path):
+    first = tmp_path / "first"
+    assert run_here("train", "--data", tiny_store, "--out", first, "--max-steps", "2",
+                    "--recipe", "demo", "--batch-size", "4", *FAST).returncode == 0  # fmt: skip
+    src = _state(first)["model"]
+    probe = tmp_path / "probe"
+    r = run_here("train", "--data", tiny_store, "--out", probe, "--weights",
+                 first / "checkpoints" / "last.pt", "--freeze", "fc7", "--epochs", "1",
+                 "--batch-size", "4", *FAST)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    state = _state(probe)
+    moved = {k for k in src if not torch.equal(src[k], state["model"][k])}
+    assert moved == {"classifier.fc8.weight", "classifier.fc8.bias"}
+    assert state["config"]["input_scale"] == 1 / 64  # the weights' own normalisation
+    assert set(state["optimizer"]["state"]) == {0, 1}  # an optimiser over fc8 alone
+
+
+def test_fine_tuning_refusals(tiny_store, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    resnet = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, resnet)
+    for args, message in (
+        (["--weights", bad], "not a readable checkpoint"),
+        (["--weights", resnet], "neither an alexnet checkpoint nor a torchvision AlexNet"),
+        (["--weights", resnet, "--freeze", "conv9"], "invalid choice"),
+        (["--freeze", "features"], "--freeze needs --weights"),
+    ):
+        r = run_here("train", "--data", tiny_store, "--out", tmp_path / "r", *args, *FAST)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0

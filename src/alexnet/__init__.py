@@ -15,9 +15,14 @@ Where things are, in the order of the pipeline:
 
 __version__ = "0.1.0"
 
-_LAZY = {"AlexNet": "alexnet.model", "create_model": "alexnet.model"}
+_LAZY = {
+    "AlexNet": "alexnet.model",
+    "create_model": "alexnet.model",
+    "load": "alexnet.results.pretrained",
+    "Pretrained": "alexnet.results.pretrained",
+}
 
-__all__ = ["AlexNet", "create_model", "__version__"]
+__all__ = ["AlexNet", "Pretrained", "create_model", "load", "__version__"]
 
 
 def __getattr__(name: str):

@@ -400,26 +400,40 @@ def _cmd_report(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = _add(sub, "export", "export to ONNX, checked against PyTorch", _cmd_export)
+    p = _add(
+        sub,
+        "export",
+        "the net as ONNX, a torch.export program or safetensors weights",
+        _cmd_export,
+        "examples:\n  alexnet export runs/x/checkpoints/best.pt --out model.onnx\n"
+        "  alexnet export runs/x/checkpoints/best.pt --out model.pt2\n"
+        "  alexnet export runs/x/checkpoints/best.pt --out weights.safetensors\n",
+    )
     p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
-    p.add_argument("--onnx", required=True, help="the .onnx file to write")
+    p.add_argument("--out", help="the file to write (its suffix picks the format)")
+    p.add_argument("--onnx", metavar="FILE", help="the same as --out FILE --format onnx")
+    p.add_argument(
+        "--format", default="auto", choices=("auto", "onnx", "torch-export", "safetensors")
+    )
     p.add_argument("--input-size", type=int, default=224, help="side of the square input")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _cmd_export(args) -> int:
-    from .results.export import export_onnx
+    from .results.export import export
 
-    r = export_onnx(args.ckpt, args.onnx, args.input_size)
+    if bool(args.out) == bool(args.onnx):
+        raise UsageError("give the file to write: --out FILE (or --onnx FILE)")
+    fmt = "onnx" if args.onnx else args.format
+    r = export(args.ckpt, args.out or args.onnx, fmt, args.input_size)
     if args.json:
         _print_json(r)
         return 0
-    state = (
-        f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})"
-        if r["checked"]
-        else r.get("note", "not checked")
-    )
-    print(f"{r['onnx']}: {state}")
+    if r["checked"]:
+        state = f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})"
+    else:
+        state = r.get("note", f"{r.get('bytes', 0) / 2**20:.0f} MiB of weights")
+    print(f"{r.get('out', r.get('onnx'))}: {state}")
     return 0
 
 

@@ -17,6 +17,7 @@ Decode = Literal["auto", "workers", "device"]  # where a JPEG store is decoded
 Schedule = Literal["plateau", "step", "warmup-cosine", "constant"]
 Optimizer = Literal["paper-sgd", "sgd", "adamw"]
 StoreFormat = Literal["auto", "raw", "jpeg"]
+Freeze = Literal["features", "fc7"]  # fine-tuning: train the classifier only, or fc8 only
 
 VARIANTS: tuple[str, ...] = get_args(Variant)
 INITS: tuple[str, ...] = get_args(Init)
@@ -26,6 +27,7 @@ DECODES: tuple[str, ...] = get_args(Decode)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
+FREEZES: tuple[str, ...] = get_args(Freeze)
 CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)
 MODEL_PARALLEL = (1, 2)  # 2: the paper's two towers on two processes (§3.2)
 

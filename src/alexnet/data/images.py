@@ -51,8 +51,7 @@ def open_rgb(source: str | Path | bytes) -> Image.Image:
                 w, h = img.size
                 _check_dimensions(w, h)
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                return to_rgb(img)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -77,7 +76,10 @@ def _check_dimensions(w: int, h: int) -> None:
         raise BadImage(f"absurd dimensions ({w}x{h})")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB, upright: EXIF orientation applied, every mode converted (alpha over
+    white, 16-bit scaled by the range its format holds)."""
+    img = ImageOps.exif_transpose(img)
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -219,13 +219,23 @@ def learned_layers(model: AlexNet) -> list[tuple[str, nn.Module]]:
     return list(zip(LAYER_NAMES, modules, strict=True))
 
 
-def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> AlexNet:
+def create_model(
+    variant: str = "paper", num_classes: int = 1000, weights=None, **options
+) -> AlexNet:
     """Build a variant by name: "paper", "one-tower" or "torchvision".
 
     options: lrn, overlap_pool, activation, dropout, init (see ModelOptions).
     The torchvision layout has no LRN and keeps PyTorch's default init unless
     init="paper" is asked for.
+
+    weights: a checkpoint path (ours, .pt or .safetensors, or torchvision's AlexNet
+    state_dict). The net is then the file's (its variant, class count and switches), in
+    eval mode; `alexnet.load(path)` gives its class names and preprocessing too.
     """
+    if weights is not None:
+        from ..results.pretrained import load
+
+        return load(weights).model
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if num_classes < 1:

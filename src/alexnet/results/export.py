@@ -1,4 +1,11 @@
-"""ONNX export, checked against PyTorch's own outputs when onnxruntime is installed."""
+"""`alexnet export`: a trained net in the forms the ecosystem loads.
+
+- onnx: checked against PyTorch's own outputs when onnxruntime is installed;
+- torch-export: a torch.export program (.pt2), checked the same way; this is what
+  TorchScript was (torch.jit.script does not compile the LRN's autograd function);
+- safetensors: the weights alone, with the classes and normalisation, for `alexnet.load`
+  and every verb that takes a checkpoint (a third of a training checkpoint's size).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import torch
 
 from ..model.info import layer_table
 from ..runtime.errors import UsageError
-from ..runtime.files import check_output_file
+from ..runtime.files import atomic_write, check_output_file
+from ..train.checkpoint import Checkpoint, save_safetensors
 from .inference import load_for_inference
 
 
@@ -41,7 +49,13 @@ def export_onnx(
         )
         expected = model(x).numpy()
     tmp.replace(out_path)
-    result = {"onnx": str(out_path), "classes": loaded.num_classes, "checked": False}
+    result = {
+        "onnx": str(out_path),
+        "out": str(out_path),
+        "format": "onnx",
+        "classes": loaded.num_classes,
+        "checked": False,
+    }
     if check:
         try:
             import onnxruntime as ort
@@ -55,3 +69,92 @@ def export_onnx(
             raise UsageError(f"ONNX outputs differ from PyTorch's by {diff}")
         result.update(checked=True, max_abs_diff=diff)
     return result
+
+
+EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")
+
+
+def export(ckpt: str, out: str, fmt: str = "auto", input_size: int = 224) -> dict:
+    """Export in `fmt`; "auto" goes by the file name (.onnx, .pt2, .safetensors)."""
+    if fmt == "auto":
+        fmt = {".onnx": "onnx", ".pt2": "torch-export", ".safetensors": "safetensors"}.get(
+            Path(out).suffix, ""
+        )
+        if not fmt:
+            raise UsageError(
+                f"cannot tell the format of {out}: name it .onnx, .pt2 or "
+                ".safetensors, or give --format"
+            )
+    if fmt == "onnx":
+        return export_onnx(ckpt, out, input_size)
+    if fmt == "torch-export":
+        return export_program(ckpt, out, input_size)
+    return export_safetensors(ckpt, out)
+
+
+def export_program(ckpt: str, out: str, input_size: int = 224) -> dict:
+    """torch.export with a dynamic batch, saved with torch.export.save and checked by
+    running the saved program against the model."""
+    check_output_file(out)
+    loaded = load_for_inference(ckpt)
+    layer_table(loaded.model, input_size)
+    model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
+        expected = model(x)
+    atomic_write(out, lambda fh: torch.export.save(program, fh))
+    with torch.no_grad():
+        got = torch.export.load(out).module()(x)
+    diff = float((got - expected).abs().max())
+    if diff > 1e-4 * max(1.0, float(expected.abs().max())):
+        raise UsageError(f"the exported program's outputs differ from PyTorch's by {diff}")
+    return {
+        "out": str(out),
+        "format": "torch-export",
+        "classes": loaded.num_classes,
+        "checked": True,
+        "max_abs_diff": diff,
+    }
+
+
+def export_safetensors(ckpt: str, out: str) -> dict:
+    """The weights with their classes and normalisation, from any checkpoint we load."""
+    check_output_file(out)
+    loaded = load_for_inference(ckpt)
+    model = loaded.model
+    opts = model.options
+    norm = {
+        k: (torch.as_tensor(v, dtype=torch.float32) if k in ("mean", "std") else v)
+        for k, v in loaded.norm.items()
+        if v is not None
+    }
+    norm["kind"] = "mean-image" if norm["mean"].dim() == 3 else "channel"
+    ids = loaded.class_ids or [str(i) for i in range(loaded.num_classes)]
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_safetensors(
+        Checkpoint(
+            model=state,
+            variant=model.variant,
+            classes=[
+                {"index": i, "id": c, "name": n}
+                for i, (c, n) in enumerate(zip(ids, loaded.classes, strict=True))
+            ],
+            normalization=norm,
+            model_options={
+                "lrn": opts.lrn,
+                "overlap_pool": opts.overlap_pool,
+                "activation": opts.activation,
+                "dropout": opts.dropout,
+            },
+        ),
+        out,
+    )
+    return {
+        "out": str(out),
+        "format": "safetensors",
+        "classes": loaded.num_classes,
+        "bytes": Path(out).stat().st_size,
+        "checked": False,
+    }

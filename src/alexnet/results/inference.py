@@ -80,7 +80,13 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
             f"{path}: damaged checkpoint: its weights do not fit the {ckpt.variant} net ({msg})"
         ) from None
     n = ckpt.normalization
-    norm = {"mean": n["mean"], "eigval": None, "eigvec": None, "scale": float(n.get("scale", 1.0))}
+    norm = {
+        "mean": n["mean"],
+        "eigval": None,
+        "eigvec": None,
+        "scale": float(n.get("scale", 1.0)),
+        "std": n.get("std"),
+    }
     return Loaded(
         model,
         ckpt.class_names,

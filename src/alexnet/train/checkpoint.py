@@ -13,6 +13,7 @@ Layout (CHECKPOINT_FORMAT; every field at the top level):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -135,12 +136,15 @@ def save_atomic(obj: dict, path: str | Path) -> None:
 
 
 def read_file(path: str | Path, map_location="cpu") -> dict:
-    """A torch file as a dict, loaded with weights_only=True (no code runs)."""
+    """A checkpoint file as a dict: torch files loaded with weights_only=True (no code
+    runs), .safetensors files through safetensors."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise UsageError(f"checkpoint {path} does not exist")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and unsafe-type errors alike
@@ -149,6 +153,56 @@ def read_file(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(obj, dict):
         raise UsageError(f"{path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
     return obj
+
+
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def save_safetensors(ckpt: Checkpoint, path: str | Path) -> None:
+    """The weights alone (no optimiser, no training state): the model's tensors and the
+    normalisation's, with the rest of the checkpoint's fields as JSON metadata. About a
+    third of a training checkpoint, and loadable by any safetensors reader."""
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model.items()}
+    norm = {k: v for k, v in ckpt.normalization.items() if torch.is_tensor(v)}
+    tensors.update({f"normalization.{k}": v.contiguous() for k, v in norm.items()})
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "variant": ckpt.variant,
+        "classes": ckpt.classes,
+        "model_options": ckpt.model_options,
+        "config": ckpt.config,
+        "normalization": {k: v for k, v in ckpt.normalization.items() if k not in norm},
+    }
+    data = save(tensors, metadata={"alexnet": json.dumps(meta)})
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def _read_safetensors(path: Path) -> dict:
+    """A .safetensors file of ours, in the checkpoint's dict layout."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise UsageError(
+            "reading .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["alexnet"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{path} is not an alexnet safetensors file ({msg})") from None
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    norm = {k[14:]: v for k, v in tensors.items() if k.startswith("normalization.")}
+    classes = meta.get("classes", [])
+    return {
+        **meta,
+        "model": model,
+        "num_classes": len(classes),
+        "normalization": {**meta.get("normalization", {}), **norm},
+    }
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

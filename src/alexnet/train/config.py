@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from ..options import (
     ACTIVATIONS,
     DECODES,
+    FREEZES,
     INITS,
     MODEL_PARALLEL,
     PRECISIONS,
@@ -32,7 +33,20 @@ class TrainConfig:
         None, "a prepared store (default: build and use the demo dataset)", metavar="STORE"
     )
     out: str | None = option(None, "run directory (default: runs/<date-time>)", metavar="RUN_DIR")
-    variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
+    variant: str = option(
+        "paper", "the net (docs/paper.md §3); with --weights, the file's", VARIANTS
+    )
+    weights: str | None = option(
+        None,
+        "start from these weights: a checkpoint of ours (.pt, .safetensors) or torchvision's "
+        "AlexNet state_dict; every layer whose shape fits is loaded, fc8 starts afresh",
+        metavar="FILE",
+    )
+    freeze: str | None = option(
+        None,
+        "train only what follows: features (the classifier trains), fc7 (only fc8: a linear probe)",
+        FREEZES,
+    )
     recipe: str | None = option(
         None,
         "training preset (default: paper for a store of 100,000+ training images, else demo)",
@@ -156,6 +170,14 @@ class TrainConfig:
             (
                 self.model_parallel in MODEL_PARALLEL,
                 f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}",
+            ),
+            (
+                self.freeze is None or self.weights is not None,
+                "--freeze needs --weights: a frozen random layer learns nothing",
+            ),
+            (
+                self.freeze is None or self.model_parallel == 1,
+                "--freeze and --model-parallel do not go together",
             ),
             (
                 self.model_parallel == 1 or self.variant == "paper",

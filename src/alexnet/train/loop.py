@@ -10,6 +10,7 @@ format checkpoint.py's, the position in the run state.py's.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,7 @@ from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
 from .checkpoint import Checkpoint, load_checkpoint, save_atomic, unwrap
 from .config import TrainConfig, config_for_resume
+from .finetune import StartingWeights, freeze_, frozen_eval_, load_matching, trainable
 from .log import MetricsLog, StepLog
 from .optim import build_optimizer, build_schedule
 from .recipes import RECIPES, SMALL_STORE
@@ -69,6 +71,7 @@ class Trainer:
     state: TrainState
     log: MetricsLog | None  # rank 0 only
     steps_log: StepLog | None = None  # rank 0 only
+    norm: dict | None = None  # the input normalisation, as the checkpoint records it
 
     @property
     def replicas(self) -> tuple[int, int]:
@@ -80,7 +83,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Run (or resume) training; returns a summary with the run's paths and results."""
-    ckpt, why = None, None
+    ckpt, why, weights = None, None, None
     if resume:
         run = RunDir(resume)
         run.check_resumable()
@@ -89,12 +92,14 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
             raise UsageError(f"--resume {resume}: {run.last} holds weights only, no training state")
         cfg = config_for_resume(ckpt.config, cfg, resume)
     else:
+        weights = StartingWeights.read(cfg.weights) if cfg.weights else None
+        cfg = weights.configure(cfg) if weights else cfg
         cfg, why = _with_default_recipe(cfg)
         cfg = cfg.resolved()
     device = pick_device(cfg.device)
     dist_info = init_from_env(device.type)
     try:
-        trainer = setup(cfg, ckpt, device, dist_info)
+        trainer = setup(cfg, ckpt, device, dist_info, weights)
         if why and dist_info.is_main:  # said once the run has started, not before an error
             print(why, file=sys.stderr, flush=True)
         try:
@@ -125,28 +130,24 @@ def _with_default_recipe(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     return replace(cfg, recipe="demo"), why
 
 
-def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: DistInfo) -> Trainer:
+def setup(
+    cfg: TrainConfig,
+    ckpt: Checkpoint | None,
+    device: torch.device,
+    di: DistInfo,
+    weights: StartingWeights | None = None,
+) -> Trainer:
     store = _open_store(cfg, ckpt, di)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
-    train_split = fixed_subset(store.split("train"), cfg.train_images)
-    if cfg.batch_size * replicas > len(train_split):
-        raise UsageError(
-            f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
-            f"the {len(train_split)} training images of {cfg.data}"
-        )
-    train_split.labels  # noqa: B018  (read and checked now: a damaged store fails before the run)
-    if len(fixed_subset(store.split("val"), cfg.val_images)) == 0:
-        raise UsageError(
-            f"{cfg.data} has no validation images: prepare it again with "
-            "--val-fraction above 0 or a --val folder"
-        )
+    train_split = _checked_splits(cfg, store, replicas)
     run = _run_dir(cfg, ckpt, device, di)
-    model, net = _build_model(cfg, store, ckpt, layout, device, replicas)
+    model, net = _build_model(cfg, store, ckpt, weights, layout, device, replicas)
     sampler = EpochSampler(
         len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
     )
-    transform = BatchTransform.from_stats(store.stats, device, scale=cfg.input_scale)
+    norm = _normalization(cfg, store, ckpt, weights)
+    transform = BatchTransform(device=device, **{k: v for k, v in norm.items() if k != "kind"})
     feed = TrainFeed(
         train_split,
         transform,
@@ -158,7 +159,7 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
     )
     optimizer = build_optimizer(
         RECIPES[cfg.recipe].optimizer,
-        model.parameters(),
+        trainable(model),
         cfg.lr,
         cfg.momentum,
         cfg.weight_decay,
@@ -183,6 +184,7 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
         autocast_dtype(cfg.precision, device),
         TrainState(),
         MetricsLog(run, cfg.progress) if di.is_main else None,
+        norm=norm,
     )
     if ckpt is not None:
         _restore(trainer, ckpt)
@@ -196,6 +198,51 @@ def setup(cfg: TrainConfig, ckpt: Checkpoint | None, device: torch.device, di: D
             resumed_at=trainer.state.global_step,
         )
     return trainer
+
+
+def _checked_splits(cfg: TrainConfig, store: Store, replicas: int):
+    """The training split (or its --train-images), checked before the run starts."""
+    train_split = fixed_subset(store.split("train"), cfg.train_images)
+    if cfg.batch_size * replicas > len(train_split):
+        raise UsageError(
+            f"batch size {cfg.batch_size} x {replicas} replica(s) is larger than "
+            f"the {len(train_split)} training images of {cfg.data}"
+        )
+    train_split.labels  # noqa: B018  (read and checked now: a damaged store fails before the run)
+    if len(fixed_subset(store.split("val"), cfg.val_images)) == 0:
+        raise UsageError(
+            f"{cfg.data} has no validation images: prepare it again with "
+            "--val-fraction above 0 or a --val folder"
+        )
+    return train_split
+
+
+def _normalization(
+    cfg: TrainConfig, store: Store, ckpt: Checkpoint | None, weights: StartingWeights | None
+) -> dict:
+    """What the run's inputs are normalised with, as its checkpoints record it: a resumed
+    run's own; the starting weights' (with the store's PCA for the lighting); else the
+    store's mean image and PCA."""
+    if ckpt is not None:
+        return {k: v for k, v in ckpt.normalization.items()}
+    stats = store.stats
+    pca = {"eigval": torch.from_numpy(stats.eigval), "eigvec": torch.from_numpy(stats.eigvec)}
+    if weights is not None:
+        mean = torch.as_tensor(weights.norm["mean"], dtype=torch.float32)
+        std = weights.norm.get("std")
+        return {
+            "kind": "mean-image" if mean.dim() == 3 else "channel",
+            "mean": mean,
+            "std": None if std is None else torch.as_tensor(std, dtype=torch.float32),
+            **pca,
+            "scale": cfg.input_scale,
+        }
+    return {
+        "kind": "mean-image",
+        "mean": torch.from_numpy(stats.mean),
+        **pca,
+        "scale": cfg.input_scale,
+    }
 
 
 def fit(t: Trainer) -> dict:
@@ -223,6 +270,7 @@ def train_one_epoch(t: Trainer) -> tuple[bool, float, int]:
         disable=not (cfg.progress and t.dist.is_main),
     )
     t0, seen = time.perf_counter(), 0
+    frozen_eval_(t.model, cfg.freeze)  # evaluation left every module in train mode
     for x, y, step in t.feed.epoch(s.epoch, s.step):
         lr = train_step(t, x, y, step)
         seen += per_step
@@ -385,18 +433,13 @@ def close(t: Trainer) -> None:
 
 
 def _checkpoint(t: Trainer, model_state: dict, optimizer_state: dict) -> Checkpoint:
-    cfg, stats = t.cfg, t.store.stats
+    cfg = t.cfg
+    norm = {k: v for k, v in t.norm.items() if v is not None}
     return Checkpoint(
         model=model_state,
         variant=cfg.variant,
         classes=t.store.classes,
-        normalization={
-            "kind": "mean-image",
-            "mean": torch.from_numpy(stats.mean),
-            "eigval": torch.from_numpy(stats.eigval),
-            "eigvec": torch.from_numpy(stats.eigvec),
-            "scale": cfg.input_scale,
-        },
+        normalization=norm,
         model_options={
             "dropout": cfg.dropout,
             "lrn": cfg.lrn,
@@ -457,6 +500,7 @@ def _build_model(
     cfg: TrainConfig,
     store: Store,
     ckpt: Checkpoint | None,
+    weights: StartingWeights | None,
     layout: Layout | None,
     device: torch.device,
     replicas: int,
@@ -473,6 +517,16 @@ def _build_model(
     )
     if ckpt is not None:
         model.load_state_dict(ckpt.model)
+    elif weights is not None:
+        loaded, fresh = load_matching(model, weights.state)
+        if os.environ.get("RANK", "0") == "0":
+            print(
+                f"weights {weights.path} ({weights.kind}): loaded {', '.join(loaded)}; "
+                f"initialised afresh: {', '.join(fresh) or 'none'}",
+                file=sys.stderr,
+                flush=True,
+            )
+    freeze_(model, cfg.freeze)
     if layout:
         model = TowerParallelAlexNet(model, layout.tower, layout.pair)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

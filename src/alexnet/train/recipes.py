@@ -86,6 +86,21 @@ RECIPES = {
             init="torch",
         ),
         Recipe(
+            "finetune",
+            "starting from --weights: torch SGD with momentum 0.9 at lr 1e-3 (a tenth of "
+            "training from scratch), weight decay 1e-4, a 0.3-epoch warm-up and cosine decay "
+            "over 5 epochs, batch 32",
+            batch_size=32,
+            epochs=5,
+            lr=1e-3,
+            momentum=0.9,
+            weight_decay=1e-4,
+            optimizer="sgd",
+            schedule="warmup-cosine",
+            warmup_epochs=0.3,
+            init="paper",
+        ),
+        Recipe(
             "demo",
             "small data fast, for the embedded demo on a CPU: the paper's net, with fused "
             "AdamW (lr 5e-4) under a 0.3-epoch warm-up and cosine decay over 5 epochs, batch "

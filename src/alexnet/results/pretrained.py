@@ -1,0 +1,98 @@
+"""The one-call API: `alexnet.load(path)` -> a `Pretrained`, shaped like torchvision's
+`Weights`: the eval-ready model, `transforms()` (what to do to an image before the
+model sees it), `meta["categories"]`, and fc7 features.
+
+    import alexnet
+    weights = alexnet.load("runs/demo/checkpoints/best.pt")     # or a .safetensors file,
+    model, preprocess = weights.model, weights.transforms()     # or torchvision's .pth
+    batch = torch.stack([preprocess(img) for img in pil_images])
+    probs = model(batch).softmax(1)
+    names = [weights.meta["categories"][i] for i in probs.argmax(1)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.augment import BatchTransform, center_params
+from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
+from .inference import Loaded, load_for_inference
+
+
+class ImageTransform:
+    """One image -> the network's (3, 224, 224) float input, as training preprocessed it:
+    shorter side to 256, the central 256x256 patch (§2), its central 224 crop, minus the
+    mean image (or per-channel mean / std), times the input scale. Takes a PIL image, a
+    uint8 tensor (C, H, W) as torchvision's readers return, or a uint8 array (H, W, C)."""
+
+    def __init__(self, norm: dict):
+        self.batch_transform = BatchTransform(device="cpu", **norm)
+
+    def __call__(self, image) -> torch.Tensor:
+        from PIL import Image
+
+        if torch.is_tensor(image):
+            image = image.permute(1, 2, 0).cpu().numpy() if image.dim() == 3 else image.numpy()
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(np.asarray(image, np.uint8).squeeze())
+        stored = torch.from_numpy(resize_center_crop(to_rgb(image), STORE_SIZE))
+        return self.batch_transform(stored[None], center_params(1))[0].contiguous()
+
+
+@dataclass
+class Pretrained:
+    """A trained AlexNet with what it needs to be used: see the module docstring."""
+
+    loaded: Loaded
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network, in eval mode."""
+        return self.loaded.model
+
+    @property
+    def meta(self) -> dict:
+        """categories (class names, by output index), variant, kind ("alexnet" for our
+        checkpoints, "torchvision" for its state_dict files) and the source path."""
+        return {
+            "categories": list(self.loaded.classes),
+            "variant": self.loaded.model.variant,
+            "kind": self.loaded.kind,
+            "source": self.loaded.path,
+        }
+
+    def transforms(self):
+        """The preprocessing these weights were trained with, as a callable on one image
+        (PIL image or uint8 tensor): torchvision's own for its weights, ours for ours."""
+        if self.loaded.kind == "torchvision":
+            from torchvision.models import AlexNet_Weights
+
+            return AlexNet_Weights.IMAGENET1K_V1.transforms()
+        return ImageTransform(self.loaded.norm)
+
+    @torch.no_grad()
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """fc7 activations (4096-d, after its ReLU) of a preprocessed batch: the
+        representation §6.1 retrieves with, and the usual one for transfer."""
+        return self.model.last_hidden(batch.to(self.loaded.device)).float()
+
+    @torch.no_grad()
+    def predict(self, batch: torch.Tensor, top: int = 5) -> list[list[tuple[str, float]]]:
+        """The `top` most probable classes of each image of a preprocessed batch."""
+        probs = self.model(batch.to(self.loaded.device)).float().softmax(1).cpu()
+        p, idx = probs.topk(min(top, probs.shape[1]), dim=1)
+        return [
+            [(self.loaded.classes[int(i)], float(q)) for q, i in zip(pr, ix, strict=True)]
+            for pr, ix in zip(p, idx, strict=True)
+        ]
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
+    """Load a checkpoint of ours (.pt or .safetensors) or torchvision's AlexNet state_dict
+    (alexnet-owt-7be5be79.pth) into an eval-ready model, with its classes and its
+    preprocessing. Loads no code from the file."""
+    return Pretrained(load_for_inference(path, device))

@@ -1,0 +1,99 @@
+"""Starting a run from trained weights: `alexnet train --weights FILE [--freeze ...]`.
+
+The file is any checkpoint `alexnet.load` reads: ours (any variant, .pt or .safetensors)
+or torchvision's AlexNet state_dict. The run takes the file's variant and architecture
+switches, loads every tensor whose name and shape fit the new net, and gives the rest
+(fc8, for the store's classes) a fresh start. Its inputs are preprocessed as the
+weights were trained: torchvision's weights see ImageNet's per-channel mean and std,
+ours their own mean image and input scale. The run's checkpoints record that
+normalisation, so evaluate, predict and neighbors use it unchanged.
+
+--freeze features trains the classifier only; --freeze fc7 trains fc8 only (a linear
+probe). Frozen parameters get no gradient, so no backward pass runs through them, and
+the frozen part runs in eval mode (no dropout inside it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..model import LAYER_NAMES, learned_layers
+from ..results.inference import load_for_inference
+from .config import TrainConfig
+
+
+@dataclass
+class StartingWeights:
+    path: str
+    kind: str  # "alexnet" or "torchvision"
+    variant: str
+    options: object  # ModelOptions
+    state: dict
+    norm: dict  # mean (image or per channel), std, scale: 0..255 units
+
+    @classmethod
+    def read(cls, path: str) -> StartingWeights:
+        loaded = load_for_inference(path, "cpu")
+        m = loaded.model
+        norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale")}
+        return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm)
+
+    def configure(self, cfg: TrainConfig) -> TrainConfig:
+        """The run's config with the file's net, and `finetune` as the default recipe."""
+        return replace(
+            cfg,
+            variant=self.variant,
+            lrn=self.options.lrn,
+            overlap_pool=self.options.overlap_pool,
+            activation=self.options.activation,
+            recipe=cfg.recipe or "finetune",
+            input_scale=float(self.norm.get("scale") or 1.0),
+        )
+
+
+def load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    """Copy every tensor of `state` whose name and shape fit; returns the learned layers
+    loaded and those left as initialised."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fits, strict=False)
+    names = dict((id(mod), name) for name, mod in learned_layers(model))
+    loaded, fresh = [], []
+    for prefix, mod in model.named_modules():
+        if id(mod) in names:
+            keys = [f"{prefix}.weight", f"{prefix}.bias"]
+            (loaded if all(k in fits for k in keys) else fresh).append(names[id(mod)])
+    return loaded, fresh
+
+
+def frozen_layers(freeze: str | None) -> tuple[str, ...]:
+    if freeze is None:
+        return ()
+    last = "conv5" if freeze == "features" else "fc7"
+    return LAYER_NAMES[: LAYER_NAMES.index(last) + 1]
+
+
+def freeze_(model: nn.Module, freeze: str | None) -> None:
+    """No gradient for the frozen layers' parameters."""
+    frozen = set(frozen_layers(freeze))
+    for name, mod in learned_layers(model):
+        if name in frozen:
+            mod.requires_grad_(False)
+
+
+def frozen_eval_(model: nn.Module, freeze: str | None) -> None:
+    """The frozen part in eval mode: for --freeze fc7 that is the whole net up to fc8
+    (its dropout included); for --freeze features, the convolutional part."""
+    if freeze == "features":
+        model.features.eval()
+    elif freeze == "fc7":
+        model.features.eval()
+        for mod in list(model.classifier)[:-1]:
+            mod.eval()
+
+
+def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
