@@ -510,13 +510,12 @@ def _cmd_ablate(args) -> int:
 def _add_bench(sub) -> None:
     p = _add(sub, "bench", "throughput against baselines measured in the same run", None)
     what = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
-    d = _add(what, "data", "our loader vs torchvision's usual pipeline", _cmd_bench_data)
-    d.add_argument("--data", required=True, help="a prepared store")
-    d.add_argument("--source", required=True, help="the original image folder of that store")
-    d.add_argument("--workers", type=int, default=1, help="loader processes (both pipelines)")
-    d.add_argument("--batch-size", type=_positive_int, default=64)
-    d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
-    d.add_argument("--json", action="store_true", help="print JSON")
+    _add_bench_prepare(what)
+    _add_bench_data(what)
+    _add_bench_train(what)
+
+
+def _add_bench_prepare(what) -> None:
     pp = _add(
         what,
         "prepare",
@@ -527,6 +526,19 @@ def _add_bench(sub) -> None:
     pp.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     pp.add_argument("--format", default="jpeg", choices=STORE_FORMATS)
     pp.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_bench_data(what) -> None:
+    d = _add(what, "data", "our loader vs torchvision's usual pipeline", _cmd_bench_data)
+    d.add_argument("--data", required=True, help="a prepared store")
+    d.add_argument("--source", required=True, help="the original image folder of that store")
+    d.add_argument("--workers", type=int, default=1, help="loader processes (both pipelines)")
+    d.add_argument("--batch-size", type=_positive_int, default=64)
+    d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
+    d.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_bench_train(what) -> None:
     t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision", _cmd_bench_train)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--batch-size", type=_positive_int, default=64)

@@ -152,6 +152,10 @@ class TrainConfig:
                 self.precision in PRECISIONS,
                 f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
             ),
+        ] + self._run_checks()
+
+    def _run_checks(self):
+        return [
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
             (self.log_every is None or self.log_every >= 1, "--log-every must be at least 1"),

@@ -97,3 +97,49 @@ def frozen_eval_(model: nn.Module, freeze: str | None) -> None:
 
 def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+class FeatureFeed:
+    """A linear probe's feed: fc7 features computed once per split (the centre crop, the
+    frozen net in eval mode, as evaluation sees images), then served by the same seeded
+    sampler as images would be, so a probe resumes exactly like any run."""
+
+    def __init__(self, model: nn.Module, split, transform, sampler, batch_size: int = 128):
+        self.sampler = sampler
+        self.features, self.labels = split_features(model, split, transform, batch_size)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        self.sampler.set_epoch(epoch, start_step)
+        for _, step, indices in self.sampler:
+            yield self.features[indices], self.labels[indices], step
+
+
+@torch.no_grad()
+def split_features(model: nn.Module, split, transform, batch_size: int = 128):
+    """(N, 4096) fc7 features of a split's centre crops, and its labels, on the model's
+    device."""
+    from ..data.augment import center_params
+    from ..data.loader import eval_batches
+
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    for images, y in eval_batches(split, batch_size):
+        x = transform(images, center_params(len(images), split.size))
+        feats.append(model.last_hidden(x).float())
+        labels.append(y.to(x.device))
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def probe_evaluate(
+    head: nn.Module, features: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> dict:
+    """evaluate_split's result for a probe: the head on cached validation features."""
+    from ..results.metrics import Tally
+
+    tally = Tally(num_classes)
+    for x, y in zip(features.split(1024), labels.split(1024), strict=True):
+        tally.update(head(x).float().softmax(1), y)
+    return {"crops": 1, **tally.result()}

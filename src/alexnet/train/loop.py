@@ -37,9 +37,18 @@ from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutd
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
-from .checkpoint import Checkpoint, load_checkpoint, save_atomic, unwrap
+from .checkpoint import Checkpoint, load_checkpoint, save_atomic
 from .config import TrainConfig, config_for_resume
-from .finetune import StartingWeights, freeze_, frozen_eval_, load_matching, trainable
+from .finetune import (
+    FeatureFeed,
+    StartingWeights,
+    freeze_,
+    frozen_eval_,
+    load_matching,
+    probe_evaluate,
+    split_features,
+    trainable,
+)
 from .log import MetricsLog, StepLog
 from .optim import build_optimizer, build_schedule
 from .recipes import RECIPES, SMALL_STORE
@@ -72,6 +81,7 @@ class Trainer:
     log: MetricsLog | None  # rank 0 only
     steps_log: StepLog | None = None  # rank 0 only
     norm: dict | None = None  # the input normalisation, as the checkpoint records it
+    probe: tuple | None = None  # a linear probe's cached validation (features, labels)
 
     @property
     def replicas(self) -> tuple[int, int]:
@@ -148,26 +158,10 @@ def setup(
     )
     norm = _normalization(cfg, store, ckpt, weights)
     transform = BatchTransform(device=device, **{k: v for k, v in norm.items() if k != "kind"})
-    feed = TrainFeed(
-        train_split,
-        transform,
-        sampler,
-        workers=cfg.workers,
-        decode=cfg.decode,
-        crops_flips=cfg.augment,
-        lighting=cfg.pca_lighting,
-    )
-    optimizer = build_optimizer(
-        RECIPES[cfg.recipe].optimizer,
-        trainable(model),
-        cfg.lr,
-        cfg.momentum,
-        cfg.weight_decay,
-        device,
-    )
-    schedule = build_schedule(
-        cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(), cfg.patience, cfg.warmup_epochs
-    )
+    feed, net, probe = _feed(cfg, store, model, net, train_split, transform, sampler)
+    optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device)
+    amp = autocast_dtype(cfg.precision, device)
+    log = MetricsLog(run, cfg.progress) if di.is_main else None
     trainer = Trainer(
         cfg,
         device,
@@ -181,10 +175,11 @@ def setup(
         feed,
         optimizer,
         schedule,
-        autocast_dtype(cfg.precision, device),
+        amp,
         TrainState(),
-        MetricsLog(run, cfg.progress) if di.is_main else None,
+        log,
         norm=norm,
+        probe=probe,
     )
     if ckpt is not None:
         _restore(trainer, ckpt)
@@ -198,6 +193,45 @@ def setup(
             resumed_at=trainer.state.global_step,
         )
     return trainer
+
+
+def _feed(cfg: TrainConfig, store: Store, model, net, train_split, transform, sampler):
+    """(feed, the module each step trains, a probe's cached validation features). A
+    linear probe (--freeze fc7, one process) computes the frozen net's features once and
+    trains fc8 on them; every other run feeds augmented images to the whole net."""
+    if cfg.freeze == "fc7" and sampler.num_replicas == 1:
+        feed = FeatureFeed(model, train_split, transform, sampler, cfg.eval_batch_size)
+        val = fixed_subset(store.split("val"), cfg.val_images)
+        return (
+            feed,
+            model.classifier[-1],
+            split_features(model, val, transform, cfg.eval_batch_size),
+        )
+    feed = TrainFeed(
+        train_split,
+        transform,
+        sampler,
+        workers=cfg.workers,
+        decode=cfg.decode,
+        crops_flips=cfg.augment,
+        lighting=cfg.pca_lighting,
+    )
+    return feed, net, None
+
+
+def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
+    optimizer = build_optimizer(
+        RECIPES[cfg.recipe].optimizer,
+        trainable(model),
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        device,
+    )
+    schedule = build_schedule(
+        cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(), cfg.patience, cfg.warmup_epochs
+    )
+    return optimizer, schedule
 
 
 def _checked_splits(cfg: TrainConfig, store: Store, replicas: int):
@@ -371,18 +405,10 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
     group = t.layout.same_tower if t.layout else None  # count each replica once
     _check_finite(t)
     train_loss, train_error = _reduce_running(s, group)
-    val = evaluate_split(
-        t.net,
-        fixed_subset(t.store.split("val"), t.cfg.val_images),
-        t.transform,
-        t.store.num_classes,
-        crops=1,
-        batch_size=t.cfg.eval_batch_size,
-        rank=replica,
-        world=replicas,
-        autocast_dtype=t.amp,
-        group=group,
-    )
+    if t.probe is not None:
+        val = probe_evaluate(t.net, *t.probe, t.store.num_classes)
+    else:
+        val = _validate(t, replica, replicas, group)
     record = {
         "epoch": s.epoch + 1,
         "step": s.global_step,
@@ -404,6 +430,22 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
         t.log.epoch(record, s.history)
 
 
+def _validate(t: Trainer, replica: int, replicas: int, group) -> dict:
+    val_split = fixed_subset(t.store.split("val"), t.cfg.val_images)
+    return evaluate_split(
+        t.net,
+        val_split,
+        t.transform,
+        t.store.num_classes,
+        crops=1,
+        batch_size=t.cfg.eval_batch_size,
+        rank=replica,
+        world=replicas,
+        autocast_dtype=t.amp,
+        group=group,
+    )
+
+
 def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
     """Write last.pt (and best.pt) from rank 0. Under model parallelism both towers take
     part in assembling the full state. Weights that are not all finite are never
@@ -412,7 +454,7 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
         model_state = t.model.full_state_dict()
         optimizer_state = full_optimizer_state(t.optimizer, t.layout.pair)
     else:
-        model_state, optimizer_state = unwrap(t.net).state_dict(), t.optimizer.state_dict()
+        model_state, optimizer_state = t.model.state_dict(), t.optimizer.state_dict()
     if not t.dist.is_main:
         return
     ckpt = _checkpoint(t, model_state, optimizer_state)
