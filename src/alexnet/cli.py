@@ -96,6 +96,7 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
 
 
 def config_from_args(config_cls, args, **overrides):
+    """A config dataclass from parsed arguments (its fields' flags), plus overrides."""
     names = {f.name for f in fields(config_cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
     return config_cls(**{**values, **overrides})
@@ -661,6 +662,7 @@ VERBS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `alexnet` command's argument parser, every verb included."""
     parser = _Parser(
         prog="alexnet",
         description="AlexNet as published (Krizhevsky et al., NIPS 2012): prepare data, "
@@ -685,6 +687,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `alexnet ARGV`; returns the exit code (0, 1 for a bug, 2 for a usage error, 3 for a diverged run)."""
     try:
         args = build_parser().parse_args(argv)
         from .runtime.allocator import tune_cpu_allocator

@@ -26,12 +26,15 @@ PIXEL_SCALE = 255.0  # eigenvalues are of 0..1 pixels; the net sees 0..255 value
 
 @dataclass
 class CropParams:
+    """Where each image of a batch is cropped, whether it is flipped, and its lighting draws."""
+
     top: torch.Tensor  # (B,) int64
     left: torch.Tensor  # (B,) int64
     flip: torch.Tensor  # (B,) bool
     alpha: torch.Tensor | None = None  # (B, 3) lighting draws, training only
 
     def slice(self, start: int, stop: int) -> CropParams:
+        """The parameters of images start..stop (one process's share of a global batch)."""
         a = None if self.alpha is None else self.alpha[start:stop]
         return CropParams(self.top[start:stop], self.left[start:stop], self.flip[start:stop], a)
 
@@ -49,6 +52,7 @@ def draw_train_params(
 
 
 def center_params(batch: int, size: int = 256, crop: int = CROP) -> CropParams:
+    """The central crop x crop patch of every image, unflipped, no lighting: evaluation."""
     off = torch.full((batch,), (size - crop) // 2, dtype=torch.long)
     return CropParams(off, off.clone(), torch.zeros(batch, dtype=torch.bool))
 
@@ -125,6 +129,7 @@ class BatchTransform:
 
     @classmethod
     def from_stats(cls, stats, device="cpu", scale: float = 1.0) -> BatchTransform:
+        """The transform of a store's statistics (its mean image and RGB PCA)."""
         return cls(stats.mean, stats.eigval, stats.eigvec, device, scale)
 
     def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:

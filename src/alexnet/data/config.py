@@ -13,6 +13,8 @@ SHARD_SIZE = 1024
 
 @dataclass
 class PrepareConfig:
+    """What `alexnet prepare` is asked to do; each field is also its flag."""
+
     src: str = option(
         help="image folder (class sub-folders), ILSVRC-2012 (extracted, or the folder of its "
         "archives), MNIST / Fashion-MNIST idx files or CIFAR-10/100 python batches"

@@ -26,6 +26,7 @@ class BadImage(Exception):
 
 
 def is_image_name(path: str | Path) -> bool:
+    """Whether a file name has an image extension (any case)."""
     return str(path).lower().endswith(EXTENSIONS)
 
 
@@ -113,4 +114,5 @@ def center_view(img: np.ndarray, crop: int = 224) -> np.ndarray:
 
 
 def load_for_store(source: str | Path | bytes, size: int = STORE_SIZE) -> np.ndarray:
+    """A file (or its bytes) -> the store's size x size x 3 uint8 image (§2). Raises BadImage."""
     return resize_center_crop(open_rgb(source), size)

@@ -51,17 +51,21 @@ class EpochSampler(torch.utils.data.Sampler):
 
     @property
     def global_batch(self) -> int:
+        """Images per step over all processes."""
         return self.batch_size * self.num_replicas
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Which epoch the next iteration yields, and from which step (a resume)."""
         self.epoch, self.start_step = epoch, start_step
 
     def steps_per_epoch(self) -> int:
+        """Steps in one epoch (a last partial batch is dropped when training)."""
         if self.drop_last:
             return self.n // self.global_batch
         return math.ceil(self.n / self.global_batch)
 
     def order(self) -> torch.Tensor:
+        """The epoch's permutation of the split, from (seed, epoch) alone."""
         if not self.shuffle:
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=generator_for(self.seed, self.epoch))
@@ -117,6 +121,7 @@ def make_loader(
     persistent: bool = False,
     encoded: bool = False,
 ) -> DataLoader:
+    """A DataLoader over whole batches: one read and one transfer per step."""
     return DataLoader(
         _Batches(split, transform, encoded),
         sampler=sampler,
@@ -148,6 +153,7 @@ class StepAugment:
         self.rank_slice = sampler.rank_slice
 
     def params(self, epoch: int, step: int, local_batch: int) -> CropParams:
+        """This process's crop, flip and lighting draws for one step."""
         g = generator_for(self.seed, epoch, step, STREAM_AUGMENT)
         global_size = min(self.global_batch, self.n - step * self.global_batch)
         p = draw_train_params(global_size, g, self.size, self.crop)
@@ -203,6 +209,7 @@ class TrainFeed:
         return len(self.sampler)
 
     def epoch(self, epoch: int, start_step: int = 0):
+        """(input, labels, step) for the steps of `epoch` from `start_step`, on the device."""
         self.sampler.set_epoch(epoch, start_step)
         if self._loader is None:  # one loader: its workers live across epochs
             self._loader = make_loader(

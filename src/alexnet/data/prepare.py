@@ -233,6 +233,7 @@ def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, f
 
 
 def format_summary(summary: dict) -> str:
+    """The summary `prepare` returns, as the lines the command prints."""
     lines = [f"store {summary['store']} ({summary['format']})"]
     lines += [f"  {split}: {n} images written" for split, n in summary["written"].items()]
     skipped = summary["skipped"]

@@ -22,6 +22,8 @@ WNID = re.compile(r"^n\d{8}$")
 
 @dataclass
 class ClassInfo:
+    """A class: its index, its id (folder name or wnid) and its human name."""
+
     index: int
     id: str  # folder name or wnid
     name: str  # human name where known, else the id
@@ -29,6 +31,8 @@ class ClassInfo:
 
 @dataclass
 class Item:
+    """One image to prepare: its key and label, and where its bytes are (a file, an array, or a file inside a tar)."""
+
     key: str  # stable identity, e.g. the path relative to the source root
     label: int
     path: str | None = None
@@ -38,6 +42,8 @@ class Item:
 
 @dataclass
 class Source:
+    """What a source holds: its kind, classes, items per split, and the files found unusable."""
+
     kind: str
     classes: list[ClassInfo]
     splits: dict[str, list[Item]]

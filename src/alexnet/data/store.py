@@ -34,6 +34,7 @@ RAW_LIMIT_BYTES = 8 << 30  # "auto" picks raw below this many bytes of pixels
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:
+    """A uint8 image -> JPEG bytes at the store's quality."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -67,6 +68,8 @@ def decode_jpeg_batch(data, lengths, device="cpu"):
 
 @dataclass
 class Stats:
+    """A store's statistics: the mean image (§2) and the RGB PCA (§4.1)."""
+
     mean: np.ndarray  # (256, 256, 3) float32, 0..255: the per-pixel mean image (§2)
     eigval: np.ndarray  # (3,) descending, covariance of RGB in 0..1 units (§4.1)
     eigvec: np.ndarray  # (3, 3), columns are the eigenvectors
@@ -141,6 +144,7 @@ class StoreSplit(SplitView):
 
     @cached_property
     def labels(self) -> np.ndarray:
+        """Every image's class index, in store order (checked against the class count)."""
         parts = [self._shard_meta(i)["labels"] for i in range(len(self.shards))]
         labels = np.asarray([x for p in parts for x in p], dtype=np.int64)
         if len(labels) != len(self):
@@ -155,6 +159,7 @@ class StoreSplit(SplitView):
 
     @cached_property
     def keys(self) -> list[str]:
+        """Every image's key (its source path or id), in store order."""
         return [k for i in range(len(self.shards)) for k in self._shard_meta(i)["keys"]]
 
     def _shard_meta(self, i: int) -> dict:
@@ -195,17 +200,20 @@ class StoreSplit(SplitView):
             raise DamagedStore(self.root, f"shard {self.name}/{name} is unreadable ({e})") from None
 
     def locate(self, index: int) -> tuple[int, int]:
+        """(shard, position in it) of an image index."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name} ({len(self)} images)")
         shard = int(np.searchsorted(self.starts, index, side="right") - 1)
         return shard, index - int(self.starts[shard])
 
     def encoded(self, index: int) -> np.ndarray:
+        """The stored JPEG bytes of one image (jpeg stores only), for GPU decoding."""
         shard, j = self.locate(index)
         data, offsets = self._shard(shard)
         return data[offsets[j] : offsets[j + 1]]
 
     def image(self, index: int) -> np.ndarray:
+        """One stored image, (size, size, 3) uint8."""
         if self.format == "raw":
             shard, j = self.locate(index)
             return np.asarray(self._shard(shard)[j])
@@ -304,9 +312,11 @@ class Store:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the store holds."""
         return len(self.classes)
 
     def split(self, name: str) -> StoreSplit:
+        """A split by name ('train', 'val'); UsageError for one the store lacks."""
         if name not in self.meta["splits"]:
             have = ", ".join(self.meta["splits"])
             raise UsageError(f"{self.root} has no split {name!r} (it has: {have})")
@@ -316,6 +326,7 @@ class Store:
 
     @cached_property
     def stats(self) -> Stats:
+        """The mean image and RGB PCA, read (and checked) once."""
         try:
             with np.load(self.root / "stats.npz", allow_pickle=False) as z:
                 stats = Stats(z["mean"], z["eigval"], z["eigvec"])

@@ -17,6 +17,8 @@ from .net import AlexNet, count_parameters, create_model
 
 @dataclass
 class LayerInfo:
+    """One row of the layer table."""
+
     name: str
     kind: str
     output_shape: list[int]  # without the batch dimension
@@ -71,6 +73,7 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
 
 
 def model_info(variant: str = "paper", input_size: int = 224, num_classes: int = 1000) -> dict:
+    """The layer table of a variant at an input size, with totals: what `alexnet info` prints."""
     with torch.device("meta"):
         model = create_model(variant, num_classes=num_classes)
     rows = layer_table(model, input_size)
@@ -85,6 +88,7 @@ def model_info(variant: str = "paper", input_size: int = 224, num_classes: int =
 
 
 def format_info(info: dict) -> str:
+    """model_info's result as the text table `alexnet info` prints."""
     lines = [
         f"AlexNet variant {info['variant']!r}, input 3x{info['input_size']}x{info['input_size']}, "
         f"{info['num_classes']} classes",

@@ -91,6 +91,7 @@ class _LRNFunction(torch.autograd.Function):
 def local_response_norm(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
 ) -> torch.Tensor:
+    """§3.3's normalisation of an (N, C, ...) tensor, per group of channels; autograd through our own backward."""
     if x.dim() < 2:
         raise ValueError(f"LRN needs a (N, C, ...) tensor, got shape {tuple(x.shape)}")
     if x.shape[1] % groups:

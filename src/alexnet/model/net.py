@@ -108,6 +108,7 @@ class AlexNet(nn.Module):
         self._hidden_end = hidden_end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of (N, 3, 224, 224) normalised images."""
         return self.classifier(self._pooled(x))
 
     def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,4 +258,5 @@ def create_model(
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Learned parameters of a model."""
     return sum(p.numel() for p in model.parameters())

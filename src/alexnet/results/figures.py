@@ -54,6 +54,7 @@ def kernel_grid(
 
 
 def kernels_png(model: AlexNet) -> bytes:
+    """Figure 3 as PNG bytes: conv1's kernels, one block per tower."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -120,6 +121,7 @@ def neighbors_png(
 
 
 def curves_png(history: list[dict]) -> bytes:
+    """A run's training curves (loss, errors, learning rate) as PNG bytes."""
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")

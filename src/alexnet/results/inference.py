@@ -27,6 +27,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class Loaded:
+    """A checkpoint loaded for inference: the model, its classes, and how its inputs are normalised."""
+
     model: AlexNet
     classes: list[str]
     kind: str  # "alexnet" (ours) or "torchvision" (a pretrained state_dict)
@@ -40,13 +42,16 @@ class Loaded:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's parameters are."""
         return model_device(self.model)
 
     @property
     def num_classes(self) -> int:
+        """How many classes the model predicts."""
         return len(self.classes)
 
     def to(self, device) -> Loaded:
+        """The model moved to `device` (channels_last); returns self."""
         self.model = self.model.to(device, memory_format=torch.channels_last)
         return self
 

@@ -29,6 +29,7 @@ class Tally:
         self.class_top1 = torch.zeros(num_classes, dtype=torch.long)
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count a batch: scores (B, classes) and labels (B,)."""
         scores, labels = scores.detach().float().cpu(), labels.cpu()
         c1, c5 = topk_correct(scores, labels, 1), topk_correct(scores, labels, 5)
         self.n += len(labels)
@@ -38,6 +39,7 @@ class Tally:
         self.class_top1 += torch.bincount(labels[c1], minlength=self.num_classes)
 
     def all_reduce(self, group=None) -> None:
+        """Sum the counts over the processes of `group` (a no-op outside a job)."""
         from ..runtime.distributed import all_reduce_sum
 
         t = all_reduce_sum(
@@ -51,6 +53,7 @@ class Tally:
         self.class_total, self.class_top1 = t[3 : 3 + k], t[3 + k :]
 
     def result(self) -> dict:
+        """images, top-1 and top-5 error, and per-class top-1 accuracy (None for an absent class)."""
         n = max(self.n, 1)
         per_class = [
             (int(c) / int(t)) if t else None

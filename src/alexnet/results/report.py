@@ -99,6 +99,7 @@ def _read_run(run: RunDir) -> tuple[list[dict], dict, Path]:
 def collect_report(
     run_dir, samples: int, k: int, device, eval_limit: int | None, gallery_limit: int
 ) -> ReportData:
+    """Everything the page shows, gathered from a run directory (see ReportData)."""
     run = RunDir(run_dir)
     history, config, ckpt = _read_run(run)
     loaded = load_for_inference(ckpt, device)

@@ -20,6 +20,7 @@ from .inference import Loaded
 
 
 def checkpoint_key(path: str | Path) -> str:
+    """A short hash of a checkpoint file's bytes: the feature cache's key."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -29,6 +30,7 @@ def checkpoint_key(path: str | Path) -> str:
 
 @torch.no_grad()
 def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
+    """fc7 features of stored uint8 images (centre crop)."""
     device = loaded.device
     x = loaded.transform(device)(images_u8, center_params(len(images_u8)))
     return loaded.model.last_hidden(x).float().cpu()
@@ -118,6 +120,7 @@ class CodeAutoencoder(nn.Module):
 
 
 def train_codes(feats: torch.Tensor, bits: int, epochs: int = 30, seed: int = 0) -> CodeAutoencoder:
+    """The binary-code auto-encoder §6.1 proposes, trained on fc7 features."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     scale = float(feats.std().clamp_min(1e-6))

@@ -60,6 +60,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
+    """An autocast dtype's name, as benchmarks report it."""
     return str(dtype).replace("torch.", "") if dtype else "fp32"
 
 

@@ -11,6 +11,8 @@ import torch.distributed as dist
 
 @dataclass
 class DistInfo:
+    """Where this process sits in a torchrun job (rank 0 of 1 outside one)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -25,6 +27,7 @@ class DistInfo:
 
 
 def init_from_env(device_type: str) -> DistInfo:
+    """Join the job torchrun describes (NCCL on GPUs, gloo on CPU); a no-op outside one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -39,6 +42,7 @@ def init_from_env(device_type: str) -> DistInfo:
 
 
 def shutdown() -> None:
+    """Leave the job, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

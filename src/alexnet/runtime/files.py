@@ -59,18 +59,22 @@ def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to `path` whole or not at all."""
     atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
+    """Write an object as JSON to `path` whole or not at all."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save an array as .npy (no pickles) whole or not at all."""
     atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def atomic_save_npz(path: str | Path, **arrays) -> None:
+    """Save arrays as .npz whole or not at all."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

@@ -19,9 +19,11 @@ STREAM_DROPOUT = 2  # (seed, epoch, step, 2, rank): dropout masks of one process
 
 
 def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from a tuple of integers, the same on every machine."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def generator_for(*parts: int) -> torch.Generator:
+    """A torch generator seeded with derive_seed(*parts)."""
     return torch.Generator().manual_seed(derive_seed(*parts))

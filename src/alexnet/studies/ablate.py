@@ -32,6 +32,8 @@ SMALL_LRS = (0.003, 0.01, 0.03, 0.1)  # the relu study's learning-rate grid, per
 
 @dataclass(frozen=True)
 class Study:
+    """A study: its section, the paper's claim, its arms and the paper's deltas."""
+
     name: str
     section: str
     claim: str
@@ -118,6 +120,8 @@ STUDIES = {
 
 @dataclass
 class AblateConfig:
+    """What `alexnet ablate` is asked to do."""
+
     studies: list[str]
     data: str
     out: str
@@ -134,6 +138,7 @@ class AblateConfig:
     extra: dict = field(default_factory=dict)  # other TrainConfig fields, for every run
 
     def check(self) -> None:
+        """Raise UsageError for an unknown study or a value out of range."""
         unknown = [s for s in self.studies if s not in STUDIES]
         if unknown:
             raise UsageError(f"unknown study {unknown[0]!r}; choose from {', '.join(STUDIES)}")
@@ -154,6 +159,7 @@ class Results:
                     self.rows[row["id"]] = row
 
     def add(self, row: dict) -> None:
+        """Record a finished run and rewrite results.jsonl atomically."""
         self.rows[row["id"]] = row
         data = "".join(json.dumps(r) + "\n" for r in self.rows.values()).encode()
         atomic_write_bytes(self.path, data)
@@ -185,6 +191,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict:
 
 
 def row_id(kind: str, arm: str, seed: int, lr: float | None = None) -> str:
+    """A run's id in results.jsonl: kind, arm, seed (and learning rate, in a sweep)."""
     return f"{kind}:{arm}:seed{seed}" + (f":lr{lr:g}" if lr is not None else "")
 
 
@@ -197,6 +204,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(cfg: AblateConfig, results: Results) -> dict:
+    """summary.json's content from the finished runs."""
     studies = {}
     for name in cfg.studies:
         study = STUDIES[name]

@@ -35,6 +35,7 @@ MOMENTUM = 0.9
 
 
 def four_layer_net(activation: str = "relu", lrn: bool = False, num_classes: int = 10) -> nn.Module:
+    """The four-layer CIFAR net of §3.1 (see the module docstring), ReLU or tanh, with or without LRN."""
     act = nn.ReLU if activation == "relu" else nn.Tanh
     layers: list[tuple[str, nn.Module]] = []
     in_ch = 3
@@ -63,6 +64,8 @@ class SmallData:
 
     @classmethod
     def from_store(cls, store, train_images: int | None = None) -> SmallData:
+        """The store's training (or --train-images of it) and validation images, in memory at 32x32."""
+
         def load(split, limit=None):
             part = fixed_subset(split, limit)
             x = torch.from_numpy(part.batch(range(len(part)))).permute(0, 3, 1, 2).float()
@@ -79,6 +82,8 @@ class SmallData:
 
 @dataclass
 class SmallRun:
+    """What one small-net run measured."""
+
     epochs_to_target: float | None  # fractional epochs when training error first <= target
     curve: list[tuple[float, float]] = field(default_factory=list)  # (epoch, train error)
     test_error: float = 1.0
@@ -135,6 +140,7 @@ def train_small(
 
 @torch.no_grad()
 def test_error(net: nn.Module, data: SmallData) -> float:
+    """Top-1 error on the held-out images."""
     net.eval()
     wrong = sum(
         int((net(x).argmax(1) != y).sum())

@@ -70,6 +70,7 @@ def _sign(same) -> str:
 
 
 def write_outputs(out: Path, cfg: AblateConfig, summary: dict, results: Results) -> None:
+    """summary.json, figure1.png, bars.png, ablations.md and report.html in `out`."""
     from ..results.figures import ablation_bars_png, figure1_png
 
     atomic_write_json(out / "summary.json", summary)

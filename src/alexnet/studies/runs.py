@@ -11,6 +11,7 @@ from .ablate import AblateConfig, Results, Study, row_id
 
 
 def run_small_study(cfg: AblateConfig, study: Study, seed: int, results: Results, log) -> None:
+    """A small-net study's runs for one seed (relu: after its per-arm learning-rate sweep)."""
     from ..data.store import Store
     from .cifar_net import SmallData, train_small
 
@@ -87,6 +88,7 @@ def _chosen_lr(cfg: AblateConfig, study: Study, arm: str, data, results: Results
 
 
 def run_dir(cfg: AblateConfig, arm: str, seed: int) -> Path:
+    """The run directory of an AlexNet-scale arm and seed."""
     return Path(cfg.out) / "runs" / "alexnet" / arm / f"seed{seed}"
 
 

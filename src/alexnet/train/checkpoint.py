@@ -53,13 +53,16 @@ class Checkpoint:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the net predicts."""
         return len(self.classes)
 
     @property
     def class_names(self) -> list[str]:
+        """The class names, by output index."""
         return [c["name"] for c in self.classes]
 
     def to_dict(self) -> dict:
+        """The dict that is saved: every field at the top level (the module docstring)."""
         d = {"format": CHECKPOINT_FORMAT, "num_classes": self.num_classes}
         d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "train_state"})
         d.update(self.train_state or {})
@@ -83,6 +86,7 @@ class Checkpoint:
         )
 
     def all_finite(self) -> bool:
+        """Whether every floating-point weight is finite."""
         return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())
 
 
@@ -131,6 +135,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
+    """torch.save whole or not at all."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: torch.save(obj, fh))
 

@@ -29,6 +29,8 @@ from .recipes import RECIPE_FIELDS, RECIPES
 
 @dataclass
 class TrainConfig:
+    """What a training run is asked to do; each field is also its flag of `alexnet train`."""
+
     data: str | None = option(
         None, "a prepared store (default: build and use the demo dataset)", metavar="STORE"
     )

@@ -27,6 +27,8 @@ from .config import TrainConfig
 
 @dataclass
 class StartingWeights:
+    """The weights a run starts from, with their net and their preprocessing."""
+
     path: str
     kind: str  # "alexnet" or "torchvision"
     variant: str
@@ -36,6 +38,7 @@ class StartingWeights:
 
     @classmethod
     def read(cls, path: str) -> StartingWeights:
+        """Read any file `alexnet.load` reads."""
         loaded = load_for_inference(path, "cpu")
         m = loaded.model
         norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale")}
@@ -70,6 +73,7 @@ def load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
 
 
 def frozen_layers(freeze: str | None) -> tuple[str, ...]:
+    """The learned layers --freeze keeps fixed, by their paper names."""
     if freeze is None:
         return ()
     last = "conv5" if freeze == "features" else "fc7"
@@ -96,6 +100,7 @@ def frozen_eval_(model: nn.Module, freeze: str | None) -> None:
 
 
 def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters an optimiser should update (those not frozen)."""
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -109,6 +114,7 @@ class FeatureFeed:
         self.features, self.labels = split_features(model, split, transform, batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0):
+        """(features, labels, step) for the steps of `epoch` from `start_step`."""
         self.sampler.set_epoch(epoch, start_step)
         for _, step, indices in self.sampler:
             yield self.features[indices], self.labels[indices], step

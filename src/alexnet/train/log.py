@@ -24,10 +24,12 @@ class MetricsLog:
         self.tb = _tensorboard(run)
 
     def write(self, history: list[dict]) -> None:
+        """Rewrite metrics.jsonl from these records."""
         data = "".join(json.dumps(r) + "\n" for r in history).encode()
         atomic_write_bytes(self.run.metrics, data)
 
     def epoch(self, record: dict, history: list[dict]) -> None:
+        """Record a finished epoch: the file, TensorBoard, and its line."""
         self.write(history)
         if self.tb is not None:
             for k in EPOCH_SCALARS:
@@ -37,12 +39,14 @@ class MetricsLog:
         tqdm.write(epoch_line(record), file=None if self.progress else sys.stderr)
 
     def close(self) -> None:
+        """Close the TensorBoard writer."""
         if self.tb is not None:
             self.tb.close()
             self.tb = None
 
 
 def epoch_line(r: dict) -> str:
+    """An epoch record as the line the run prints."""
     return (
         f"epoch {r['epoch']}: train loss {r['train_loss']:.3f}, "
         f"val top-1 error {r['val_top1_error']:.3f}, top-5 error {r['val_top5_error']:.3f}, "
@@ -82,11 +86,13 @@ class StepLog:
         self.last_time, self.last_step = time.perf_counter(), resumed_at
 
     def due(self, global_step: int) -> bool:
+        """Whether a line is due after this global step."""
         if global_step % self.every == 0:
             return True
         return self.seconds is not None and time.perf_counter() - self.last_time >= self.seconds
 
     def write(self, record: dict) -> None:
+        """Append a step record to steps.jsonl, and print its line without a progress bar."""
         with open(self.run.steps, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.print_lines:
@@ -109,6 +115,7 @@ class StepLog:
 
 
 def step_line(r: dict) -> str:
+    """A step record as the line the run prints."""
     return (
         f"epoch {r['epoch']} step {r['step']}/{r['steps_per_epoch']} "
         f"(global {r['global_step']}): loss {r['train_loss']:.4f}, "

@@ -147,6 +147,7 @@ def setup(
     di: DistInfo,
     weights: StartingWeights | None = None,
 ) -> Trainer:
+    """Everything one process of a run holds, built and checked before the first step."""
     store = _open_store(cfg, ckpt, di)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
@@ -280,6 +281,7 @@ def _normalization(
 
 
 def fit(t: Trainer) -> dict:
+    """Train the remaining epochs (or until --max-steps); returns the run's summary."""
     t.net.train()
     while t.state.epoch < t.cfg.epochs and not _step_budget_spent(t):
         finished, seconds, images = train_one_epoch(t)
@@ -469,6 +471,7 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
 
 
 def close(t: Trainer) -> None:
+    """Close the run's logs and release its directory."""
     if t.log:
         t.log.close()
     t.run.unlock()

@@ -19,6 +19,8 @@ from .recipes import BASE_LR, LR_FACTOR, MAX_REDUCTIONS, MOMENTUM, WEIGHT_DECAY
 
 
 class PaperSGD(Optimizer):
+    """§5's update rule as a torch Optimizer (see the module docstring)."""
+
     def __init__(
         self,
         params,
@@ -32,6 +34,7 @@ class PaperSGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every parameter with a gradient."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -65,15 +68,19 @@ class Schedule:
         self.base_lr, self.epochs, self.steps_per_epoch = base_lr, epochs, steps_per_epoch
 
     def lr_at(self, epoch: int, step: int) -> float:
+        """The learning rate at (epoch, step)."""
         return self.base_lr
 
     def end_epoch(self, epoch: int, val_error: float) -> None:
+        """Feed back the epoch's validation error (the plateau schedule uses it)."""
         pass
 
     def state_dict(self) -> dict:
+        """What a checkpoint carries of the schedule."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
         pass
 
 
@@ -169,6 +176,7 @@ def build_optimizer(
 def build_schedule(
     name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int, warmup_epochs: float
 ) -> Schedule:
+    """A schedule by name (options.Schedule) with its parameters."""
     cls = SCHEDULE_CLASSES[name]
     if name == "plateau":
         return cls(lr, epochs, steps_per_epoch, patience=patience)

@@ -25,6 +25,8 @@ SMALL_STORE = 100_000
 
 @dataclass(frozen=True)
 class Recipe:
+    """A named training preset: every value a TrainConfig leaves to the recipe."""
+
     name: str
     description: str
     batch_size: int

@@ -24,6 +24,8 @@ from ..runtime.errors import UsageError
 
 
 class RunDir:
+    """A run directory's paths, its creation, its lock (see the module docstring)."""
+
     def __init__(self, path: str | Path):
         self.root = Path(path)
         self._lock_fd: int | None = None
@@ -39,9 +41,11 @@ class RunDir:
     report = property(lambda self: self.root / "report.html")
 
     def holds_a_run(self) -> bool:
+        """Whether another run already wrote here."""
         return any(p.exists() for p in (self.config, self.metrics, self.last, self.best))
 
     def best_or_last(self) -> Path:
+        """best.pt when there is one, else last.pt."""
         return self.best if self.best.is_file() else self.last
 
     def create(self) -> None:
@@ -59,6 +63,7 @@ class RunDir:
             raise UsageError(f"cannot create the run directory {self.root}: {e.strerror}") from None
 
     def check_resumable(self) -> None:
+        """Raise UsageError unless there is a checkpoint to resume from."""
         if not self.root.is_dir():
             raise UsageError(f"--resume {self.root}: no such run directory")
         if not self.last.is_file():
@@ -83,6 +88,7 @@ class RunDir:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        """Release the directory's lock."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None

@@ -38,22 +38,28 @@ class EpochStats:
 
     @property
     def loss_sum(self) -> float:
+        """The epoch's summed loss so far (one device sync)."""
         return self._loss.item()
 
     @property
     def correct(self) -> int:
+        """The epoch's top-1 hits so far (one device sync)."""
         return int(self._correct.item())
 
     @property
     def mean_loss(self) -> float:
+        """The epoch's mean training loss so far."""
         return self.loss_sum / max(self.count, 1)
 
     def state_dict(self) -> dict:
+        """The sums as plain numbers, for a checkpoint."""
         return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
 
 
 @dataclass
 class TrainState:
+    """Where a run stands: epoch, step, steps taken, best error, history, running sums."""
+
     epoch: int = 0  # the epoch under way (0-based)
     step: int = 0  # the next step within it
     global_step: int = 0  # steps taken in all
@@ -62,10 +68,12 @@ class TrainState:
     running: EpochStats = field(default_factory=EpochStats)
 
     def start_next_epoch(self) -> None:
+        """Move to the next epoch's first step, with fresh sums."""
         self.epoch, self.step, self.running = self.epoch + 1, 0, EpochStats()
 
     def state_dict(self) -> dict:
         # the key names are the checkpoint format's (train/checkpoint.py)
+        """The checkpoint's training-state fields."""
         return {
             "epoch": self.epoch,
             "step": self.step,
@@ -77,6 +85,7 @@ class TrainState:
 
     @classmethod
     def from_state_dict(cls, s: dict) -> TrainState:
+        """A TrainState from the checkpoint's fields."""
         return cls(
             epoch=s["epoch"],
             step=s["step"],
