@@ -115,3 +115,17 @@ def test_a_killed_ablate_resumes_and_keeps_what_finished(store, tmp_path):
     for rid, row in first.items():
         assert rows[rid] == row  # finished runs are kept as they were
     assert all(len(r["curve"]) == 2 for r in rows.values())
+
+
+def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):
+    from alexnet.studies.ablate import AblateConfig, Results
+    from alexnet.studies.runs import pending_trains
+
+    cfg = AblateConfig(["towers", "ten-crop", "relu", "dropout"], "S", str(tmp_path), seeds=2)
+    results = Results(tmp_path)
+    jobs = pending_trains(cfg, results)
+    assert sorted((arm, seed) for arm, _, seed in jobs) == sorted(
+        (arm, seed) for arm in ("paper", "one-tower", "no-dropout") for seed in (0, 1)
+    )  # the paper arm once per seed, shared by every study; no small-net run
+    results.rows["alexnet:paper:seed0"] = {"id": "alexnet:paper:seed0"}
+    assert ("paper", {}, 0) not in pending_trains(cfg, results)

@@ -173,6 +173,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out)
+    spread_over_gpus(cfg, results, log)  # several GPUs: the AlexNet-scale runs, in parallel
     for name in cfg.studies:
         study = STUDIES[name]
         for seed in range(cfg.seeds):
@@ -188,6 +189,37 @@ def ablate(cfg: AblateConfig, log=print) -> dict:
     summary = summarise(cfg, results)
     write_outputs(out, cfg, summary, results)
     return summary
+
+
+def spread_over_gpus(cfg: AblateConfig, results: Results, log) -> None:
+    """With more than one GPU (and --device auto or cuda), train the missing AlexNet-scale
+    runs in parallel, one process per GPU, each run on the next free GPU; the loop in
+    `ablate` then finds them done. On one device it does nothing."""
+    import torch
+
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    if gpus < 2:
+        return
+    from .runs import pending_trains, train_on_gpu
+
+    jobs = pending_trains(cfg, results)
+    if not jobs:
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    free = ctx.Manager().Queue()
+    for i in range(gpus):
+        free.put(i)
+    with ProcessPoolExecutor(gpus, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(train_on_gpu, cfg, arm, switch, seed, free) for arm, switch, seed in jobs
+        ]
+        for future in futures:
+            row = future.result()
+            results.add(row)
+            log(f"ablate {row['id']}: val top-1 error {row['final']['top1_error']:.4f} (GPU run)")
 
 
 def row_id(kind: str, arm: str, seed: int, lr: float | None = None) -> str:

@@ -93,13 +93,23 @@ def run_dir(cfg: AblateConfig, arm: str, seed: int) -> Path:
 
 
 def run_train(cfg: AblateConfig, arm: str, switch: dict, seed: int, results: Results, log) -> dict:
-    """One `alexnet train` run; a run directory left by an interrupted ablate resumes."""
-    from ..train.config import TrainConfig
-    from ..train.loop import train
-
+    """One AlexNet-scale run, unless results.jsonl has it already."""
     rid = row_id("alexnet", arm, seed)
     if rid in results.rows:
         return results.rows[rid]
+    row = train_arm(cfg, arm, switch, seed)
+    results.add(row)
+    final = row["final"]
+    log(f"ablate {rid}: val top-1 error {final['top1_error']:.4f}, top-5 {final['top5_error']:.4f}")
+    return row
+
+
+def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
+    """`alexnet train` for one arm and seed; its results.jsonl row. A run directory left
+    by an interrupted ablate resumes from its checkpoint."""
+    from ..train.config import TrainConfig
+    from ..train.loop import train
+
     out = run_dir(cfg, arm, seed)
     base = TrainConfig(
         data=cfg.data,
@@ -120,14 +130,14 @@ def run_train(cfg: AblateConfig, arm: str, switch: dict, seed: int, results: Res
     resume = str(out) if (out / "checkpoints" / "last.pt").is_file() else None
     if resume is None and out.exists():  # killed before its first checkpoint: start again
         shutil.rmtree(out)
-    summary = train(base, resume=resume)
-    last = summary["history"][-1]
-    row = {
-        "id": rid,
+    history = train(base, resume=resume)["history"]
+    last = history[-1]
+    return {
+        "id": row_id("alexnet", arm, seed),
         "arm": arm,
         "seed": seed,
         "config": {**vars(base), **switch},
-        "curve": summary["history"],
+        "curve": history,
         "final": {
             "top1_error": last["val_top1_error"],
             "top5_error": last["val_top5_error"],
@@ -135,12 +145,6 @@ def run_train(cfg: AblateConfig, arm: str, switch: dict, seed: int, results: Res
             "gap": last["val_top1_error"] - last["train_top1_error"],
         },
     }
-    results.add(row)
-    log(
-        f"ablate {rid}: val top-1 error {last['val_top1_error']:.4f}, "
-        f"top-5 {last['val_top5_error']:.4f}"
-    )
-    return row
 
 
 def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
@@ -168,3 +172,33 @@ def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
             }
         )
         log(f"ablate {rid}: top-1 error {r['top1_error']:.4f}")
+
+
+def pending_trains(cfg: AblateConfig, results: Results) -> list[tuple[str, dict, int]]:
+    """The AlexNet-scale runs the chosen studies need and results.jsonl lacks (the paper
+    arm once per seed, shared)."""
+    from .ablate import STUDIES
+
+    jobs: dict[str, tuple[str, dict, int]] = {}
+    for name in cfg.studies:
+        study = STUDIES[name]
+        arms = {"paper": {}} if study.kind == "eval" else study.arms
+        if study.kind == "small":
+            continue
+        for seed in range(cfg.seeds):
+            for arm, switch in arms.items():
+                rid = row_id("alexnet", arm, seed)
+                if rid not in results.rows:
+                    jobs[rid] = (arm, switch, seed)
+    return list(jobs.values())
+
+
+def train_on_gpu(cfg: AblateConfig, arm: str, switch: dict, seed: int, free) -> dict:
+    """In a worker process: one run on a free GPU (taken from, then returned to, `free`)."""
+    from dataclasses import replace
+
+    gpu = free.get()
+    try:
+        return train_arm(replace(cfg, device=f"cuda:{gpu}"), arm, switch, seed)
+    finally:
+        free.put(gpu)
