@@ -58,7 +58,7 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
     t1 = towers["top1_error"]
     assert towers["top1_delta"][0] == pytest.approx(t1["one-tower"][0] - t1["paper"][0])
     assert towers["same_sign"] == (towers["top1_delta"][0] > 0)
-    assert set(towers["train_minus_val_gap"]) == {"paper", "one-tower"}
+    assert set(towers["generalisation_gap"]) == {"paper", "one-tower"}
     ten = summary["ten-crop"]["top1_error"]
     assert set(ten) == {"ten-crops", "one-crop"}
     table = (out / "ablations.md").read_text()

@@ -285,7 +285,7 @@ def _summarise_errors(study: Study, rows: dict) -> dict:
     out = {
         "top1_error": top1,
         "top5_error": top5,
-        "train_minus_val_gap": gap,
+        "generalisation_gap": gap,  # validation error minus training error: overfitting
         "paper_top1_delta": study.paper_top1_delta,
         "paper_top5_delta": study.paper_top5_delta,
     }

@@ -63,7 +63,8 @@ def _tensorboard(run: RunDir):
 
 
 LOG_INTERVAL_SECONDS = 60.0  # without --log-every: at least this often ...
-LOG_EPOCH_FRACTION = 0.02  # ... and every 2% of an epoch
+LOG_EPOCH_FRACTION = 0.02  # ... and every 2% of an epoch ...
+LOG_MIN_SECONDS = 5.0  # ... but not more often than this
 
 
 class StepLog:
@@ -86,10 +87,14 @@ class StepLog:
         self.last_time, self.last_step = time.perf_counter(), resumed_at
 
     def due(self, global_step: int) -> bool:
-        """Whether a line is due after this global step."""
-        if global_step % self.every == 0:
-            return True
-        return self.seconds is not None and time.perf_counter() - self.last_time >= self.seconds
+        """Whether a line is due after this global step. By default: every 2% of an
+        epoch, but no more often than every LOG_MIN_SECONDS, and at least every minute."""
+        if self.seconds is None:  # --log-every N: exactly every N steps
+            return global_step % self.every == 0
+        elapsed = time.perf_counter() - self.last_time
+        return elapsed >= self.seconds or (
+            global_step % self.every == 0 and elapsed >= LOG_MIN_SECONDS
+        )
 
     def write(self, record: dict) -> None:
         """Append a step record to steps.jsonl, and print its line without a progress bar."""
