@@ -431,3 +431,19 @@ def test_fine_tuning_refusals(tiny_store, tmp_path):
         r = run_here("train", "--data", tiny_store, "--out", tmp_path / "r", *args, *FAST)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert r.stderr.strip().count("\n") == 0
+
+
+def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_path):
+    from alexnet.train.checkpoint import Checkpoint, Checkpointer
+
+    def ckpt(value):
+        return Checkpoint(model={"w": torch.full((2,), value)}, variant="paper", classes=[],
+                          normalization={"mean": torch.zeros(3)})  # fmt: skip
+
+    saver = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert saver.save(ckpt(1.0), is_best=True)
+    assert saver.save(ckpt(2.0))
+    load = lambda name: torch.load(tmp_path / name, weights_only=True)["model"]["w"][0].item()
+    assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)
+    assert not saver.save(ckpt(float("nan")), is_best=True)
+    assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)  # nothing written

@@ -123,6 +123,25 @@ def _validate(obj: dict, source: str) -> None:
         raise bad("non-finite input scale")
 
 
+class Checkpointer:
+    """Owns the writing of a run's checkpoints (after timm's CheckpointSaver): last.pt at
+    every save, best.pt when the epoch is the best so far, each written whole (a temp
+    file, then os.replace), and never one whose weights are not all finite."""
+
+    def __init__(self, last: Path, best: Path):
+        self.last, self.best = Path(last), Path(best)
+
+    def save(self, ckpt: Checkpoint, is_best: bool = False) -> bool:
+        """Write it; False (and nothing written) when a weight is not finite."""
+        if not ckpt.all_finite():
+            return False
+        data = ckpt.to_dict()
+        save_atomic(data, self.last)
+        if is_best:
+            save_atomic(data, self.best)
+        return True
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DDP and torch.compile wrappers: what a checkpoint saves."""
     while True:

@@ -37,7 +37,7 @@ from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutd
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
-from .checkpoint import Checkpoint, load_checkpoint, save_atomic
+from .checkpoint import Checkpoint, Checkpointer, load_checkpoint
 from .config import TrainConfig, config_for_resume
 from .finetune import (
     FeatureFeed,
@@ -82,6 +82,7 @@ class Trainer:
     steps_log: StepLog | None = None  # rank 0 only
     norm: dict | None = None  # the input normalisation, as the checkpoint records it
     probe: tuple | None = None  # a linear probe's cached validation (features, labels)
+    checkpointer: Checkpointer | None = None  # rank 0's writer of last.pt and best.pt
 
     @property
     def replicas(self) -> tuple[int, int]:
@@ -182,6 +183,7 @@ def setup(
         norm=norm,
         probe=probe,
     )
+    trainer.checkpointer = Checkpointer(run.last, run.best)
     if ckpt is not None:
         _restore(trainer, ckpt)
     if trainer.log:  # rewritten from the checkpoint: a resume never doubles a line
@@ -459,15 +461,11 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
         model_state, optimizer_state = t.model.state_dict(), t.optimizer.state_dict()
     if not t.dist.is_main:
         return
-    ckpt = _checkpoint(t, model_state, optimizer_state)
-    if not ckpt.all_finite():
+    if not t.checkpointer.save(_checkpoint(t, model_state, optimizer_state), is_best):
         raise TrainingDiverged(
             f"the weights became non-finite by global step {t.state.global_step}; the last "
             f"good checkpoint is kept in {t.run.checkpoints}; lower --lr or check the data"
         )
-    save_atomic(ckpt.to_dict(), t.run.last)
-    if is_best:
-        save_atomic(ckpt.to_dict(), t.run.best)
 
 
 def close(t: Trainer) -> None:
