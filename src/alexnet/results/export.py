@@ -16,7 +16,7 @@ import torch
 from ..model.info import layer_table
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write, check_output_file
-from ..train.checkpoint import Checkpoint, save_safetensors
+from ..train.checkpoint import Checkpoint, model_options, save_safetensors
 from .inference import load_for_inference
 
 
@@ -124,7 +124,6 @@ def export_safetensors(ckpt: str, out: str) -> dict:
     check_output_file(out)
     loaded = load_for_inference(ckpt)
     model = loaded.model
-    opts = model.options
     norm = {
         k: (torch.as_tensor(v, dtype=torch.float32) if k in ("mean", "std") else v)
         for k, v in loaded.norm.items()
@@ -142,12 +141,7 @@ def export_safetensors(ckpt: str, out: str) -> dict:
                 for i, (c, n) in enumerate(zip(ids, loaded.classes, strict=True))
             ],
             normalization=norm,
-            model_options={
-                "lrn": opts.lrn,
-                "overlap_pool": opts.overlap_pool,
-                "activation": opts.activation,
-                "dropout": opts.dropout,
-            },
+            model_options=model_options(model.options),
         ),
         out,
     )

@@ -90,6 +90,14 @@ class Checkpoint:
         return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())
 
 
+SAVED_OPTIONS = ("dropout", "lrn", "overlap_pool", "activation")  # the ModelOptions kept
+
+
+def model_options(source) -> dict:
+    """The architecture switches a checkpoint records, from a TrainConfig or ModelOptions."""
+    return {k: getattr(source, k) for k in SAVED_OPTIONS}
+
+
 def _validate(obj: dict, source: str) -> None:
     def bad(what: str):
         return UsageError(f"{source}: damaged checkpoint: {what}")

@@ -37,7 +37,7 @@ from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutd
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
-from .checkpoint import Checkpoint, Checkpointer, load_checkpoint
+from .checkpoint import Checkpoint, Checkpointer, load_checkpoint, model_options
 from .config import TrainConfig, config_for_resume
 from .finetune import (
     FeatureFeed,
@@ -483,12 +483,7 @@ def _checkpoint(t: Trainer, model_state: dict, optimizer_state: dict) -> Checkpo
         variant=cfg.variant,
         classes=t.store.classes,
         normalization=norm,
-        model_options={
-            "dropout": cfg.dropout,
-            "lrn": cfg.lrn,
-            "overlap_pool": cfg.overlap_pool,
-            "activation": cfg.activation,
-        },
+        model_options=model_options(cfg),
         config=asdict(cfg),
         optimizer=optimizer_state,
         schedule=t.schedule.state_dict(),
