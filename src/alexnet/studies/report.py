@@ -20,8 +20,17 @@ def _arm_cell(values: list) -> str:
     if not values:
         return "-"
     m = sum(values) / len(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0
+    if len(values) == 1:  # no spread to show
+        return f"{100 * m:.2f}"
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     return f"{100 * m:.2f} ± {100 * sd:.2f}"
+
+
+def _gaps(s: dict) -> str:
+    """The overfitting gap of each arm (validation minus training error), when known."""
+    gaps = s.get("generalisation_gap") or {}
+    cells = [f"{a} {_arm_cell(v)}" for a, v in gaps.items() if any(x is not None for x in v)]
+    return f"; val - train gap: {', '.join(cells)}" if cells else ""
 
 
 def table_rows(summary: dict) -> list[list[str]]:
@@ -45,7 +54,9 @@ def table_rows(summary: dict) -> list[list[str]]:
         arms = list(s["top1_error"])
         ours = "; ".join(f"{a} {_arm_cell(s['top1_error'][a])}" for a in arms)
         d = s.get("top1_delta")
-        delta = "-" if d is None else f"{100 * d[0]:+.2f} ± {100 * d[1]:.2f}"
+        n = min(len(v) for v in s["top1_error"].values())
+        spread = f" ± {100 * d[1]:.2f}" if d is not None and n > 1 else ""
+        delta = "-" if d is None else f"{100 * d[0]:+.2f}{spread}"
         paper = (
             "" if s["paper_top1_delta"] is None else f" (paper: {100 * s['paper_top1_delta']:+.1f})"
         )
@@ -53,7 +64,7 @@ def table_rows(summary: dict) -> list[list[str]]:
             [
                 f"{name} ({s['section']})",
                 s["claim"],
-                f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}",
+                f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}{_gaps(s)}",
                 delta + paper,
                 _sign(s.get("same_sign")),
             ]
