@@ -447,3 +447,35 @@ def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_
     assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)
     assert not saver.save(ckpt(float("nan")), is_best=True)
     assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)  # nothing written
+
+
+def test_weights_for_other_classes_never_keep_their_output_layer():
+    from alexnet import create_model
+    from alexnet.train.finetune import load_matching
+
+    torch.manual_seed(0)
+    src, model = create_model("paper", num_classes=3), create_model("paper", num_classes=3)
+    fc8 = model.classifier.fc8.weight.clone()
+    loaded, fresh = load_matching(model, src.state_dict())  # same count, other classes
+    assert fresh == ["fc8"] and "fc7" in loaded
+    assert torch.equal(model.classifier.fc8.weight, fc8)
+    assert torch.equal(model.classifier.fc7.weight, src.classifier.fc7.weight)
+    loaded, fresh = load_matching(model, src.state_dict(), keep_head=True)  # the same classes
+    assert fresh == [] and torch.equal(model.classifier.fc8.weight, src.classifier.fc8.weight)
+
+
+def test_a_full_disk_under_torch_save_is_named(tmp_path, monkeypatch):
+    import shutil as sh
+
+    from alexnet.runtime.errors import UsageError
+    from alexnet.train.checkpoint import save_atomic
+
+    def zip_writer_fails(obj, fh):
+        fh.write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+
+    monkeypatch.setattr(torch, "save", zip_writer_fails)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(100, 100, 1000))
+    with pytest.raises(UsageError, match="no space left on the device"):
+        save_atomic({"a": 1}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []  # no half-written file, no temp file

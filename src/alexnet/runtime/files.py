@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,15 +48,25 @@ def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as e:
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        # torch.save reports a full disk as a RuntimeError of its zip writer: look
+        full = full or (isinstance(e, RuntimeError) and _free_bytes(path.parent) < 64 << 20)
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if full:
             from .errors import UsageError
 
             raise UsageError(
                 f"no space left on the device holding {path.parent}: {path.name} was not written"
             ) from None
         raise
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

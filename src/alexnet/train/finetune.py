@@ -35,6 +35,7 @@ class StartingWeights:
     options: object  # ModelOptions
     state: dict
     norm: dict  # mean (image or per channel), std, scale: 0..255 units
+    class_ids: list  # the classes its output layer was trained on, when known
 
     @classmethod
     def read(cls, path: str) -> StartingWeights:
@@ -42,7 +43,7 @@ class StartingWeights:
         loaded = load_for_inference(path, "cpu")
         m = loaded.model
         norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale")}
-        return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm)
+        return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm, loaded.class_ids)
 
     def configure(self, cfg: TrainConfig) -> TrainConfig:
         """The run's config with the file's net, and `finetune` as the default recipe."""
@@ -57,11 +58,24 @@ class StartingWeights:
         )
 
 
-def load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    """Copy every tensor of `state` whose name and shape fit; returns the learned layers
-    loaded and those left as initialised."""
+def load_matching(
+    model: nn.Module, state: dict, keep_head: bool = False
+) -> tuple[list[str], list[str]]:
+    """Copy every tensor of `state` whose name and shape fit, except the output layer's
+    unless keep_head (the weights' classes are the store's: the same ids in the same
+    order); returns the learned layers loaded and those left as initialised."""
     own = model.state_dict()
-    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    head = {
+        f"{prefix}.{p}"
+        for prefix, mod in model.named_modules()
+        if mod is learned_layers(model)[-1][1]
+        for p in ("weight", "bias")
+    }
+    fits = {
+        k: v
+        for k, v in state.items()
+        if k in own and own[k].shape == v.shape and (keep_head or k not in head)
+    }
     model.load_state_dict(fits, strict=False)
     names = dict((id(mod), name) for name, mod in learned_layers(model))
     loaded, fresh = [], []

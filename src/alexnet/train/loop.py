@@ -556,7 +556,8 @@ def _build_model(
     if ckpt is not None:
         model.load_state_dict(ckpt.model)
     elif weights is not None:
-        loaded, fresh = load_matching(model, weights.state)
+        same_classes = weights.class_ids == [str(c["id"]) for c in store.classes]
+        loaded, fresh = load_matching(model, weights.state, keep_head=same_classes)
         if os.environ.get("RANK", "0") == "0":
             print(
                 f"weights {weights.path} ({weights.kind}): loaded {', '.join(loaded)}; "
