@@ -29,8 +29,15 @@ def store(tmp_path_factory):
             a = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
             a[..., c] = 255
             Image.fromarray(a).save(root / "src" / f"c{c}" / f"{i}.jpg")
-    prepare(PrepareConfig(src=str(root / "src"), out=str(root / "store"), val_fraction=0.25,
-                          workers=1, progress=False))  # fmt: skip
+    prepare(
+        PrepareConfig(
+            src=str(root / "src"),
+            out=str(root / "store"),
+            val_fraction=0.25,
+            workers=1,
+            progress=False,
+        )
+    )
     return root / "store"
 
 
@@ -43,12 +50,18 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
     r = run_here("ablate", "towers", "dropout", "ten-crop", "--data", store, "--out", out, *TINY)
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
-    assert set(rows) == {"alexnet:paper:seed0", "alexnet:one-tower:seed0",
-                         "alexnet:no-dropout:seed0", "ten-crop:ten-crops:seed0",
-                         "ten-crop:one-crop:seed0"}  # fmt: skip
+    assert set(rows) == {
+        "alexnet:paper:seed0",
+        "alexnet:one-tower:seed0",
+        "alexnet:no-dropout:seed0",
+        "ten-crop:ten-crops:seed0",
+        "ten-crop:one-crop:seed0",
+    }
     paper = {k: v for k, v in rows["alexnet:paper:seed0"]["config"].items() if k != "out"}
-    for rid, switch in (("alexnet:one-tower:seed0", {"variant"}),
-                        ("alexnet:no-dropout:seed0", {"dropout"})):  # fmt: skip
+    for rid, switch in (
+        ("alexnet:one-tower:seed0", {"variant"}),
+        ("alexnet:no-dropout:seed0", {"dropout"}),
+    ):
         other = {k: v for k, v in rows[rid]["config"].items() if k != "out"}
         assert {k for k in paper if paper[k] != other[k]} == switch, rid
     summary = json.loads((out / "summary.json").read_text())["studies"]
@@ -70,8 +83,19 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
 
 def test_relu_study_times_both_arms_and_draws_figure_1(store, tmp_path):
     out = tmp_path / "abl"
-    r = run_here("ablate", "relu", "--data", store, "--out", out, *TINY, "--epochs", "3",
-                 "--target-error", "0.7")  # fmt: skip
+    r = run_here(
+        "ablate",
+        "relu",
+        "--data",
+        store,
+        "--out",
+        out,
+        *TINY,
+        "--epochs",
+        "3",
+        "--target-error",
+        "0.7",
+    )
     assert r.returncode == 0, r.stderr
     relu = json.loads((out / "summary.json").read_text())["studies"]["relu"]
     assert set(relu["epochs_to_target"]) == {"relu", "tanh"} and relu["paper_speedup"] == 6.0
@@ -94,10 +118,24 @@ def test_relu_study_times_both_arms_and_draws_figure_1(store, tmp_path):
 
 def test_a_killed_ablate_resumes_and_keeps_what_finished(store, tmp_path):
     out = tmp_path / "abl"
-    args = [sys.executable, "-m", "alexnet", "ablate", "lrn", "overlap", "--data", str(store),
-            "--out", str(out), *TINY, "--epochs", "2"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "alexnet",
+        "ablate",
+        "lrn",
+        "overlap",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        *TINY,
+        "--epochs",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     results, deadline = out / "results.jsonl", time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if results.is_file() and results.read_text().count("\n") >= 1:

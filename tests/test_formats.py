@@ -158,17 +158,24 @@ def test_ilsvrc_archives_as_downloaded(tmp_path):
     assert not list(tmp_path.rglob("*.JPEG"))  # nothing was extracted
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("truncated", "truncated"),
-    ("no-meta", "no data/meta.mat"),
-    ("truth-length", "5 labels for the 6 images"),
-    ("no-devkit", "put ILSVRC2012_devkit_t12.tar.gz beside it"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("truncated", "truncated"),
+        ("no-meta", "no data/meta.mat"),
+        ("truth-length", "5 labels for the 6 images"),
+        ("no-devkit", "put ILSVRC2012_devkit_t12.tar.gz beside it"),
+    ],
+)
 def test_ilsvrc_archive_faults(tmp_path, fault, message):
     pytest.importorskip("scipy")
     root = tmp_path / "imagenet"
-    _ilsvrc(root, meta=fault != "no-meta", truth_len=5 if fault == "truth-length" else None,
-            devkit=fault != "no-devkit")  # fmt: skip
+    _ilsvrc(
+        root,
+        meta=fault != "no-meta",
+        truth_len=5 if fault == "truth-length" else None,
+        devkit=fault != "no-devkit",
+    )
     if fault == "truncated":
         data = (root / "ILSVRC2012_img_train.tar").read_bytes()
         (root / "ILSVRC2012_img_train.tar").write_bytes(data[: len(data) // 2])

@@ -1,4 +1,4 @@
-"""LRN against PAPER.md §3.3's formula, written out here independently of the library."""
+"""LRN against the formula of §3.3 (docs/paper.md), written out here independently of the library."""
 
 import pytest
 import torch

@@ -331,8 +331,19 @@ def test_safetensors_round_trip_and_every_verb_takes_it(trained, tmp_path):
         assert torch.equal(v, b.model.state_dict()[k]), k
     assert a.classes == b.classes and a.class_ids == b.class_ids
     assert torch.equal(a.norm["mean"], b.norm["mean"]) and a.norm["scale"] == b.norm["scale"]
-    r = run_here("evaluate", out, "--data", trained / "store", "--crops", "1", "--workers", "0",
-                 "--device", "cpu", "--json")  # fmt: skip
+    r = run_here(
+        "evaluate",
+        out,
+        "--data",
+        trained / "store",
+        "--crops",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     r = run_here("predict", out, write_image(tmp_path / "q.jpg"), "--json")
     assert r.returncode == 0, r.stderr

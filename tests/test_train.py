@@ -339,13 +339,29 @@ def test_the_command_line_answers_without_importing_torch():
 
 def test_a_job_without_a_terminal_logs_its_steps(tiny_store, tmp_path):
     run = tmp_path / "run"
-    r = run_here("train", "--data", tiny_store, "--out", run, "--epochs", "2", "--batch-size", "4",
-                 "--max-steps", "6", "--log-every", "2", *FAST)  # fmt: skip
+    r = run_here(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "6",
+        "--log-every",
+        "2",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stderr.splitlines() if " step " in x]
     assert [x.split(":")[0] for x in lines] == [
-        "epoch 1 step 2/4 (global 2)", "epoch 1 step 4/4 (global 4)", "epoch 2 step 2/4 (global 6)"
-    ]  # fmt: skip
+        "epoch 1 step 2/4 (global 2)",
+        "epoch 1 step 4/4 (global 4)",
+        "epoch 2 step 2/4 (global 6)",
+    ]
     assert all("img/s" in x and "lr " in x and "epoch ETA" in x and "run ETA" in x for x in lines)
     steps = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
     assert [s["global_step"] for s in steps] == [2, 4, 6]
@@ -380,8 +396,22 @@ def test_fine_tuning_from_a_torchvision_state_dict_with_frozen_features(tiny_sto
     pth = tmp_path / "alexnet-owt.pth"
     torch.save(torchvision.models.alexnet().state_dict(), pth)
     run = tmp_path / "run"
-    r = run_here("train", "--data", tiny_store, "--out", run, "--weights", pth, "--freeze",
-                 "features", "--epochs", "1", "--batch-size", "4", *FAST)  # fmt: skip
+    r = run_here(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        run,
+        "--weights",
+        pth,
+        "--freeze",
+        "features",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     assert "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; initialised afresh: fc8" in r.stderr
     state, src = _state(run), torch.load(pth, weights_only=True)
@@ -393,22 +423,62 @@ def test_fine_tuning_from_a_torchvision_state_dict_with_frozen_features(tiny_sto
     assert not torch.equal(state["model"]["classifier.1.weight"], src["classifier.1.weight"])
     assert state["model"]["classifier.6.weight"].shape == (3, 4096)
     norm = state["normalization"]  # ImageNet's per-channel mean and std, as torchvision's
-    assert norm["kind"] == "channel" and torch.allclose(norm["std"], torch.tensor(
-        [0.229, 0.224, 0.225]) * 255)  # fmt: skip
-    r = run_here("evaluate", run / "checkpoints" / "last.pt", "--data", tiny_store, "--crops",
-                 "1", "--workers", "0", "--device", "cpu", "--json")  # fmt: skip
+    assert norm["kind"] == "channel" and torch.allclose(
+        norm["std"], torch.tensor([0.229, 0.224, 0.225]) * 255
+    )
+    r = run_here(
+        "evaluate",
+        run / "checkpoints" / "last.pt",
+        "--data",
+        tiny_store,
+        "--crops",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
 
 
 def test_a_linear_probe_trains_fc8_only(tiny_store, tmp_path):
     first = tmp_path / "first"
-    assert run_here("train", "--data", tiny_store, "--out", first, "--max-steps", "2",
-                    "--recipe", "demo", "--batch-size", "4", *FAST).returncode == 0  # fmt: skip
+    assert (
+        run_here(
+            "train",
+            "--data",
+            tiny_store,
+            "--out",
+            first,
+            "--max-steps",
+            "2",
+            "--recipe",
+            "demo",
+            "--batch-size",
+            "4",
+            *FAST,
+        ).returncode
+        == 0
+    )
     src = _state(first)["model"]
     probe = tmp_path / "probe"
-    r = run_here("train", "--data", tiny_store, "--out", probe, "--weights",
-                 first / "checkpoints" / "last.pt", "--freeze", "fc7", "--epochs", "1",
-                 "--batch-size", "4", *FAST)  # fmt: skip
+    r = run_here(
+        "train",
+        "--data",
+        tiny_store,
+        "--out",
+        probe,
+        "--weights",
+        first / "checkpoints" / "last.pt",
+        "--freeze",
+        "fc7",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr
     state = _state(probe)
     moved = {k for k in src if not torch.equal(src[k], state["model"][k])}
@@ -437,8 +507,12 @@ def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_
     from alexnet.train.checkpoint import Checkpoint, Checkpointer
 
     def ckpt(value):
-        return Checkpoint(model={"w": torch.full((2,), value)}, variant="paper", classes=[],
-                          normalization={"mean": torch.zeros(3)})  # fmt: skip
+        return Checkpoint(
+            model={"w": torch.full((2,), value)},
+            variant="paper",
+            classes=[],
+            normalization={"mean": torch.zeros(3)},
+        )
 
     saver = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt")
     assert saver.save(ckpt(1.0), is_best=True)

@@ -82,6 +82,7 @@ class Trainer:
     steps_log: StepLog | None = None  # rank 0 only
     norm: dict | None = None  # the input normalisation, as the checkpoint records it
     probe: tuple | None = None  # a linear probe's cached validation (features, labels)
+    val_split: object = None  # the validation split (or its --val-images view), opened once
     checkpointer: Checkpointer | None = None  # rank 0's writer of last.pt and best.pt
 
     @property
@@ -152,7 +153,7 @@ def setup(
     store = _open_store(cfg, ckpt, di)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
-    train_split = _checked_splits(cfg, store, replicas)
+    train_split, val_split = _checked_splits(cfg, store, replicas)
     run = _run_dir(cfg, ckpt, device, di)
     model, net = _build_model(cfg, store, ckpt, weights, layout, device, replicas)
     sampler = EpochSampler(
@@ -160,7 +161,7 @@ def setup(
     )
     norm = _normalization(cfg, store, ckpt, weights)
     transform = BatchTransform(device=device, **{k: v for k, v in norm.items() if k != "kind"})
-    feed, net, probe = _feed(cfg, store, model, net, train_split, transform, sampler)
+    feed, net, probe = _feed(cfg, model, net, train_split, val_split, transform, sampler)
     optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device)
     amp = autocast_dtype(cfg.precision, device)
     log = MetricsLog(run, cfg.progress) if di.is_main else None
@@ -182,6 +183,7 @@ def setup(
         log,
         norm=norm,
         probe=probe,
+        val_split=val_split,
     )
     trainer.checkpointer = Checkpointer(run.last, run.best)
     if ckpt is not None:
@@ -198,17 +200,16 @@ def setup(
     return trainer
 
 
-def _feed(cfg: TrainConfig, store: Store, model, net, train_split, transform, sampler):
+def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampler):
     """(feed, the module each step trains, a probe's cached validation features). A
     linear probe (--freeze fc7, one process) computes the frozen net's features once and
     trains fc8 on them; every other run feeds augmented images to the whole net."""
     if cfg.freeze == "fc7" and sampler.num_replicas == 1:
         feed = FeatureFeed(model, train_split, transform, sampler, cfg.eval_batch_size)
-        val = fixed_subset(store.split("val"), cfg.val_images)
         return (
             feed,
             model.classifier[-1],
-            split_features(model, val, transform, cfg.eval_batch_size),
+            split_features(model, val_split, transform, cfg.eval_batch_size),
         )
     feed = TrainFeed(
         train_split,
@@ -238,7 +239,8 @@ def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
 
 
 def _checked_splits(cfg: TrainConfig, store: Store, replicas: int):
-    """The training split (or its --train-images), checked before the run starts."""
+    """The training and validation splits (or their --train-images / --val-images views),
+    opened once and checked before the run starts."""
     train_split = fixed_subset(store.split("train"), cfg.train_images)
     if cfg.batch_size * replicas > len(train_split):
         raise UsageError(
@@ -246,12 +248,13 @@ def _checked_splits(cfg: TrainConfig, store: Store, replicas: int):
             f"the {len(train_split)} training images of {cfg.data}"
         )
     train_split.labels  # noqa: B018  (read and checked now: a damaged store fails before the run)
-    if len(fixed_subset(store.split("val"), cfg.val_images)) == 0:
+    val_split = fixed_subset(store.split("val"), cfg.val_images)
+    if len(val_split) == 0:
         raise UsageError(
             f"{cfg.data} has no validation images: prepare it again with "
             "--val-fraction above 0 or a --val folder"
         )
-    return train_split
+    return train_split, val_split
 
 
 def _normalization(
@@ -435,10 +438,9 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
 
 
 def _validate(t: Trainer, replica: int, replicas: int, group) -> dict:
-    val_split = fixed_subset(t.store.split("val"), t.cfg.val_images)
     return evaluate_split(
         t.net,
-        val_split,
+        t.val_split,
         t.transform,
         t.store.num_classes,
         crops=1,
