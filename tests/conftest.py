@@ -1,6 +1,7 @@
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,15 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
         env=full_env,
         cwd=cwd,
     )
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory):
+    """A tmp dir shared by one module's tests and removed when they end (a run directory
+    holds ~0.5 GB: the suite must fit a small disk)."""
+    root = tmp_path_factory.mktemp("module")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save):

@@ -170,10 +170,10 @@ def _assert_same_training(a, b):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(module_dir):
     from alexnet.data.prepare import PrepareConfig, prepare
 
-    root = tmp_path_factory.mktemp("mp")
+    root = module_dir / "mp"
     rng = np.random.default_rng(0)
     # textured images: on flat ones max-pooling windows hold near-ties, and float32
     # rounding (which differs between one device and two) flips where gradients go
@@ -196,9 +196,9 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(store, tmp_path_factory):
+def reference(store, module_dir):
     """One process, batch 4, all 3 steps of the epoch; and the same stopped after 1 step."""
-    root = tmp_path_factory.mktemp("ref")
+    root = module_dir / "ref"
     for name, extra in (("full", []), ("half", ["--max-steps", "1"])):
         r = run_cli(
             "train", "--data", store, "--out", root / name, "--batch-size", "4", *COMMON, *extra

@@ -66,10 +66,10 @@ def _prepare(src, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_dir):
     """A store, another with the same number of classes but other ones, and a run
     stopped after one step (its checkpoint mid-epoch)."""
-    root = tmp_path_factory.mktemp("world")
+    root = module_dir / "world"
     _prepare(_folder(root / "src"), root / "store")
     _prepare(_folder(root / "other-src", ("cat", "dog", "fox")), root / "other")
     cfg = TrainConfig(

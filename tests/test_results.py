@@ -22,9 +22,9 @@ from conftest import run_here, write_image
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_dir):
     """A tiny store and a run on it: 3 classes, one short epoch of the paper net."""
-    root = tmp_path_factory.mktemp("results")
+    root = module_dir / "results"
     colors = [(220, 40, 40), (40, 200, 60), (40, 80, 230)]
     for c, name in enumerate(["apple", "leaf", "sky"]):
         for i in range(6):

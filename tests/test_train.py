@@ -516,11 +516,32 @@ def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_
 
     saver = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt")
     assert saver.save(ckpt(1.0), is_best=True)
+    # the best epoch's file is a second name for last.pt, not a second copy on disk
+    assert (tmp_path / "last.pt").stat().st_ino == (tmp_path / "best.pt").stat().st_ino
     assert saver.save(ckpt(2.0))
     load = lambda name: torch.load(tmp_path / name, weights_only=True)["model"]["w"][0].item()
     assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)
     assert not saver.save(ckpt(float("nan")), is_best=True)
     assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_a_file_system_without_hard_links_gets_a_copy_of_the_best_checkpoint(
+    tmp_path, monkeypatch
+):
+    from alexnet.runtime import files
+
+    (tmp_path / "last.pt").write_bytes(b"weights" * 1000)
+    (tmp_path / "best.pt").write_bytes(b"older")
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    files.atomic_duplicate(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert (tmp_path / "best.pt").read_bytes() == b"weights" * 1000
+    assert (tmp_path / "last.pt").stat().st_ino != (tmp_path / "best.pt").stat().st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_weights_for_other_classes_never_keep_their_output_layer():

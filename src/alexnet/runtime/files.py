@@ -69,6 +69,24 @@ def _free_bytes(folder: Path) -> int:
         return 1 << 62
 
 
+def atomic_duplicate(src: str | Path, dst: str | Path) -> None:
+    """Make `dst` a copy of the file `src`, whole or not at all: a hard link where the file
+    system allows one (a checkpoint's second name costs no disk; our files are only ever
+    replaced, never rewritten in place, so the two names cannot drift), else a copy."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.link"
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        if tmp.exists():
+            tmp.unlink()
+        with open(src, "rb") as fh:
+            atomic_write(dst, lambda out: shutil.copyfileobj(fh, out, 1 << 20))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes to `path` whole or not at all."""
     atomic_write(path, lambda fh: fh.write(data))

@@ -24,7 +24,7 @@ from torch import nn
 from ..model.net import ModelOptions
 from ..options import VARIANTS
 from ..runtime.errors import UsageError
-from ..runtime.files import atomic_write
+from ..runtime.files import atomic_duplicate, atomic_write
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint-1"
 MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
@@ -143,10 +143,9 @@ class Checkpointer:
         """Write it; False (and nothing written) when a weight is not finite."""
         if not ckpt.all_finite():
             return False
-        data = ckpt.to_dict()
-        save_atomic(data, self.last)
+        save_atomic(ckpt.to_dict(), self.last)
         if is_best:
-            save_atomic(data, self.best)
+            atomic_duplicate(self.last, self.best)
         return True
 
 
