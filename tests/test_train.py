@@ -526,9 +526,7 @@ def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
-def test_a_file_system_without_hard_links_gets_a_copy_of_the_best_checkpoint(
-    tmp_path, monkeypatch
-):
+def test_a_file_system_without_hard_links_gets_a_copy_of_the_best_checkpoint(tmp_path, monkeypatch):
     from alexnet.runtime import files
 
     (tmp_path / "last.pt").write_bytes(b"weights" * 1000)
