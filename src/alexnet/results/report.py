@@ -118,7 +118,7 @@ def collect_report(
     gallery_idx = np.sort(
         rng.choice(len(train), size=min(len(train), gallery_limit), replace=False)
     )
-    gal = torch.from_numpy(split_features(loaded, train.subset(gallery_idx)))
+    gal = split_features(loaded.model, train.subset(gallery_idx), loaded.transform())[0].cpu()
     _, nn_idx = nearest(features(loaded, torch.from_numpy(images[:4])), gal, k)
     rows = [[gallery_idx[j] for j in r] for r in nn_idx.tolist()]
     return ReportData(

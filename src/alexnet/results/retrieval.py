@@ -36,17 +36,23 @@ def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     return loaded.model.last_hidden(x).float().cpu()
 
 
+@torch.no_grad()
 def split_features(
-    loaded: Loaded, split: StoreSplit, batch_size: int = 64, progress: bool = False
-) -> np.ndarray:
-    """(N, 4096) float32 fc7 features of a split (or a subset of one), in its order."""
-    parts = [
-        features(loaded, images).numpy()
-        for images, _ in tqdm(
-            eval_batches(split, batch_size), desc="gallery features", disable=not progress
-        )
-    ]
-    return np.concatenate(parts).astype(np.float32)
+    model: nn.Module, split: StoreSplit, transform, batch_size: int = 64, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 4096) float32 fc7 features of a split's (or a subset's) centre crops, in its
+    order, and its labels, both on the model's device: the gallery for neighbours and the
+    cached input of a linear probe. The model is evaluated in eval mode and left as it was."""
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    batches = eval_batches(split, batch_size)
+    for images, y in tqdm(batches, desc="features", disable=not progress):
+        x = transform(images, center_params(len(images), split.size))
+        feats.append(model.last_hidden(x).float())
+        labels.append(y.to(x.device))
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
 
 
 def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
@@ -72,7 +78,10 @@ def gallery_features(
                 return feats
         except (OSError, ValueError):
             pass  # a damaged cache entry: computed again below
-    feats = split_features(loaded, store.split(split), batch_size, progress)
+    feats = split_features(
+        loaded.model, store.split(split), loaded.transform(), batch_size, progress
+    )
+    feats = feats[0].cpu().numpy()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(cache, feats)

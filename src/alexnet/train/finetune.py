@@ -22,6 +22,7 @@ from torch import nn
 
 from ..model import LAYER_NAMES, learned_layers
 from ..results.inference import load_for_inference
+from ..results.retrieval import split_features
 from .config import TrainConfig
 
 
@@ -132,24 +133,6 @@ class FeatureFeed:
         self.sampler.set_epoch(epoch, start_step)
         for _, step, indices in self.sampler:
             yield self.features[indices], self.labels[indices], step
-
-
-@torch.no_grad()
-def split_features(model: nn.Module, split, transform, batch_size: int = 128):
-    """(N, 4096) fc7 features of a split's centre crops, and its labels, on the model's
-    device."""
-    from ..data.augment import center_params
-    from ..data.loader import eval_batches
-
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    for images, y in eval_batches(split, batch_size):
-        x = transform(images, center_params(len(images), split.size))
-        feats.append(model.last_hidden(x).float())
-        labels.append(y.to(x.device))
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
 
 
 @torch.no_grad()

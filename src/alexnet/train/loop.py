@@ -32,6 +32,7 @@ from ..model.towers import (
     make_layout,
 )
 from ..results.evaluate import evaluate_split
+from ..results.retrieval import split_features
 from ..runtime.device import autocast, autocast_dtype, environment, pick_device
 from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from ..runtime.errors import UsageError
@@ -46,7 +47,6 @@ from .finetune import (
     frozen_eval_,
     load_matching,
     probe_evaluate,
-    split_features,
     trainable,
 )
 from .log import MetricsLog, StepLog
