@@ -38,6 +38,14 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
         return super()._get_help_string(action)
 
 
+def _add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto, cpu, cuda, cuda:N or mps")
+
+
+def _add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -118,7 +126,7 @@ def _add_info(sub) -> None:
     p.add_argument("--variant", default="paper", choices=VARIANTS)
     p.add_argument("--input-size", type=int, default=224, help="side of the square input")
     p.add_argument("--num-classes", type=_positive_int, default=1000)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(p)
 
 
 def _cmd_info(args) -> int:
@@ -148,7 +156,7 @@ def _add_prepare(sub) -> None:
         PREPARE_EXAMPLES,
     )
     add_config_flags(p, PrepareConfig)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_json(p, "the summary")
 
 
 def _cmd_prepare(args) -> int:
@@ -198,7 +206,7 @@ def _add_train(sub) -> None:
     )
     add_config_flags(p, TrainConfig, _recipe_defaults())
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_json(p, "the summary")
 
 
 def _cmd_train(args) -> int:
@@ -258,8 +266,8 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(p, "auto")
+    _add_json(p)
 
 
 def _cmd_evaluate(args) -> int:
@@ -294,8 +302,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--figure", metavar="PNG", help="draw the predictions with bars into this PNG")
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(p, "cpu")
+    _add_json(p)
 
 
 def _cmd_predict(args) -> int:
@@ -355,8 +363,8 @@ def _add_neighbors(sub) -> None:
         help="also search binary codes from an auto-encoder, and compare",
     )
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(p, "cpu")
+    _add_json(p)
 
 
 def _cmd_neighbors(args) -> int:
@@ -390,7 +398,7 @@ def _add_report(sub) -> None:
     p = _add(sub, "report", "one self-contained HTML report of a run", _cmd_report)
     p.add_argument("run_dir", help="a run directory")
     p.add_argument("--out", help="default RUN_DIR/report.html")
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
+    _add_device(p, "cpu")
 
 
 def _cmd_report(args) -> int:
@@ -417,7 +425,7 @@ def _add_export(sub) -> None:
         "--format", default="auto", choices=("auto", "onnx", "torch-export", "safetensors")
     )
     p.add_argument("--input-size", type=int, default=224, help="side of the square input")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(p)
 
 
 def _cmd_export(args) -> int:
@@ -475,8 +483,8 @@ def _add_ablate(sub) -> None:
     p.add_argument("--recipe", default="demo", help="the AlexNet-scale runs' recipe")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="AlexNet-scale runs")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_device(p, "auto")
+    _add_json(p, "the summary")
 
 
 def _cmd_ablate(args) -> int:
@@ -526,7 +534,7 @@ def _add_bench_prepare(what) -> None:
     pp.add_argument("src", help="an image source, as prepare takes it")
     pp.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     pp.add_argument("--format", default="jpeg", choices=STORE_FORMATS)
-    pp.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(pp)
 
 
 def _add_bench_data(what) -> None:
@@ -536,12 +544,12 @@ def _add_bench_data(what) -> None:
     d.add_argument("--workers", type=int, default=1, help="loader processes (both pipelines)")
     d.add_argument("--batch-size", type=_positive_int, default=64)
     d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
-    d.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(d)
 
 
 def _add_bench_train(what) -> None:
     t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision", _cmd_bench_train)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add_device(t, "auto")
     t.add_argument("--batch-size", type=_positive_int, default=64)
     t.add_argument(
         "--steps",
@@ -582,7 +590,7 @@ def _add_bench_train(what) -> None:
         "--decode", default="auto", choices=DECODES, help="where a JPEG store is decoded"
     )
     e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    t.add_argument("--json", action="store_true", help="print JSON")
+    _add_json(t)
 
 
 def _print_result(r, as_json: bool) -> int:
