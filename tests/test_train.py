@@ -572,3 +572,42 @@ def test_a_full_disk_under_torch_save_is_named(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="no space left on the device"):
         save_atomic({"a": 1}, tmp_path / "last.pt")
     assert list(tmp_path.iterdir()) == []  # no half-written file, no temp file
+
+
+def test_head_lr_mult_scales_only_the_output_layers_step(tiny_store, tmp_path):
+    """One SGD step from the same start: with --head-lr-mult 10, fc8 moves as it would at
+    ten times the rate, and every other layer exactly as without the multiplier."""
+
+    def one_step(name, *args):
+        r = run_here(
+            "train",
+            "--data",
+            tiny_store,
+            "--out",
+            tmp_path / name,
+            "--recipe",
+            "finetune",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "1",
+            *args,
+            *FAST,
+        )
+        assert r.returncode == 0, r.stderr
+        ckpt = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+        return ckpt["model"]
+
+    base = one_step("base", "--lr", "0.001")
+    mult = one_step("mult", "--lr", "0.001", "--head-lr-mult", "10")
+    fast = one_step("fast", "--lr", "0.01")
+    head = [k for k in base if k.startswith("classifier.fc8.")]
+    assert len(head) == 2
+    for k in base:
+        if k in head:
+            assert not torch.equal(mult[k], base[k]), k
+            assert torch.allclose(mult[k], fast[k], rtol=1e-5, atol=1e-7), k
+        else:
+            assert torch.equal(mult[k], base[k]), k
+    r = run_here("train", "--data", tiny_store, "--out", tmp_path / "x", "--head-lr-mult", "0")
+    assert r.returncode == 2 and "--head-lr-mult must be positive" in r.stderr

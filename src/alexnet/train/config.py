@@ -49,6 +49,11 @@ class TrainConfig:
         "train only what follows: features (the classifier trains), fc7 (only fc8: a linear probe)",
         FREEZES,
     )
+    head_lr_mult: float = option(
+        1.0,
+        "fc8 learns at the schedule's rate times this (Caffe's CaffeNet fine-tuning example: 10, "
+        "for a fresh output layer over loaded ones)",
+    )
     recipe: str | None = option(
         None,
         "training preset (default: paper for a store of 100,000+ training images, else demo)",
@@ -124,7 +129,15 @@ class TrainConfig:
     def _checks(self):
         finite = [
             n
-            for n in ("lr", "momentum", "weight_decay", "warmup_epochs", "input_scale", "dropout")
+            for n in (
+                "lr",
+                "head_lr_mult",
+                "momentum",
+                "weight_decay",
+                "warmup_epochs",
+                "input_scale",
+                "dropout",
+            )
             if not math.isfinite(getattr(self, n))
         ]
         return [
@@ -137,6 +150,7 @@ class TrainConfig:
                 f"--{finite[0].replace('_', '-')} must be a finite number" if finite else "",
             ),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (self.head_lr_mult > 0, f"--head-lr-mult must be positive, not {self.head_lr_mult}"),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.momentum >= 0, f"--momentum must be non-negative, not {self.momentum}"),

@@ -119,6 +119,23 @@ def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def param_groups(model: nn.Module, head_lr_mult: float = 1.0) -> list:
+    """What the optimiser updates: with a head multiplier, two groups, each with the
+    `lr_mult` the loop scales the schedule's rate by (fc8, the last linear layer, at
+    head_lr_mult; the rest at 1); without one, the plain parameter list (one group, the
+    optimiser state as it always was)."""
+    params = trainable(model)
+    if head_lr_mult == 1.0:
+        return params
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    head = {id(p) for p in linears[-1].parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) not in head], "lr_mult": 1.0},
+        {"params": [p for p in params if id(p) in head], "lr_mult": head_lr_mult},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 class FeatureFeed:
     """A linear probe's feed: fc7 features computed once per split (the centre crop, the
     frozen net in eval mode, as evaluation sees images), then served by the same seeded

@@ -46,8 +46,8 @@ from .finetune import (
     freeze_,
     frozen_eval_,
     load_matching,
+    param_groups,
     probe_evaluate,
-    trainable,
 )
 from .log import MetricsLog, StepLog
 from .optim import build_optimizer, build_schedule
@@ -226,7 +226,7 @@ def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampl
 def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
     optimizer = build_optimizer(
         RECIPES[cfg.recipe].optimizer,
-        trainable(model),
+        param_groups(model, cfg.head_lr_mult),
         cfg.lr,
         cfg.momentum,
         cfg.weight_decay,
@@ -337,7 +337,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     s = t.state
     lr = t.schedule.lr_at(s.epoch, step)
     for group in t.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
     torch.manual_seed(derive_seed(t.cfg.seed, s.epoch, step, STREAM_DROPOUT, t.dist.rank))
     with autocast(t.device, t.amp):
         logits = t.net(x)
