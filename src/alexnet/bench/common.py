@@ -43,6 +43,7 @@ class Runner:
                     self.model(x)
 
     def rate(self, steps: int) -> float:
+        """Images per second over `steps` steps, the device drained before and after."""
         sync = synchronizer(self.device)
         sync()
         t0 = time.perf_counter()
@@ -65,6 +66,7 @@ def interleaved(runners: dict, steps: int, rounds: int) -> dict:
 
 
 def train_images(store: Store, batch_size: int) -> int:
+    """The store's training image count; ValueError when it holds less than one batch."""
     n = len(store.split("train"))
     if n < batch_size:
         raise ValueError(f"the store has {n} training images, fewer than one batch of {batch_size}")

@@ -64,6 +64,8 @@ def bench_model_parallel(
     precision: str = "auto",
     rounds: int = 3,
 ) -> ModelParallelBench:
+    """The paper net's step on two towers in two processes against one process, with the
+    bytes the towers exchange per step."""
     import torch.multiprocessing as mp
 
     check_counts({"batch-size": batch_size, "steps": steps, "rounds": rounds})

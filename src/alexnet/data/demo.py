@@ -171,6 +171,7 @@ def _object_fill(
 
 
 def draw_example(label: int, rng: np.random.Generator) -> Image.Image:
+    """One photograph of class `label`, every random choice drawn from `rng`."""
     w = int(rng.integers(256, 360))
     h = int(rng.integers(256, 360))
     img = _background(rng, w, h)
@@ -223,6 +224,7 @@ def _stamp(per_class: int, seed: int) -> str:
 
 
 def demo_dataset_ready(root: str | Path, per_class: int = PER_CLASS, seed: int = 0) -> bool:
+    """Whether `root` holds a complete demo dataset drawn with these settings."""
     marker = Path(root) / ".complete"
     return marker.exists() and marker.read_text() == _stamp(per_class, seed)
 

@@ -106,6 +106,7 @@ def process_chunk(args) -> tuple[list[tuple[bytes | None, str | None]], StatSums
 
 
 def worker_init() -> None:
+    """Each prepare worker: one thread (the pool is the parallelism), Ctrl-C left to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -120,6 +120,7 @@ class SplitView:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every stored image."""
         return (self.size, self.size, 3)
 
     def subset(self, indices) -> SplitView:

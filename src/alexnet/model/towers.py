@@ -196,6 +196,7 @@ class TowerParallelAlexNet(nn.Module):
         ]
 
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Take this tower's half of a single-device model's state_dict."""
         with torch.no_grad():
             for name, p in zip(self.full_names(), self.parameters(), strict=True):
                 p.copy_(shard(state[name], self.tower))
@@ -227,6 +228,7 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, group=None) -> dict:
 
 
 def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, tower: int) -> None:
+    """Load this tower's half of a single-device optimiser state (full_optimizer_state's inverse)."""
     sliced = {
         idx: {k: shard(v, tower) if torch.is_tensor(v) and v.dim() > 0 else v for k, v in s.items()}
         for idx, s in state["state"].items()

@@ -125,6 +125,7 @@ class CodeAutoencoder(nn.Module):
 
     @torch.no_grad()
     def codes(self, features: torch.Tensor) -> torch.Tensor:
+        """The binary code of each feature vector: its encoder units rounded."""
         return torch.sigmoid(self.encoder(features / self.input_scale)) > 0.5
 
 

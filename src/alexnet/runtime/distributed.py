@@ -19,10 +19,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process."""
         return self.world > 1
 
 
