@@ -278,6 +278,10 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
             "--enable-logging=stderr",
             "--v=0",
             "--window-size=1280,3000",
+            # wait for every data: image to decode and be composited before the shot:
+            # on a busy machine a shot taken at first paint can miss images
+            "--run-all-compositor-stages-before-draw",
+            "--virtual-time-budget=10000",
             f"--screenshot={shot}",
             (tmp_path / "report.html").as_uri(),
         ],
