@@ -46,6 +46,16 @@ def module_dir(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
+def prepare_store(src, out, **config):
+    """A store prepared from `src` through the library: one worker, no progress bar and a
+    quarter of each class held out, unless `config` says otherwise (PrepareConfig's fields)."""
+    from alexnet.data.config import PrepareConfig
+    from alexnet.data.prepare import prepare
+
+    config = {"val_fraction": 0.25, "workers": 1, "progress": False, **config}
+    return prepare(PrepareConfig(src=str(src), out=str(out), **config))
+
+
 def write_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save):
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(abs(hash(str(path))) % 2**32)

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.data.config import PrepareConfig
-from alexnet.data.prepare import prepare
-from conftest import run_here
+from conftest import prepare_store, run_here
 
 TINY = ["--seeds", "1", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
 
@@ -29,15 +27,7 @@ def store(module_dir):
             a = rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)
             a[..., c] = 255
             Image.fromarray(a).save(root / "src" / f"c{c}" / f"{i}.jpg")
-    prepare(
-        PrepareConfig(
-            src=str(root / "src"),
-            out=str(root / "store"),
-            val_fraction=0.25,
-            workers=1,
-            progress=False,
-        )
-    )
+    prepare_store(root / "src", root / "store")
     return root / "store"
 
 

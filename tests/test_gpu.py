@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from alexnet.data.augment import BatchTransform, crop_flip, draw_train_params
-from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store, decode_jpeg_batch
 from alexnet.model import create_model
 from alexnet.model.lrn import LocalResponseNorm
-from conftest import run_cli
+from conftest import prepare_store, run_cli
 from test_lrn import ALPHA, BETA, K, N, _input, reference_lrn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -24,16 +23,7 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 
 
 def _store(image_folder, out, fmt):
-    prepare(
-        PrepareConfig(
-            src=str(image_folder),
-            out=str(out),
-            val_fraction=0.25,
-            workers=2,
-            format=fmt,
-            progress=False,
-        )
-    )
+    prepare_store(image_folder, out, workers=2, format=fmt)
     return Store(out)
 
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from alexnet import create_model
-from conftest import run_cli
+from conftest import prepare_store, run_cli
 
 
 def _full(num_classes=7):
@@ -171,8 +171,6 @@ def _assert_same_training(a, b):
 
 @pytest.fixture(scope="module")
 def store(module_dir):
-    from alexnet.data.prepare import PrepareConfig, prepare
-
     root = module_dir / "mp"
     rng = np.random.default_rng(0)
     # textured images: on flat ones max-pooling windows hold near-ties, and float32
@@ -183,15 +181,7 @@ def store(module_dir):
             pixels = rng.integers(0, 256, (50, 60 + 5 * i, 3)).astype(np.uint8)
             pixels[..., c] //= 2
             Image.fromarray(pixels).save(root / "src" / f"c{c}" / f"{i}.jpg", quality=95)
-    prepare(
-        PrepareConfig(
-            src=str(root / "src"),
-            out=str(root / "store"),
-            val_fraction=0.34,
-            workers=1,
-            progress=False,
-        )
-    )
+    prepare_store(root / "src", root / "store", val_fraction=0.34)
     return root / "store"
 
 

@@ -15,13 +15,11 @@ import pytest
 import torch
 
 from alexnet.cli import main
-from alexnet.data.config import PrepareConfig
-from alexnet.data.prepare import prepare
 from alexnet.data.store import Store
 from alexnet.train.checkpoint import CHECKPOINT_FORMAT
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from conftest import write_image
+from conftest import prepare_store, write_image
 
 FAST = [
     "--device",
@@ -60,18 +58,13 @@ def _folder(root, classes=("apple", "leaf", "sky"), n=8):
     return root
 
 
-def _prepare(src, out, **kw):
-    kw = {"val_fraction": 0.25, "workers": 1, "progress": False, **kw}
-    return prepare(PrepareConfig(src=str(src), out=str(out), **kw))
-
-
 @pytest.fixture(scope="module")
 def world(module_dir):
     """A store, another with the same number of classes but other ones, and a run
     stopped after one step (its checkpoint mid-epoch)."""
     root = module_dir / "world"
-    _prepare(_folder(root / "src"), root / "store")
-    _prepare(_folder(root / "other-src", ("cat", "dog", "fox")), root / "other")
+    prepare_store(_folder(root / "src"), root / "store")
+    prepare_store(_folder(root / "other-src", ("cat", "dog", "fox")), root / "other")
     cfg = TrainConfig(
         data=str(root / "store"),
         out=str(root / "run"),
@@ -139,7 +132,7 @@ def test_symlink_loop_counts_each_file_once_and_no_file_in_two_splits(tmp_path):
     src = _folder(tmp_path / "src", n=8)
     (src / "apple" / "loop").symlink_to(".")
     (src / "leaf" / "more-apples").symlink_to(src / "apple")
-    summary = _prepare(src, tmp_path / "s")
+    summary = prepare_store(src, tmp_path / "s")
     assert sum(summary["written"].values()) == 24  # 3 classes x 8 files, each once
     store = Store(tmp_path / "s")
     keys = [store.split(n).keys for n in ("train", "val")]
@@ -228,7 +221,7 @@ def _damage(store, how):
 def test_a_damaged_store_is_named_with_its_file(world, tmp_path, capsys, how):
     store = tmp_path / "s"
     fmt = "jpeg" if how == "jpeg" else "raw"
-    _prepare(world / "src", store, format=fmt)
+    prepare_store(world / "src", store, format=fmt)
     _damage(store, how)
     code, err = cli(
         capsys, "train", "--data", store, "--out", tmp_path / "r", "--max-steps", "1", *FAST

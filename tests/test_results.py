@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,14 +12,13 @@ import torchvision
 from PIL import Image
 
 from alexnet.data.augment import crop_flip, ten_crop_params
-from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.data.store import Store
 from alexnet.results.evaluate import evaluate_split
 from alexnet.results.inference import load_for_inference
 from alexnet.results.metrics import Tally, topk_correct
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from conftest import run_here, write_image
+from conftest import prepare_store, run_here, write_image
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,7 @@ def trained(module_dir):
     for c, name in enumerate(["apple", "leaf", "sky"]):
         for i in range(6):
             write_image(root / "src" / name / f"{i}.jpg", size=(80 + i, 70), color=colors[c])
-    prepare(
-        PrepareConfig(
-            src=str(root / "src"),
-            out=str(root / "store"),
-            val_fraction=0.34,
-            workers=1,
-            progress=False,
-        )
-    )
+    prepare_store(root / "src", root / "store", val_fraction=0.34)
     cfg = TrainConfig(
         data=str(root / "store"),
         out=str(root / "run"),
@@ -259,7 +251,10 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     r = run_here("report", trained / "run", "--out", tmp_path / "report.html")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "http" not in page.split("<body>")[1]
+    assert page.count("data:image/png;base64,") == 4
+    # self-contained: every src/href/url() is a data: URI (base64 text may spell "http")
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)|url\(\s*["']?([^"')]*)""", page)
+    assert all(v.startswith("data:") for pair in refs for v in pair if v), refs
     browser = _chromium()
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"

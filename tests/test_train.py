@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
-from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
-from conftest import run_here
+from conftest import prepare_store, run_here
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 
@@ -20,11 +19,7 @@ FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size",
 @pytest.fixture
 def tiny_store(image_folder, tmp_path):
     out = tmp_path / "store"
-    prepare(
-        PrepareConfig(
-            src=str(image_folder), out=str(out), val_fraction=0.25, workers=2, progress=False
-        )
-    )
+    prepare_store(image_folder, out, workers=2)
     return out
 
 
