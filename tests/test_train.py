@@ -264,6 +264,12 @@ def test_config_for_resume_keeps_what_was_learned_and_takes_how_it_runs():
     moved = config_for_resume(vars(saved), TrainConfig(data="/stores/b"), "runs/y")
     assert moved.data == "/stores/b"  # a moved store (its classes are checked at setup)
     assert "lr" not in RESUME_MAY_CHANGE and "seed" not in RESUME_MAY_CHANGE
+    # a fine-tuning run saved before --head-lr-mult existed goes on with fc8 at 1x (its
+    # optimiser state has one group), not at the finetune recipe's 10x of today
+    ft = vars(TrainConfig(data="/stores/a", weights="w.pt", recipe="finetune").resolved())
+    assert ft["head_lr_mult"] == 10.0
+    del ft["head_lr_mult"]
+    assert config_for_resume(ft, TrainConfig(), "runs/y").head_lr_mult == 1.0
 
 
 def test_every_choice_is_spelled_once():
@@ -593,9 +599,11 @@ def test_head_lr_mult_scales_only_the_output_layers_step(tiny_store, tmp_path):
         ckpt = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
         return ckpt["model"]
 
-    base = one_step("base", "--lr", "0.001")
+    base = one_step("base", "--lr", "0.001", "--head-lr-mult", "1")
     mult = one_step("mult", "--lr", "0.001", "--head-lr-mult", "10")
-    fast = one_step("fast", "--lr", "0.01")
+    fast = one_step("fast", "--lr", "0.01", "--head-lr-mult", "1")
+    recipe = one_step("recipe", "--lr", "0.001")  # the finetune recipe's own multiplier
+    assert all(torch.equal(recipe[k], mult[k]) for k in mult)
     head = [k for k in base if k.startswith("classifier.fc8.")]
     assert len(head) == 2
     for k in base:

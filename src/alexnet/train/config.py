@@ -49,10 +49,10 @@ class TrainConfig:
         "train only what follows: features (the classifier trains), fc7 (only fc8: a linear probe)",
         FREEZES,
     )
-    head_lr_mult: float = option(
-        1.0,
-        "fc8 learns at the schedule's rate times this (Caffe's CaffeNet fine-tuning example: 10, "
-        "for a fresh output layer over loaded ones)",
+    head_lr_mult: float | None = option(
+        None,
+        "fc8 learns at the schedule's rate times this (a fresh output layer over loaded "
+        "ones: Caffe's CaffeNet fine-tuning example used 10)",
     )
     recipe: str | None = option(
         None,
@@ -223,12 +223,20 @@ RESUME_MAY_CHANGE = (
 )
 
 
+# Fields added to the config since runs were first saved, with the value a run saved
+# before then trained with: a resumed old run goes on as it began.
+ADDED_SINCE_SAVED = {"head_lr_mult": 1.0}
+
+
 def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:
     """The config a resumed run continues with: the saved one, except for how it runs
     (RESUME_MAY_CHANGE) and, when given, a new path to the store (a moved store; the
     caller checks that it holds the same classes). Checkpoints are full state dicts, so a
     run may change its parallelism too."""
-    merged = {f.name: saved.get(f.name, getattr(asked, f.name)) for f in fields(TrainConfig)}
+    merged = {
+        f.name: saved.get(f.name, ADDED_SINCE_SAVED.get(f.name, getattr(asked, f.name)))
+        for f in fields(TrainConfig)
+    }
     merged.update({k: getattr(asked, k) for k in RESUME_MAY_CHANGE})
     if asked.data is not None:
         merged["data"] = asked.data
