@@ -614,3 +614,20 @@ def test_head_lr_mult_scales_only_the_output_layers_step(tiny_store, tmp_path):
             assert torch.equal(mult[k], base[k]), k
     r = run_here("train", "--data", tiny_store, "--out", tmp_path / "x", "--head-lr-mult", "0")
     assert r.returncode == 2 and "--head-lr-mult must be positive" in r.stderr
+
+
+def test_a_run_with_a_faster_head_resumes_bit_identical(tiny_store, tmp_path):
+    """Two optimiser groups (fc8 at 10x) survive a stop and a resume unchanged."""
+    common = ["--data", tiny_store, "--epochs", "2", "--batch-size", "4"]
+    common += ["--recipe", "finetune", "--head-lr-mult", "10", *FAST]
+    assert run_here("train", *common, "--out", tmp_path / "full").returncode == 0
+    r = run_here("train", *common, "--out", tmp_path / "half", "--max-steps", "3")
+    assert r.returncode == 0, r.stderr
+    r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    a, b = (
+        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)
+        for run in ("full", "half")
+    )
+    assert len(a["optimizer"]["param_groups"]) == 2 and a["config"]["head_lr_mult"] == 10
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
