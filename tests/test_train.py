@@ -525,6 +525,13 @@ def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_
     assert not saver.save(ckpt(float("nan")), is_best=True)
     assert (load("last.pt"), load("best.pt")) == (2.0, 1.0)  # nothing written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+    # linking best.pt to the file it already names leaves no stray link behind (a rename
+    # between two links of one file does nothing)
+    from alexnet.runtime.files import atomic_duplicate
+
+    atomic_duplicate(tmp_path / "last.pt", tmp_path / "best.pt")
+    atomic_duplicate(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_a_file_system_without_hard_links_gets_a_copy_of_the_best_checkpoint(tmp_path, monkeypatch):

@@ -80,6 +80,8 @@ def atomic_duplicate(src: str | Path, dst: str | Path) -> None:
             tmp.unlink()
         os.link(src, tmp)
         os.replace(tmp, dst)
+        if tmp.exists():  # rename between two links of one file does nothing (POSIX)
+            tmp.unlink()
     except OSError:
         if tmp.exists():
             tmp.unlink()
