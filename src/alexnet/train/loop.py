@@ -116,6 +116,10 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
             print(why, file=sys.stderr, flush=True)
         try:
             summary = fit(trainer)
+            if dist_info.enabled:
+                # no rank leaves the job while another is still at work (rank 0 writes the
+                # last checkpoint): a gloo rank tearing down early sometimes aborted
+                torch.distributed.barrier()
         finally:
             close(trainer)
     finally:
