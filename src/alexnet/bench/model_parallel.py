@@ -138,5 +138,6 @@ def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads
                 },
                 out,
             )
+        dist.barrier()  # no rank leaves the job while rank 0 still writes (as train does)
     finally:
         dist.destroy_process_group()
