@@ -37,6 +37,11 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
+# `alexnet evaluate` on one crop, in this process's CPU threads: what tests that only
+# need an evaluation to run (not its numbers) pass
+EVAL_FAST = ("--crops", "1", "--workers", "0", "--device", "cpu")
+
+
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
     """A tmp dir shared by one module's tests and removed when they end (a run directory

@@ -19,7 +19,7 @@ from alexnet.data.store import Store
 from alexnet.train.checkpoint import CHECKPOINT_FORMAT
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from conftest import prepare_store, write_image
+from conftest import EVAL_FAST, prepare_store, write_image
 
 FAST = [
     "--device",
@@ -296,12 +296,7 @@ def test_evaluate_compares_class_lists_not_counts(world, capsys):
         ckpt,
         "--data",
         world / "other",
-        "--crops",
-        "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
+        *EVAL_FAST,
     )
     assert code == 2 and "other classes" in err
 

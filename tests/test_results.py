@@ -18,7 +18,7 @@ from alexnet.results.inference import load_for_inference
 from alexnet.results.metrics import Tally, topk_correct
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from conftest import prepare_store, run_here, write_image
+from conftest import EVAL_FAST, prepare_store, run_here, write_image
 
 
 @pytest.fixture(scope="module")
@@ -335,12 +335,7 @@ def test_safetensors_round_trip_and_every_verb_takes_it(trained, tmp_path):
         out,
         "--data",
         trained / "store",
-        "--crops",
-        "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
+        *EVAL_FAST,
         "--json",
     )
     assert r.returncode == 0, r.stderr

@@ -11,7 +11,7 @@ import torch
 
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
-from conftest import prepare_store, run_here
+from conftest import EVAL_FAST, prepare_store, run_here
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 
@@ -432,12 +432,7 @@ def test_fine_tuning_from_a_torchvision_state_dict_with_frozen_features(tiny_sto
         run / "checkpoints" / "last.pt",
         "--data",
         tiny_store,
-        "--crops",
-        "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
+        *EVAL_FAST,
         "--json",
     )
     assert r.returncode == 0, r.stderr

@@ -11,6 +11,7 @@ from .net import (
     count_parameters,
     create_model,
     learned_layers,
+    output_layer,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "count_parameters",
     "create_model",
     "learned_layers",
+    "output_layer",
 ]

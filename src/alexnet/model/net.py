@@ -220,6 +220,12 @@ def learned_layers(model: AlexNet) -> list[tuple[str, nn.Module]]:
     return list(zip(LAYER_NAMES, modules, strict=True))
 
 
+def output_layer(model: nn.Module) -> nn.Linear:
+    """fc8, the layer that scores the classes: the last linear layer, in any variant and
+    in either tower of the model-parallel net."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
 def create_model(
     variant: str = "paper", num_classes: int = 1000, weights=None, **options
 ) -> AlexNet:

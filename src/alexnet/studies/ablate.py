@@ -200,7 +200,7 @@ def spread_over_gpus(cfg: AblateConfig, results: Results, log) -> None:
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
     if gpus < 2:
         return
-    from .runs import pending_trains, train_on_gpu
+    from .runs import pending_trains, record_train, train_on_gpu
 
     jobs = pending_trains(cfg, results)
     if not jobs:
@@ -217,9 +217,7 @@ def spread_over_gpus(cfg: AblateConfig, results: Results, log) -> None:
             pool.submit(train_on_gpu, cfg, arm, switch, seed, free) for arm, switch, seed in jobs
         ]
         for future in futures:
-            row = future.result()
-            results.add(row)
-            log(f"ablate {row['id']}: val top-1 error {row['final']['top1_error']:.4f} (GPU run)")
+            record_train(future.result(), results, log)
 
 
 def row_id(kind: str, arm: str, seed: int, lr: float | None = None) -> str:

@@ -97,10 +97,17 @@ def run_train(cfg: AblateConfig, arm: str, switch: dict, seed: int, results: Res
     rid = row_id("alexnet", arm, seed)
     if rid in results.rows:
         return results.rows[rid]
-    row = train_arm(cfg, arm, switch, seed)
+    return record_train(train_arm(cfg, arm, switch, seed), results, log)
+
+
+def record_train(row: dict, results: Results, log) -> dict:
+    """Keep a finished AlexNet-scale run in results.jsonl and say so."""
     results.add(row)
     final = row["final"]
-    log(f"ablate {rid}: val top-1 error {final['top1_error']:.4f}, top-5 {final['top5_error']:.4f}")
+    log(
+        f"ablate {row['id']}: val top-1 error {final['top1_error']:.4f}, "
+        f"top-5 {final['top5_error']:.4f}"
+    )
     return row
 
 

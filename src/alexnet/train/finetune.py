@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..model import LAYER_NAMES, learned_layers
+from ..model import LAYER_NAMES, learned_layers, output_layer
 from ..results.inference import load_for_inference
 from ..results.retrieval import split_features
 from .config import TrainConfig
@@ -66,10 +66,11 @@ def load_matching(
     unless keep_head (the weights' classes are the store's: the same ids in the same
     order); returns the learned layers loaded and those left as initialised."""
     own = model.state_dict()
+    fc8 = output_layer(model)
     head = {
         f"{prefix}.{p}"
         for prefix, mod in model.named_modules()
-        if mod is learned_layers(model)[-1][1]
+        if mod is fc8
         for p in ("weight", "bias")
     }
     fits = {
@@ -127,8 +128,7 @@ def param_groups(model: nn.Module, head_lr_mult: float = 1.0) -> list:
     params = trainable(model)
     if head_lr_mult == 1.0:
         return params
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    head = {id(p) for p in linears[-1].parameters()}
+    head = {id(p) for p in output_layer(model).parameters()}
     groups = [
         {"params": [p for p in params if id(p) not in head], "lr_mult": 1.0},
         {"params": [p for p in params if id(p) in head], "lr_mult": head_lr_mult},
