@@ -1,7 +1,9 @@
-"""torch.hub entry points: torch.hub.load(REPO_DIR, "alexnet", source="local", ...).
+"""torch.hub entry points: torch.hub.load(REPO_DIR, ENTRY, source="local", ...).
 
-Nothing is downloaded: give the path of a checkpoint (ours, .pt or .safetensors, or
-torchvision's AlexNet state_dict) to get trained weights, or none for a fresh net.
+The entry points are `alexnet` (a model) and `alexnet_pretrained` (a model with its
+classes and preprocessing). Give `weights` a checkpoint path (ours, .pt or .safetensors,
+torchvision's AlexNet state_dict, a .caffemodel) or a published net by name,
+"torchvision" or "caffe" (torch.hub's cache; downloaded once), or none for a fresh net.
 """
 
 import os
@@ -13,15 +15,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
 
 
 def alexnet(weights=None, variant="paper", num_classes=1000, **options):
-    """The paper's AlexNet (or "one-tower", "torchvision"); with weights (a checkpoint
-    path), the file's net, trained, in eval mode."""
+    """The paper's AlexNet (or "one-tower", "torchvision", "caffe"); with weights (a
+    checkpoint path or "torchvision" / "caffe"), the file's net, trained, in eval mode."""
     from alexnet import create_model
 
     return create_model(variant, num_classes=num_classes, weights=weights, **options)
 
 
 def alexnet_pretrained(weights):
-    """A checkpoint as `alexnet.load` gives it: .model, .transforms(), .meta["categories"]."""
+    """Weights as `alexnet.load` gives them: .model, .transforms(), .meta["categories"]."""
     from alexnet import load
 
     return load(weights)

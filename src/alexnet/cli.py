@@ -110,6 +110,12 @@ def config_from_args(config_cls, args, **overrides):
     return config_cls(**{**values, **overrides})
 
 
+CKPT_HELP = (
+    "our checkpoint (.pt, .safetensors), torchvision's AlexNet .pth, a .caffemodel, or "
+    "'torchvision' / 'caffe': the published ImageNet nets (torch.hub's cache, downloaded once)"
+)
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=None, default=str))
 
@@ -124,7 +130,9 @@ def _add(sub, name: str, help: str, func, epilog: str | None = None):
 def _add_info(sub) -> None:
     p = _add(sub, "info", "layer table of a variant (the paper's Figure 2 in text)", _cmd_info)
     p.add_argument("--variant", default="paper", choices=VARIANTS)
-    p.add_argument("--input-size", type=int, default=224, help="side of the square input")
+    p.add_argument(
+        "--input-size", type=int, help="side of the square input (default: 224; caffe: 227)"
+    )
     p.add_argument("--num-classes", type=_positive_int, default=1000)
     _add_json(p)
 
@@ -254,7 +262,7 @@ def _train_summary_lines(summary: dict) -> list[str]:
 # ---------------------------------------------------------------- results (§6)
 def _add_evaluate(sub) -> None:
     p = _add(sub, "evaluate", "top-1/top-5 error, 1 or 10 crops, per class", _cmd_evaluate)
-    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--data", required=True, help="a prepared store")
     p.add_argument("--split", default="val")
     p.add_argument(
@@ -297,7 +305,7 @@ def _cmd_evaluate(args) -> int:
 
 def _add_predict(sub) -> None:
     p = _add(sub, "predict", "the five most probable classes of images (Figure 4)", _cmd_predict)
-    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--figure", metavar="PNG", help="draw the predictions with bars into this PNG")
@@ -334,7 +342,7 @@ def _cmd_predict(args) -> int:
 
 def _add_kernels(sub) -> None:
     p = _add(sub, "kernels", "the conv1 kernels as a grid (Figure 3)", _cmd_kernels)
-    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
 
 
@@ -351,7 +359,7 @@ def _cmd_kernels(args) -> int:
 
 def _add_neighbors(sub) -> None:
     p = _add(sub, "neighbors", "nearest gallery images in fc7 space (Figure 4)", _cmd_neighbors)
-    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--gallery", required=True, help="a prepared store")
     p.add_argument("--split", default="train", help="gallery split")
     p.add_argument("--query", nargs="+", required=True, help="query image files")
@@ -418,13 +426,15 @@ def _add_export(sub) -> None:
         "  alexnet export runs/x/checkpoints/best.pt --out model.pt2\n"
         "  alexnet export runs/x/checkpoints/best.pt --out weights.safetensors\n",
     )
-    p.add_argument("ckpt", help="our checkpoint, or a torchvision AlexNet .pth")
+    p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--out", help="the file to write (its suffix picks the format)")
     p.add_argument("--onnx", metavar="FILE", help="the same as --out FILE --format onnx")
     p.add_argument(
         "--format", default="auto", choices=("auto", "onnx", "torch-export", "safetensors")
     )
-    p.add_argument("--input-size", type=int, default=224, help="side of the square input")
+    p.add_argument(
+        "--input-size", type=int, help="side of the square input (default: the net's, 224 or 227)"
+    )
     _add_json(p)
 
 

@@ -22,6 +22,7 @@ import torch
 CROP = 224  # §4.1: random 224x224 patches of the 256x256 images
 LIGHTING_STD = 0.1  # §4.1: alpha_i ~ N(0, 0.1)
 PIXEL_SCALE = 255.0  # eigenvalues are of 0..1 pixels; the net sees 0..255 values
+CHANNEL_ORDERS = ("rgb", "bgr")  # bgr: Caffe's nets, trained on OpenCV's channel order
 
 
 @dataclass
@@ -115,9 +116,26 @@ class BatchTransform:
     input. Crop and flip (§4.1), mean-image subtraction (§2), PCA lighting (§4.1) when
     the crop parameters carry lighting draws, and the recipe's input scale."""
 
-    def __init__(self, mean, eigval=None, eigvec=None, device="cpu", scale: float = 1.0, std=None):
+    def __init__(
+        self,
+        mean,
+        eigval=None,
+        eigvec=None,
+        device="cpu",
+        scale: float = 1.0,
+        std=None,
+        channels: str = "rgb",
+        crop: int = CROP,
+    ):
         """mean: the (H, W, 3) mean image (§2), or a per-channel (3,) mean; std: optional
-        per-channel divisor (torchvision's preprocessing). Values in 0..255 units."""
+        per-channel divisor (torchvision's preprocessing). Values in 0..255 units, in the
+        order of `channels` ("bgr" for Caffe's weights: the images' channels reversed
+        before anything else). crop: the side of the patches the net sees."""
+        if channels not in CHANNEL_ORDERS:
+            raise ValueError(
+                f"channels must be one of {', '.join(CHANNEL_ORDERS)}, not {channels!r}"
+            )
+        self.channels, self.crop = channels, crop
         self.device = torch.device(device)
         as_t = lambda v: (
             None if v is None else torch.as_tensor(v, dtype=torch.float32, device=self.device)
@@ -132,9 +150,20 @@ class BatchTransform:
         """The transform of a store's statistics (its mean image and RGB PCA)."""
         return cls(stats.mean, stats.eigval, stats.eigvec, device, scale)
 
-    def __call__(self, images: torch.Tensor, p: CropParams, crop: int = CROP) -> torch.Tensor:
+    def views(self, batch: int, crops: int = 1, size: int = 256) -> CropParams:
+        """Test-time views of this transform's crop size: the centre, or §4.1's ten."""
+        if crops == 1:
+            return center_params(batch, size, self.crop)
+        return ten_crop_params(batch, size, self.crop)
+
+    def __call__(
+        self, images: torch.Tensor, p: CropParams, crop: int | None = None
+    ) -> torch.Tensor:
         """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
+        crop = crop or self.crop
         images = images.to(self.device, non_blocking=True)
+        if self.channels == "bgr":
+            images = images.flip(-1)
         if self.mean.dim() == 3 and self.device.type == "cpu":
             x = torch.empty((len(p.top), crop, crop, images.shape[-1]), dtype=torch.float32)
             if torch.utils.data.get_worker_info() is not None:
@@ -151,7 +180,8 @@ class BatchTransform:
         if self.std is not None:
             x /= self.std
         if p.alpha is not None:
-            x += lighting_shift(p.alpha.to(self.device), self.eigval, self.eigvec)[:, None, None]
+            shift = lighting_shift(p.alpha.to(self.device), self.eigval, self.eigvec)
+            x += (shift.flip(-1) if self.channels == "bgr" else shift)[:, None, None]
         if self.scale != 1.0:
             x *= self.scale
         return x.permute(0, 3, 1, 2)

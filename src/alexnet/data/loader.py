@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..options import DECODES, check_choice
 from ..runtime.seeds import STREAM_AUGMENT, generator_for
-from .augment import CROP, BatchTransform, CropParams, center_params, draw_train_params
+from .augment import BatchTransform, CropParams, center_params, draw_train_params
 from .store import StoreSplit, decode_jpeg_batch
 
 
@@ -191,12 +191,13 @@ class TrainFeed:
         transform: BatchTransform,
         sampler: EpochSampler,
         workers: int = 1,
-        crop: int = CROP,
+        crop: int | None = None,
         decode: str = "auto",
         crops_flips: bool = True,
         lighting: bool = True,
     ):
         self.split, self.sampler, self.workers = split, sampler, workers
+        crop = crop or transform.crop  # the net's input side (224; Caffe's net 227)
         self.augment = StepAugment(transform, sampler, split.size, crop, crops_flips, lighting)
         self.device = transform.device
         self.decode = decode_where(decode, split.format, self.device)

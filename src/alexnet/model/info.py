@@ -12,7 +12,26 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .net import AlexNet, count_parameters, create_model
+from .lrn import LocalResponseNorm
+from .net import (
+    CAFFE_MEAN_BGR,
+    AlexNet,
+    count_parameters,
+    create_model,
+    input_crop,
+)
+
+# what bvlc_alexnet does otherwise than the paper (docs/paper.md, "Caffe's AlexNet")
+CAFFE_DIFFERENCES = (
+    "biases 0.1 where the paper has 1 (its training fillers; fc6 and fc7 weights N(0, 0.005^2))",
+    "no PCA lighting in its training",
+    "227x227 crops (the paper: 224, with cuda-convnet's rounding up)",
+    "LRN k = 1 (the paper: 2)",
+    "LRN alpha divided by the window size, 5 (the paper prints it undivided)",
+    "conv1 is ungrouped, so LRN 1's window crosses the towers (the paper: each GPU's own maps)",
+    "BGR input, 0..255 minus a per-channel mean (the paper: RGB minus the mean image)",
+    "max-pooling rounds its output size up (ceil mode)",
+)
 
 
 @dataclass
@@ -72,19 +91,50 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
     return rows
 
 
-def model_info(variant: str = "paper", input_size: int = 224, num_classes: int = 1000) -> dict:
-    """The layer table of a variant at an input size, with totals: what `alexnet info` prints."""
+def lrn_info(model: AlexNet) -> list[dict]:
+    """Each LRN layer's constants, the coefficient on the window sum as it is computed:
+    b = a / (k + coefficient * sum of a^2 over size maps) ** beta."""
+    return [
+        {
+            "name": name,
+            "size": m.size,
+            "k": m.k,
+            "beta": m.beta,
+            "coefficient_on_sum": m.alpha,
+            "window_within": "each tower's maps" if m.groups > 1 else "all maps",
+        }
+        for name, m in model.features.named_children()
+        if isinstance(m, LocalResponseNorm)
+    ]
+
+
+def model_info(
+    variant: str = "paper", input_size: int | None = None, num_classes: int = 1000
+) -> dict:
+    """The layer table of a variant at an input size (default: the size it is trained
+    on), with totals, its LRN constants and its input: what `alexnet info` prints."""
+    input_size = input_size or input_crop(variant)
     with torch.device("meta"):
         model = create_model(variant, num_classes=num_classes)
     rows = layer_table(model, input_size)
-    return {
+    info = {
         "variant": variant,
         "input_size": input_size,
         "num_classes": num_classes,
         "params": count_parameters(model),
         "macs": sum(r.macs for r in rows),
         "layers": [asdict(r) for r in rows],
+        "lrn": lrn_info(model),
     }
+    if variant == "caffe":
+        info["input"] = {
+            "crop": input_crop(variant),
+            "channels": "bgr",
+            "mean_bgr": list(CAFFE_MEAN_BGR),
+            "scale": "0..255",
+        }
+        info["differs_from_paper"] = list(CAFFE_DIFFERENCES)
+    return info
 
 
 def format_info(info: dict) -> str:
@@ -99,4 +149,16 @@ def format_info(info: dict) -> str:
         lines.append(f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}")
     lines.append("-" * 88)
     lines.append(f"{'total':<58}{info['params']:>14,}{info['macs']:>16,}")
+    for n in info["lrn"]:
+        lines.append(
+            f"{n['name']}: b = a / ({n['k']:g} + {n['coefficient_on_sum']:.3g} * sum of a^2 over "
+            f"{n['size']} maps)^{n['beta']:g}, window within {n['window_within']}"
+        )
+    if "input" in info:
+        i = info["input"]
+        mean = ", ".join(f"{v:.3f}" for v in i["mean_bgr"])
+        lines.append(f"input: {i['crop']}x{i['crop']} crops, BGR, 0..255 minus ({mean})")
+    if info.get("differs_from_paper"):
+        lines.append("differs from the paper:")
+        lines += [f"  - {d}" for d in info["differs_from_paper"]]
     return "\n".join(lines)

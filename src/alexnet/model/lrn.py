@@ -113,8 +113,9 @@ def local_response_norm(
 
 
 class LocalResponseNorm(nn.Module):
-    """The paper's LRN: undivided alpha (docs/paper.md §3.3); with groups, the window stays
-    inside each group of channels (each tower's maps)."""
+    """§3.3's LRN (docs/paper.md): `alpha` is the coefficient on the window's sum of
+    squares as given (a caller following Caffe passes alpha / size); with groups, the
+    window stays inside each group of channels (each tower's maps)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int = 1):
         super().__init__()
@@ -126,5 +127,5 @@ class LocalResponseNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-            f"groups={self.groups} (alpha undivided)"
+            f"groups={self.groups} (alpha multiplies the window sum)"
         )

@@ -65,6 +65,21 @@ ONE_TOWER_CONVS = (
 HIDDEN = 4096
 POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
 CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
+INPUT_CROP = 224  # §4.1: the patches the net is trained and tested on
+
+# Caffe's bvlc_alexnet (docs/paper.md, "Caffe's AlexNet"): the only public trained net of
+# the paper's two-tower layout. Its deploy.prototxt differs from the paper in what it
+# normalises and how: conv1 is ungrouped, so its LRN window crosses the towers; Caffe's
+# lrn_layer.cpp divides alpha by the window size and adds k = 1. Its images are 227x227
+# crops in BGR order, 0..255 minus a per-channel mean; its pooling rounds up (ceil mode).
+CAFFE_CROP = 227
+CAFFE_LRN_K = 1.0
+CAFFE_LRN_ALPHA = 1e-4 / LRN_SIZE  # Caffe's alpha / local_size
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # its ilsvrc_2012_mean.npy
+# its training fillers (train_val.prototxt): N(0, 0.01^2), fc6-fc7 N(0, 0.005^2), and
+# bias 0.1 where the paper has 1 (its readme: 1 "gave flat loss")
+CAFFE_FC_STD = 0.005
+CAFFE_BIAS = 0.1
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,23 @@ def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
+def _caffe_features() -> nn.Sequential:
+    """bvlc_alexnet's conv1-pool5: the paper's kernels and groups, no conv1 padding (a
+    227 crop needs none), LRN over all maps with Caffe's constants, ceil-mode pooling."""
+    layers: list[tuple[str, nn.Module]] = []
+    in_ch = 3
+    for i, (name, out_ch, size, stride, pad, groups) in enumerate(PAPER_CONVS, start=1):
+        layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
+        layers.append((f"relu{i}", nn.ReLU(inplace=True)))
+        if i in (1, 2):
+            norm = LocalResponseNorm(LRN_SIZE, CAFFE_LRN_ALPHA, LRN_BETA, CAFFE_LRN_K, groups=1)
+            layers.append((f"norm{i}", norm))
+        if i in (1, 2, 5):
+            layers.append((f"pool{i}", nn.MaxPool2d(POOL_SIZE, POOL_STRIDE, ceil_mode=True)))
+        in_ch = out_ch
+    return nn.Sequential(OrderedDict(layers))
+
+
 def _paper_classifier(num_classes: int, options: ModelOptions) -> tuple[nn.Sequential, int]:
     # §4.2: dropout acts on the *outputs* of fc6 and fc7 (torchvision puts it before them).
     layers = OrderedDict(
@@ -194,6 +226,20 @@ def init_paper_(model: AlexNet) -> None:
         nn.init.constant_(module.bias, 1.0 if name in BIAS_ONE_LAYERS else 0.0)
 
 
+def init_caffe_(model: AlexNet) -> None:
+    """bvlc_alexnet's fillers: N(0, 0.01^2) weights (fc6, fc7: 0.005^2); bias 0.1 in
+    conv2, conv4, conv5, fc6, fc7, else 0."""
+    for name, module in learned_layers(model):
+        std = CAFFE_FC_STD if name in ("fc6", "fc7") else INIT_STD
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        nn.init.constant_(module.bias, CAFFE_BIAS if name in BIAS_ONE_LAYERS else 0.0)
+
+
+def input_crop(variant: str) -> int:
+    """The side of the square crop a variant sees: 227 for Caffe's net, else 224."""
+    return CAFFE_CROP if variant == "caffe" else INPUT_CROP
+
+
 def init_kaiming_(model: AlexNet) -> None:
     """He et al. (2015) N(0, 2/fan_in) for every ReLU layer, biases 0, and the output
     layer at the paper's N(0, 0.01^2). Meant for unit-variance inputs (input_scale 1/64).
@@ -229,15 +275,17 @@ def output_layer(model: nn.Module) -> nn.Linear:
 def create_model(
     variant: str = "paper", num_classes: int = 1000, weights=None, **options
 ) -> AlexNet:
-    """Build a variant by name: "paper", "one-tower" or "torchvision".
+    """Build a variant by name: "paper", "one-tower", "torchvision" or "caffe".
 
     options: lrn, overlap_pool, activation, dropout, init (see ModelOptions).
     The torchvision layout has no LRN and keeps PyTorch's default init unless
-    init="paper" is asked for.
+    init="paper" is asked for. The caffe net is bvlc_alexnet's deploy.prototxt, fixed:
+    of the options it takes dropout and init only ("paper" there means Caffe's fillers).
 
-    weights: a checkpoint path (ours, .pt or .safetensors, or torchvision's AlexNet
-    state_dict). The net is then the file's (its variant, class count and switches), in
-    eval mode; `alexnet.load(path)` gives its class names and preprocessing too.
+    weights: a checkpoint path (ours, .pt or .safetensors, torchvision's AlexNet
+    state_dict, a .caffemodel) or "torchvision" / "caffe" (the published ImageNet nets).
+    The net is then the file's (its variant, class count and switches), in eval mode;
+    `alexnet.load(weights)` gives its class names and preprocessing too.
     """
     if weights is not None:
         from ..results.pretrained import load
@@ -250,6 +298,13 @@ def create_model(
     if variant == "torchvision":
         opts = ModelOptions(**{"init": "torch", **options})
         model = _torchvision_layout(num_classes, opts)  # it has no LRN: `lrn` is moot
+    elif variant == "caffe":
+        opts = _caffe_options(options)
+        classifier, hidden_end = _paper_classifier(num_classes, opts)
+        model = AlexNet(_caffe_features(), classifier, hidden_end, variant, opts)
+        if opts.init == "paper":
+            init_caffe_(model)
+            return model
     else:
         opts = ModelOptions(**options)
         convs = PAPER_CONVS if variant == "paper" else ONE_TOWER_CONVS
@@ -261,6 +316,14 @@ def create_model(
     elif opts.init == "kaiming":
         init_kaiming_(model)
     return model
+
+
+def _caffe_options(options: dict) -> ModelOptions:
+    fixed = {"lrn": True, "overlap_pool": True, "activation": "relu"}
+    for key, value in options.items():
+        if key in fixed and value != fixed[key]:
+            raise ValueError(f"the caffe net is fixed: {key}={value!r} is not bvlc_alexnet")
+    return ModelOptions(**{**options, **fixed})
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from ..data.augment import BatchTransform, center_params, ten_crop_params
+from ..data.augment import BatchTransform
 from ..data.loader import eval_batches
 from ..data.store import StoreSplit
 from ..options import CROPS, check_choice
@@ -40,8 +40,7 @@ def evaluate_split(
         batches, desc=f"eval x{crops}", unit="batch", disable=not progress, leave=False
     ):
         n = len(images)
-        params = center_params(n, split.size) if crops == 1 else ten_crop_params(n, split.size)
-        x = transform(images, params)
+        x = transform(images, transform.views(n, crops, split.size))
         with autocast(device, autocast_dtype):
             logits = model(x)
         probs = logits.float().softmax(dim=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..model.info import layer_table
+from ..model.net import input_crop
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write, check_output_file
 from ..train.checkpoint import Checkpoint, model_options, save_safetensors
@@ -21,7 +22,7 @@ from .inference import load_for_inference
 
 
 def export_onnx(
-    ckpt: str, out: str, input_size: int = 224, check: bool = True, opset: int = 17
+    ckpt: str, out: str, input_size: int | None = None, check: bool = True, opset: int = 17
 ) -> dict:
     """Write the net as ONNX (a dynamic batch axis) and, with onnxruntime installed,
     compare its outputs with PyTorch's on the same random batch."""
@@ -31,6 +32,7 @@ def export_onnx(
     except ImportError:
         raise UsageError('ONNX export needs the onnx extra: pip install "alexnet[onnx]"') from None
     loaded = load_for_inference(ckpt)
+    input_size = input_size or input_crop(loaded.model.variant)
     layer_table(loaded.model, input_size)  # a too-small input: the same one line as `info`
     model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
     x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
@@ -74,7 +76,7 @@ def export_onnx(
 EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")
 
 
-def export(ckpt: str, out: str, fmt: str = "auto", input_size: int = 224) -> dict:
+def export(ckpt: str, out: str, fmt: str = "auto", input_size: int | None = None) -> dict:
     """Export in `fmt`; "auto" goes by the file name (.onnx, .pt2, .safetensors)."""
     if fmt == "auto":
         fmt = {".onnx": "onnx", ".pt2": "torch-export", ".safetensors": "safetensors"}.get(
@@ -92,11 +94,12 @@ def export(ckpt: str, out: str, fmt: str = "auto", input_size: int = 224) -> dic
     return export_safetensors(ckpt, out)
 
 
-def export_program(ckpt: str, out: str, input_size: int = 224) -> dict:
+def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
     """torch.export with a dynamic batch, saved with torch.export.save and checked by
     running the saved program against the model."""
     check_output_file(out)
     loaded = load_for_inference(ckpt)
+    input_size = input_size or input_crop(loaded.model.variant)
     layer_table(loaded.model, input_size)
     model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
     x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))

@@ -1,10 +1,12 @@
-"""Loading any checkpoint for inference: one of ours, or torchvision's pretrained file.
+"""Loading any checkpoint for inference: one of ours, torchvision's pretrained file,
+Caffe's bvlc_alexnet, or either of the last two by name ("torchvision", "caffe").
 
 A torchvision AlexNet pretrained file (alexnet-owt-7be5be79.pth) is a bare state_dict
 of the "one weird trick" net. It loads into our `torchvision` variant with ImageNet's
-class names, and its images get the preprocessing it was trained with:
+classes, and its images get the preprocessing it was trained with:
 AlexNet_Weights.IMAGENET1K_V1.transforms() (resize 256, centre crop 224, ImageNet
-mean/std on 0..1 values). Ours carry their own class list and normalisation.
+mean/std on 0..1 values). A .caffemodel loads into the `caffe` variant (227 crops, BGR,
+per-channel mean). Ours carry their own class list and normalisation.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from pathlib import Path
 
 import torch
 
-from ..data.augment import BatchTransform, center_params, ten_crop_params
+from ..data.augment import BatchTransform
 from ..data.images import STORE_SIZE, load_for_store
 from ..model import AlexNet, create_model
+from ..model.net import input_crop
 from ..runtime.device import model_device, pick_device
 from ..runtime.errors import UsageError
 from ..train.checkpoint import CHECKPOINT_FORMAT, MAX_CLASSES, Checkpoint, read_file
+from ..weights import caffe, hub
+from ..weights.imagenet import imagenet_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,14 +36,16 @@ class Loaded:
 
     model: AlexNet
     classes: list[str]
-    kind: str  # "alexnet" (ours) or "torchvision" (a pretrained state_dict)
+    kind: str  # "alexnet" (ours), "torchvision" (its state_dict) or "caffe" (a .caffemodel)
     norm: dict = field(default_factory=dict)  # what BatchTransform needs, on the CPU
-    path: str = ""
+    path: str = ""  # the file the weights were read from
     class_ids: list[str] = field(default_factory=list)  # the store's class ids, when known
+    source: str = ""  # what the user named: a path, or "torchvision" / "caffe"
 
     def transform(self, device=None) -> BatchTransform:
         """Stored uint8 images -> this model's input, on `device` (default: the model's)."""
-        return BatchTransform(device=device or self.device, **self.norm)
+        crop = input_crop(self.model.variant)
+        return BatchTransform(device=device or self.device, crop=crop, **self.norm)
 
     @property
     def device(self) -> torch.device:
@@ -67,8 +74,8 @@ class Loaded:
                 raise UsageError("ten crops are not defined for torchvision's preprocessing")
             return torch.stack([tf(open_rgb(p)) for p in paths])
         images = torch.stack([torch.from_numpy(load_for_store(p, STORE_SIZE)) for p in paths])
-        params = center_params(len(paths)) if crops == 1 else ten_crop_params(len(paths))
-        return self.transform("cpu")(images, params)
+        transform = self.transform("cpu")
+        return transform(images, transform.views(len(paths), crops))
 
 
 def _is_torchvision_state(obj: dict) -> bool:
@@ -91,23 +98,36 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
         "eigvec": None,
         "scale": float(n.get("scale", 1.0)),
         "std": n.get("std"),
+        "channels": n.get("channels", "rgb"),
     }
     return Loaded(
         model,
         ckpt.class_names,
-        "alexnet",
+        "caffe" if "converted_from" in ckpt.config else "alexnet",
         norm,
         str(path),
         [str(c.get("id", c["name"])) for c in ckpt.classes],
     )
 
 
+def read_weights(spec: str | Path) -> tuple[dict, Path]:
+    """A weights argument -> (the file's dict, the file read): a name resolves to
+    torch.hub's cache (downloaded once), a .caffemodel is converted (once, cached)."""
+    path = hub.resolve(spec)
+    if path.suffix == caffe.SUFFIX:
+        return caffe.read_converted(path), path
+    return read_file(path), path
+
+
 def load_for_inference(path: str | Path, device="cpu") -> Loaded:
-    """Our checkpoint or a torchvision AlexNet state_dict, eval-ready on `device`."""
+    """Our checkpoint, a torchvision AlexNet state_dict, a .caffemodel, or "torchvision"
+    / "caffe" by name, eval-ready on `device`."""
     device = pick_device(device) if isinstance(device, str) else device
-    obj = read_file(path)
+    source = str(path)
+    obj, path = read_weights(path)
     if obj.get("format") == CHECKPOINT_FORMAT:
         loaded = _ours(Checkpoint.from_dict(obj, str(path)), path)
+        loaded.source = source
         loaded.model.eval()
         return loaded.to(device)
     if _is_torchvision_state(obj):
@@ -123,13 +143,10 @@ def load_for_inference(path: str | Path, device="cpu") -> Loaded:
             msg = str(e).splitlines()[0]
             raise UsageError(f"{path}: not a torchvision AlexNet state_dict ({msg})") from None
         n = model.classifier[6].out_features
-        if n == 1000:
-            from torchvision.models import AlexNet_Weights
-
-            classes = list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
-        else:
-            classes = [str(i) for i in range(n)]
+        entries = imagenet_classes() if n == 1000 else []
+        classes = [c["name"] for c in entries] or [str(i) for i in range(n)]
+        ids = [c["id"] for c in entries]
         norm = {"mean": torch.tensor(IMAGENET_MEAN) * 255, "std": torch.tensor(IMAGENET_STD) * 255}
         model.eval()
-        return Loaded(model, classes, "torchvision", norm, str(path)).to(device)
+        return Loaded(model, classes, "torchvision", norm, str(path), ids, source).to(device)
     raise UsageError(f"{path} is neither an alexnet checkpoint nor a torchvision AlexNet file")

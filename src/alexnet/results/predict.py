@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.augment import center_params
 from ..data.images import BadImage, center_view, load_for_store
 from .inference import Loaded
 
@@ -52,7 +51,8 @@ def display_image(path: str) -> np.ndarray:
 def predict_stored(loaded: Loaded, images: np.ndarray, top: int = 5) -> list[list[dict]]:
     """Predictions for (N, 256, 256, 3) uint8 store images, centre crop."""
     device = loaded.device
-    x = loaded.transform(device)(torch.from_numpy(images), center_params(len(images)))
+    transform = loaded.transform(device)
+    x = transform(torch.from_numpy(images), transform.views(len(images)))
     return _top(loaded.model(x).float().softmax(1).cpu(), loaded.classes, top)
 
 

@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.augment import BatchTransform, center_params
+from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
 from .inference import Loaded, load_for_inference
 
 
 class ImageTransform:
-    """One image -> the network's (3, 224, 224) float input, as training preprocessed it:
-    shorter side to 256, the central 256x256 patch (§2), its central 224 crop, minus the
+    """One image -> the network's (3, 224, 224) float input (227 for Caffe's net), as
+    training preprocessed it: shorter side to 256, the central 256x256 patch (§2), its
+    central crop, minus the
     mean image (or per-channel mean / std), times the input scale. Takes a PIL image, a
     uint8 tensor (C, H, W) as torchvision's readers return, or a uint8 array (H, W, C)."""
 
-    def __init__(self, norm: dict):
-        self.batch_transform = BatchTransform(device="cpu", **norm)
+    def __init__(self, norm: dict, crop: int = CROP):
+        self.batch_transform = BatchTransform(device="cpu", crop=crop, **norm)
 
     def __call__(self, image) -> torch.Tensor:
         from PIL import Image
@@ -40,7 +41,8 @@ class ImageTransform:
         if isinstance(image, np.ndarray):
             image = Image.fromarray(np.asarray(image, np.uint8).squeeze())
         stored = torch.from_numpy(resize_center_crop(to_rgb(image), STORE_SIZE))
-        return self.batch_transform(stored[None], center_params(1))[0].contiguous()
+        bt = self.batch_transform
+        return bt(stored[None], bt.views(1))[0].contiguous()
 
 
 @dataclass
@@ -56,13 +58,17 @@ class Pretrained:
 
     @property
     def meta(self) -> dict:
-        """categories (class names, by output index), variant, kind ("alexnet" for our
-        checkpoints, "torchvision" for its state_dict files) and the source path."""
+        """categories (class names, by output index), class_ids (wnids for ImageNet
+        weights), variant, kind ("alexnet" for our checkpoints, "torchvision" for its
+        state_dict files, "caffe" for Caffe's), source (what was named) and path (the
+        file read)."""
         return {
             "categories": list(self.loaded.classes),
+            "class_ids": list(self.loaded.class_ids),
             "variant": self.loaded.model.variant,
             "kind": self.loaded.kind,
-            "source": self.loaded.path,
+            "source": self.loaded.source or self.loaded.path,
+            "path": self.loaded.path,
         }
 
     def transforms(self):
@@ -72,7 +78,7 @@ class Pretrained:
             from torchvision.models import AlexNet_Weights
 
             return AlexNet_Weights.IMAGENET1K_V1.transforms()
-        return ImageTransform(self.loaded.norm)
+        return ImageTransform(self.loaded.norm, self.loaded.transform("cpu").crop)
 
     @torch.no_grad()
     def features(self, batch: torch.Tensor) -> torch.Tensor:
@@ -92,7 +98,8 @@ class Pretrained:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
-    """Load a checkpoint of ours (.pt or .safetensors) or torchvision's AlexNet state_dict
-    (alexnet-owt-7be5be79.pth) into an eval-ready model, with its classes and its
-    preprocessing. Loads no code from the file."""
+    """Load a checkpoint of ours (.pt or .safetensors), torchvision's AlexNet state_dict
+    (alexnet-owt-7be5be79.pth), a .caffemodel, or the published ImageNet weights by name
+    ("torchvision", "caffe": torch.hub's cache, downloaded once) into an eval-ready model,
+    with its classes and its preprocessing. Loads no code from the file."""
     return Pretrained(load_for_inference(path, device))

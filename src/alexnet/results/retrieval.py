@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.augment import center_params
 from ..data.loader import eval_batches
 from ..data.store import Store, StoreSplit
 from ..runtime.errors import UsageError
@@ -32,7 +31,8 @@ def checkpoint_key(path: str | Path) -> str:
 def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     """fc7 features of stored uint8 images (centre crop)."""
     device = loaded.device
-    x = loaded.transform(device)(images_u8, center_params(len(images_u8)))
+    transform = loaded.transform(device)
+    x = transform(images_u8, transform.views(len(images_u8)))
     return loaded.model.last_hidden(x).float().cpu()
 
 
@@ -48,7 +48,7 @@ def split_features(
     feats, labels = [], []
     batches = eval_batches(split, batch_size)
     for images, y in tqdm(batches, desc="features", disable=not progress):
-        x = transform(images, center_params(len(images), split.size))
+        x = transform(images, transform.views(len(images), 1, split.size))
         feats.append(model.last_hidden(x).float())
         labels.append(y.to(x.device))
     model.train(was_training)

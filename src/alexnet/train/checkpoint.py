@@ -34,6 +34,7 @@ FC8_KEYS = {
     "paper": "classifier.fc8.weight",
     "one-tower": "classifier.fc8.weight",
     "torchvision": "classifier.6.weight",
+    "caffe": "classifier.fc8.weight",
 }
 
 

@@ -40,8 +40,9 @@ class TrainConfig:
     )
     weights: str | None = option(
         None,
-        "start from these weights: a checkpoint of ours (.pt, .safetensors) or torchvision's "
-        "AlexNet state_dict; every layer whose shape fits is loaded, fc8 starts afresh",
+        "start from these weights: a checkpoint of ours (.pt, .safetensors), torchvision's "
+        "AlexNet state_dict, a .caffemodel, or 'caffe' / 'torchvision' (the published "
+        "ImageNet nets); every layer whose shape fits is loaded, fc8 starts afresh",
         metavar="FILE",
     )
     freeze: str | None = option(

@@ -1,7 +1,7 @@
 """Starting a run from trained weights: `alexnet train --weights FILE [--freeze ...]`.
 
-The file is any checkpoint `alexnet.load` reads: ours (any variant, .pt or .safetensors)
-or torchvision's AlexNet state_dict. The run takes the file's variant and architecture
+The file is any checkpoint `alexnet.load` reads: ours (any variant, .pt or .safetensors),
+torchvision's AlexNet state_dict, a .caffemodel, or "torchvision" / "caffe" by name. The run takes the file's variant and architecture
 switches, loads every tensor whose name and shape fit the new net, and gives the rest
 (fc8, for the store's classes) a fresh start. Its inputs are preprocessed as the
 weights were trained: torchvision's weights see ImageNet's per-channel mean and std,
@@ -31,7 +31,7 @@ class StartingWeights:
     """The weights a run starts from, with their net and their preprocessing."""
 
     path: str
-    kind: str  # "alexnet" or "torchvision"
+    kind: str  # "alexnet", "torchvision" or "caffe"
     variant: str
     options: object  # ModelOptions
     state: dict
@@ -43,7 +43,7 @@ class StartingWeights:
         """Read any file `alexnet.load` reads."""
         loaded = load_for_inference(path, "cpu")
         m = loaded.model
-        norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale")}
+        norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale", "channels")}
         return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm, loaded.class_ids)
 
     def configure(self, cfg: TrainConfig) -> TrainConfig:

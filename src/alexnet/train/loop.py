@@ -24,6 +24,7 @@ from ..data.augment import BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store, fixed_subset
 from ..model import create_model
+from ..model.net import input_crop
 from ..model.towers import (
     Layout,
     TowerParallelAlexNet,
@@ -164,7 +165,11 @@ def setup(
         len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
     )
     norm = _normalization(cfg, store, ckpt, weights)
-    transform = BatchTransform(device=device, **{k: v for k, v in norm.items() if k != "kind"})
+    transform = BatchTransform(
+        device=device,
+        crop=input_crop(cfg.variant),
+        **{k: v for k, v in norm.items() if k != "kind"},
+    )
     feed, net, probe = _feed(cfg, model, net, train_split, val_split, transform, sampler)
     optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device)
     amp = autocast_dtype(cfg.precision, device)
@@ -278,6 +283,7 @@ def _normalization(
             "kind": "mean-image" if mean.dim() == 3 else "channel",
             "mean": mean,
             "std": None if std is None else torch.as_tensor(std, dtype=torch.float32),
+            "channels": weights.norm.get("channels") or "rgb",
             **pca,
             "scale": cfg.input_scale,
         }
