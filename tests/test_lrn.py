@@ -104,3 +104,19 @@ def test_inference_path_equals_training_path(groups):
     train = lrn(x.clone().requires_grad_())
     assert torch.allclose(fast, train.detach(), rtol=1e-6)
     assert torch.allclose(fast.double(), reference_lrn(x.double(), groups), rtol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_bf16_band_matmul_path_per_tower_and_layouts(groups):
+    """bf16 sums each window as a matrix product over channels-last rows; the towers'
+    windows stay apart, and both memory formats give the formula within bf16's rounding."""
+    x64 = _input(shape=(3, 12, 5, 4))
+    ref = reference_lrn(x64.to(torch.bfloat16).double(), groups=groups)
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = x64.to(torch.bfloat16).contiguous(memory_format=fmt).requires_grad_()
+        y = lrn(x)
+        assert y.dtype == torch.bfloat16 and y.shape == x.shape
+        assert torch.allclose(y.double(), ref, rtol=1e-2, atol=1e-4)
+        with torch.no_grad():
+            assert torch.equal(lrn(x), y.detach())  # inference and training paths agree
