@@ -34,6 +34,23 @@ def test_bench_train_reports_every_model_and_the_ratios():
     assert out["lrn_overhead"] == round(out["no_lrn_img_s"] / out["ours_img_s"] - 1, 3)
 
 
+def test_bench_train_in_bf16_times_fp32_in_the_same_rounds_and_names_the_cpu():
+    args = ["--device", "cpu", "--batch-size", "2", "--steps", "1", "--rounds", "1"]
+    r = run_here("bench", "train", *args, "--precision", "bf16", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["precision"] == "bfloat16"
+    fp32 = out["fp32"]
+    for key in ("ours_fp32_img_s", "ours_fp32_infer_img_s", "no_lrn_fp32_img_s"):
+        assert fp32[key] > 0, key
+    assert fp32["speedup_train"] == round(out["ours_img_s"] / fp32["ours_fp32_img_s"], 3)
+    assert {"cpu_model", "cpu_capability", "amx_bf16", "avx512_bf16"} <= out["cpu"].keys()
+    text = run_here("bench", "train", *args, "--precision", "bf16").stdout
+    assert "ours in bfloat16 / ours in fp32" in text and "cpu: " in text
+    plain = json.loads(run_here("bench", "train", *args, "--precision", "fp32", "--json").stdout)
+    assert plain["fp32"] == {}  # fp32 is its own baseline
+
+
 def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
     r = run_cli(
         "bench",

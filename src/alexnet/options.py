@@ -12,7 +12,7 @@ from typing import Literal, get_args
 Variant = Literal["paper", "one-tower", "torchvision", "caffe"]
 Init = Literal["paper", "torch", "kaiming"]
 Activation = Literal["relu", "tanh"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on cuda, fp32 elsewhere
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on cuda and AMX/AVX512-BF16 CPUs
 Decode = Literal["auto", "workers", "device"]  # where a JPEG store is decoded
 Schedule = Literal["plateau", "step", "warmup-cosine", "constant"]
 Optimizer = Literal["paper-sgd", "sgd", "adamw"]

@@ -11,7 +11,7 @@ from torch import nn
 from ..model import create_model
 from ..model.net import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from ..runtime.allocator import allocator_tuned
-from ..runtime.device import autocast_dtype, pick_device, precision_name
+from ..runtime.device import autocast_dtype, cpu_info, pick_device, precision_name
 from .common import BenchResult, Runner, check_counts, check_fits, interleaved
 
 MODELS = {  # name -> label in the printed table
@@ -20,6 +20,8 @@ MODELS = {  # name -> label in the printed table
     "torchvision": "torchvision.models.alexnet",
     "no_lrn": "paper net without LRN (bound)",
 }
+# timed beside the others when the bench's precision is a low one: its float32 baseline
+FP32_MODELS = {"ours_fp32": "ours in fp32", "no_lrn_fp32": "paper net without LRN, fp32"}
 
 
 @dataclass
@@ -44,6 +46,9 @@ class StepBench(BenchResult):
     ratio_vs_naive: float
     ratio_vs_torchvision: float
     lrn_overhead: float  # time per image spent in LRN, relative to the net without it
+    cpu: dict = field(default_factory=dict)  # model, ISA, native bf16 units (runtime.device)
+    # with a low precision: float32 runs in the same rounds, and the speed-ups over them
+    fp32: dict = field(default_factory=dict)
     top_operators: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -58,11 +63,25 @@ class StepBench(BenchResult):
                 f"{label:<34}{getattr(self, name + '_img_s'):>12.2f}"
                 f"{getattr(self, name + '_infer_img_s'):>13.2f}"
             )
+        for name, label in FP32_MODELS.items() if self.fp32 else ():
+            out.append(
+                f"{label:<34}{self.fp32[name + '_img_s']:>12.2f}"
+                f"{self.fp32[name + '_infer_img_s']:>13.2f}"
+            )
         out.append(
             f"ours / naive: {self.ratio_vs_naive:.2f}x, ours / torchvision: "
             f"{self.ratio_vs_torchvision:.2f}x, LRN overhead {self.lrn_overhead:.1%} "
             "of the no-LRN net"
         )
+        if self.fp32:
+            out.append(
+                f"ours in {self.precision} / ours in fp32: training "
+                f"{self.fp32['speedup_train']:.2f}x, inference {self.fp32['speedup_infer']:.2f}x"
+            )
+        if self.cpu:
+            c = self.cpu
+            units = [f for f in ("amx_bf16", "avx512_bf16") if c.get(f)] or ["no native bf16"]
+            out.append(f"cpu: {c['cpu_model']}, {c['cpu_capability']}, {', '.join(units)}")
         out += [
             f"  {op['self_ms']:>9.1f} ms  {op['calls']:>5}  {op['op']}" for op in self.top_operators
         ]
@@ -80,15 +99,20 @@ def naive_paper_model(num_classes: int = 1000) -> nn.Module:
     return model
 
 
-def _builders() -> dict:
+def _builders(amp) -> dict:
+    """name -> (build, autocast dtype); with a low precision, float32 baselines too."""
     import torchvision
 
-    return {
-        "ours": lambda: create_model("paper"),
-        "naive": naive_paper_model,
-        "torchvision": lambda: torchvision.models.alexnet(),
-        "no_lrn": lambda: create_model("paper", lrn=False),  # the bound for any LRN
+    builders = {
+        "ours": (lambda: create_model("paper"), amp),
+        "naive": (naive_paper_model, amp),
+        "torchvision": (lambda: torchvision.models.alexnet(), amp),
+        "no_lrn": (lambda: create_model("paper", lrn=False), amp),  # the bound for any LRN
     }
+    if amp is not None:
+        builders["ours_fp32"] = (lambda: create_model("paper"), None)
+        builders["no_lrn_fp32"] = (lambda: create_model("paper", lrn=False), None)
+    return builders
 
 
 def bench_step(
@@ -104,13 +128,15 @@ def bench_step(
     check_counts({"batch-size": batch_size, "steps": steps, "rounds": rounds})
     dev = pick_device(device)
     amp = autocast_dtype(precision, dev)
-    check_fits(batch_size, dev, models=len(MODELS))
+    builders = _builders(amp)
+    check_fits(batch_size, dev, models=len(builders))
     torch.manual_seed(0)
     rates = {}
     for train in (True, False):
         runners = {
-            name: Runner(build(), dev, batch_size, amp, train)
-            for name, build in _builders().items()
+            # nn.LocalResponseNorm has no bf16 CPU kernel: the naive net stays under autocast
+            name: Runner(build(), dev, batch_size, dtype, train, cast=name != "naive")
+            for name, (build, dtype) in builders.items()
         }
         if compile:
             for r in runners.values():
@@ -119,6 +145,10 @@ def bench_step(
         for name, rate in interleaved(runners, steps, rounds).items():
             rates[name + suffix] = round(rate, 2)
         del runners
+    fp32 = {k: rates.pop(k) for k in list(rates) if "_fp32_" in k}
+    if fp32:
+        fp32["speedup_train"] = round(rates["ours_img_s"] / fp32["ours_fp32_img_s"], 3)
+        fp32["speedup_infer"] = round(rates["ours_infer_img_s"] / fp32["ours_fp32_infer_img_s"], 3)
     return StepBench(
         device=str(dev),
         batch_size=batch_size,
@@ -133,6 +163,8 @@ def bench_step(
         ratio_vs_naive=round(rates["ours_img_s"] / rates["naive_img_s"], 3),
         ratio_vs_torchvision=round(rates["ours_img_s"] / rates["torchvision_img_s"], 3),
         lrn_overhead=round(rates["no_lrn_img_s"] / rates["ours_img_s"] - 1, 3),
+        cpu=cpu_info() if dev.type == "cpu" else {},
+        fp32=fp32,
         top_operators=_profile(dev, batch_size, amp) if profile else [],
     )
 

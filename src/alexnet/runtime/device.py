@@ -44,11 +44,64 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for float32; bf16 on cuda when "auto"."""
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo: bf16 computed in hardware
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo); empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as lscpu prints it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether the CPU computes bf16 itself (AMX or AVX512-BF16): only there does bf16
+    beat float32 (an AVX2-only CPU emulates it, and is slower in bf16)."""
+    return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+
+
+def cpu_info() -> dict:
+    """What a CPU figure needs beside it: model, torch's ISA level, native bf16 units."""
+    flags = cpu_flags()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **{f: f in flags for f in NATIVE_BF16_FLAGS},
+    }
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> bf16 on CUDA and on a CPU with native bf16 (AMX, AVX512-BF16), where
+    `alexnet bench train` measured it faster (docs/benchmarks.md); fp32 elsewhere.
+    An explicit choice is returned as it is."""
     check_choice("--precision", precision, PRECISIONS)
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu()):
+        return "bf16"
+    return "fp32"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for float32; "auto" as resolve_precision decides."""
+    precision = resolve_precision(precision, device)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -74,8 +127,9 @@ def synchronizer(device: torch.device):
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def environment(device: torch.device, world_size: int = 1) -> dict:
-    """Versions and hardware, recorded beside every run and benchmark."""
+def environment(device: torch.device, world_size: int = 1, precision: str | None = None) -> dict:
+    """Versions and hardware, recorded beside every run and benchmark (with the
+    precision it computes in, resolved: never "auto")."""
     from .. import __version__
     from .allocator import allocator_tuned
 
@@ -87,7 +141,7 @@ def environment(device: torch.device, world_size: int = 1) -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **cpu_info(),
         "device": str(device),
         "world_size": world_size,
         "malloc_tuned": allocator_tuned(),  # see allocator.py
@@ -98,6 +152,8 @@ def environment(device: torch.device, world_size: int = 1) -> dict:
         env["torchvision"] = torchvision.__version__
     except ImportError:
         pass
+    if precision is not None:
+        env["precision"] = precision
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda

@@ -86,7 +86,12 @@ class TrainConfig:
     activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)
     seed: int = option(0, "seeds the init, the data order, the crops and the dropout masks")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = option("auto", "autocast precision (auto: bf16 on cuda)", PRECISIONS)
+    precision: str = option(
+        "auto",
+        "autocast precision (auto: bf16 on cuda and on CPUs with AMX or AVX512-BF16, else "
+        "fp32; the run records what it resolved to); fp32 insists on float32",
+        PRECISIONS,
+    )
     compile: bool = option(False, "torch.compile the model")
     model_parallel: int = option(
         1,
@@ -168,6 +173,11 @@ class TrainConfig:
             (
                 self.precision in PRECISIONS,
                 f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
+            ),
+            (
+                self.precision != "fp16",
+                "--precision fp16 does not train here: without a gradient scaler small "
+                "gradients underflow to zero; use bf16 (float32's range) or fp32",
             ),
         ] + self._run_checks()
 

@@ -34,7 +34,13 @@ from ..model.towers import (
 )
 from ..results.evaluate import evaluate_split
 from ..results.retrieval import split_features
-from ..runtime.device import autocast, autocast_dtype, environment, pick_device
+from ..runtime.device import (
+    autocast,
+    autocast_dtype,
+    environment,
+    pick_device,
+    resolve_precision,
+)
 from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
@@ -110,6 +116,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         cfg, why = _with_default_recipe(cfg)
         cfg = cfg.resolved()
     device = pick_device(cfg.device)
+    cfg = replace(cfg, precision=_run_precision(cfg.precision, device, resumed=ckpt is not None))
     dist_info = init_from_env(device.type)
     try:
         trainer = setup(cfg, ckpt, device, dist_info, weights)
@@ -128,6 +135,14 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     if cfg.report and dist_info.is_main and summary["history"]:
         summary["report"] = str(_report(trainer))
     return summary
+
+
+def _run_precision(precision: str, device: torch.device, resumed: bool) -> str:
+    """What the run computes in, never "auto": a run saved as "auto" (before the run
+    recorded its resolution) resumes as "auto" then meant, bf16 on CUDA and fp32 elsewhere."""
+    if resumed and precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return resolve_precision(precision, device)
 
 
 def _with_default_recipe(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
@@ -542,7 +557,7 @@ def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) ->
     run.lock()
     run.remove_stale_temp_files()
     atomic_write_json(run.config, asdict(cfg))
-    atomic_write_json(run.environment, environment(device, di.world))
+    atomic_write_json(run.environment, environment(device, di.world, cfg.precision))
     return run
 
 

@@ -1,0 +1,78 @@
+"""The precision a run computes in: "auto" resolved by the CPU's bf16 units and
+recorded, never written as "auto"; bf16 runs resume bit-identical; fp16 training refused."""
+
+import json
+
+import pytest
+import torch
+
+from alexnet.runtime import device as dev
+from alexnet.train.loop import _run_precision
+from conftest import prepare_store, run_here
+
+FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({"amx_bf16", "avx2"}, "bf16"), ({"avx512_bf16"}, "bf16"), ({"avx2", "avx512f"}, "fp32")],
+)
+def test_auto_is_bf16_only_where_the_cpu_computes_bf16(monkeypatch, flags, expected):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: flags)
+    cpu = torch.device("cpu")
+    assert dev.resolve_precision("auto", cpu) == expected
+    assert dev.resolve_precision("fp32", cpu) == "fp32"  # an explicit choice insists
+    assert dev.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert dev.autocast_dtype("auto", cpu) == (torch.bfloat16 if expected == "bf16" else None)
+    info = dev.cpu_info()
+    assert info["amx_bf16"] == ("amx_bf16" in flags) and "cpu_model" in info
+
+
+def test_a_run_saved_as_auto_resumes_as_auto_then_meant(monkeypatch):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: {"amx_bf16"})
+    cpu = torch.device("cpu")
+    assert _run_precision("auto", cpu, resumed=True) == "fp32"  # the old rule: fp32 on CPUs
+    assert _run_precision("auto", cpu, resumed=False) == "bf16"
+    assert _run_precision("bf16", cpu, resumed=True) == "bf16"
+
+
+@pytest.fixture
+def store(image_folder, tmp_path):
+    prepare_store(image_folder, tmp_path / "store", workers=1)
+    return tmp_path / "store"
+
+
+def test_the_run_records_the_resolved_precision(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: {"amx_bf16"})
+    args = ["--data", store, "--epochs", "1", "--batch-size", "4", "--max-steps", "1", *FAST]
+    r = run_here("train", *args, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    env = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert config["precision"] == env["precision"] == "bf16"
+    assert {"cpu_model", "cpu_capability", "amx_bf16", "avx512_bf16"} <= env.keys()
+
+
+def test_fp16_training_is_refused_in_one_line(store, tmp_path):
+    r = run_here("train", "--data", store, "--precision", "fp16", *FAST, "--out", tmp_path / "r")
+    assert r.returncode == 2
+    assert "gradient scaler" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(store, tmp_path):
+    common = ["--data", store, "--epochs", "2", "--batch-size", "4", "--precision", "bf16"]
+    common += ["--recipe", "demo", *FAST]
+    assert run_here("train", *common, "--out", tmp_path / "full").returncode == 0
+    r = run_here("train", *common, "--out", tmp_path / "half", "--max-steps", "3")
+    assert r.returncode == 0, r.stderr
+    r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    a, b = (
+        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)
+        for run in ("full", "half")
+    )
+    assert a["config"]["precision"] == b["config"]["precision"] == "bf16"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["val_top1_error"] for h in a["history"]] == [
+        h["val_top1_error"] for h in b["history"]
+    ]
