@@ -65,6 +65,8 @@ def test_bench_model_parallel_counts_the_bytes_the_towers_exchange():
         "1",
         "--rounds",
         "1",
+        "--precision",
+        "fp32",
         "--json",
         env={"OMP_NUM_THREADS": "1"},
     )
