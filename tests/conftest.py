@@ -37,6 +37,22 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
+def stopped_and_resumed(args, tmp_path):
+    """(uninterrupted, stopped after 3 steps and resumed): the last.pt dicts of two runs
+    of `alexnet train ARGS`, the second resumed in this process's CPU threads."""
+    import torch
+
+    assert run_here("train", *args, "--out", tmp_path / "full").returncode == 0
+    r = run_here("train", *args, "--out", tmp_path / "half", "--max-steps", "3")
+    assert r.returncode == 0, r.stderr
+    r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    return tuple(
+        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)
+        for run in ("full", "half")
+    )
+
+
 # `alexnet evaluate` on one crop, in this process's CPU threads: what tests that only
 # need an evaluation to run (not its numbers) pass
 EVAL_FAST = ("--crops", "1", "--workers", "0", "--device", "cpu")

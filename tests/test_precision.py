@@ -8,7 +8,7 @@ import torch
 
 from alexnet.runtime import device as dev
 from alexnet.train.loop import _run_precision
-from conftest import prepare_store, run_here
+from conftest import prepare_store, run_here, stopped_and_resumed
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 
@@ -62,15 +62,7 @@ def test_fp16_training_is_refused_in_one_line(store, tmp_path):
 def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(store, tmp_path):
     common = ["--data", store, "--epochs", "2", "--batch-size", "4", "--precision", "bf16"]
     common += ["--recipe", "demo", *FAST]
-    assert run_here("train", *common, "--out", tmp_path / "full").returncode == 0
-    r = run_here("train", *common, "--out", tmp_path / "half", "--max-steps", "3")
-    assert r.returncode == 0, r.stderr
-    r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
-    assert r.returncode == 0, r.stderr
-    a, b = (
-        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)
-        for run in ("full", "half")
-    )
+    a, b = stopped_and_resumed(common, tmp_path)
     assert a["config"]["precision"] == b["config"]["precision"] == "bf16"
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [h["val_top1_error"] for h in a["history"]] == [

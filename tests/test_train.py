@@ -11,7 +11,7 @@ import torch
 
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
-from conftest import EVAL_FAST, prepare_store, run_here
+from conftest import EVAL_FAST, prepare_store, run_here, stopped_and_resumed
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
 
@@ -622,14 +622,6 @@ def test_a_run_with_a_faster_head_resumes_bit_identical(tiny_store, tmp_path):
     """Two optimiser groups (fc8 at 10x) survive a stop and a resume unchanged."""
     common = ["--data", tiny_store, "--epochs", "2", "--batch-size", "4"]
     common += ["--recipe", "finetune", "--head-lr-mult", "10", *FAST]
-    assert run_here("train", *common, "--out", tmp_path / "full").returncode == 0
-    r = run_here("train", *common, "--out", tmp_path / "half", "--max-steps", "3")
-    assert r.returncode == 0, r.stderr
-    r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
-    assert r.returncode == 0, r.stderr
-    a, b = (
-        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)
-        for run in ("full", "half")
-    )
+    a, b = stopped_and_resumed(common, tmp_path)
     assert len(a["optimizer"]["param_groups"]) == 2 and a["config"]["head_lr_mult"] == 10
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
