@@ -120,3 +120,53 @@ def test_bf16_band_matmul_path_per_tower_and_layouts(groups):
         assert torch.allclose(y.double(), ref, rtol=1e-2, atol=1e-4)
         with torch.no_grad():
             assert torch.equal(lrn(x), y.detach())  # inference and training paths agree
+
+
+def test_both_conventions_reach_the_net_and_follow_the_formula():
+    """lrn_alpha_over_n: the coefficient on the window sum is alpha / n (cuda-convnet's)
+    or alpha as printed; each layer computes the formula with its coefficient."""
+    from alexnet import create_model
+
+    x = _input(shape=(2, 96, 5, 5))
+    for over_n, coefficient in ((True, ALPHA / N), (False, ALPHA)):
+        net = create_model("paper", lrn_alpha_over_n=over_n).double()
+        for name in ("norm1", "norm2"):
+            assert getattr(net.features, name).alpha == pytest.approx(coefficient)
+        lrn = net.features.norm1
+        ref = reference_lrn(x, groups=2)
+        if over_n:  # the formula with alpha / n, written out again
+            per, out = 48, torch.empty_like(x)
+            for i in range(96):
+                first = (i // per) * per
+                lo, hi = max(first, i - N // 2), min(first + per - 1, i + N // 2)
+                s = (x[:, lo : hi + 1] ** 2).sum(dim=1)
+                out[:, i] = x[:, i] / (K + ALPHA / N * s) ** BETA
+            ref = out
+        assert torch.allclose(lrn(x), ref, rtol=1e-12)
+
+
+def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logits(tmp_path):
+    from alexnet import create_model
+    from alexnet.results.inference import load_for_inference
+    from alexnet.train.checkpoint import Checkpoint, save_atomic
+
+    torch.manual_seed(0)
+    net = create_model("paper", num_classes=3, init="kaiming").eval()
+    ckpt = Checkpoint(
+        model=net.state_dict(),
+        variant="paper",
+        classes=[{"index": i, "id": str(i), "name": str(i)} for i in range(3)],
+        normalization={"kind": "mean-image", "mean": torch.zeros(256, 256, 3), "scale": 1.0},
+        model_options={"dropout": 0.5, "lrn": True, "overlap_pool": True, "activation": "relu"},
+    )
+    save_atomic(ckpt.to_dict(), tmp_path / "old.pt")  # model_options as they were saved before
+    loaded = load_for_inference(tmp_path / "old.pt")
+    assert loaded.model.options.lrn_alpha_over_n is False
+    assert loaded.model.features.norm1.alpha == ALPHA
+    x = torch.randn(2, 3, 224, 224) * 50
+    net = net.to(memory_format=torch.channels_last)  # as loading lays a net out
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), net(x))
+        divided = create_model("paper", num_classes=3, lrn_alpha_over_n=True).eval()
+        divided.load_state_dict(net.state_dict())
+        assert not torch.equal(divided(x), net(x))  # the convention matters to the logits

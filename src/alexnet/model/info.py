@@ -117,6 +117,7 @@ def model_info(
     with torch.device("meta"):
         model = create_model(variant, num_classes=num_classes)
     rows = layer_table(model, input_size)
+    lrn = lrn_info(model)
     info = {
         "variant": variant,
         "input_size": input_size,
@@ -124,7 +125,9 @@ def model_info(
         "params": count_parameters(model),
         "macs": sum(r.macs for r in rows),
         "layers": [asdict(r) for r in rows],
-        "lrn": lrn_info(model),
+        "lrn": lrn,
+        # which convention the coefficient follows (None: a net without LRN)
+        "lrn_alpha_over_n": model.options.lrn_alpha_over_n if lrn else None,
     }
     if variant == "caffe":
         info["input"] = {
@@ -149,6 +152,13 @@ def format_info(info: dict) -> str:
         lines.append(f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}")
     lines.append("-" * 88)
     lines.append(f"{'total':<58}{info['params']:>14,}{info['macs']:>16,}")
+    if info.get("lrn_alpha_over_n") is not None:
+        how = (
+            "alpha / n, as cuda-convnet computed it"
+            if info["lrn_alpha_over_n"]
+            else "alpha undivided, as the paper prints it"
+        )
+        lines.append(f"LRN coefficient: {how}")
     for n in info["lrn"]:
         lines.append(
             f"{n['name']}: b = a / ({n['k']:g} + {n['coefficient_on_sum']:.3g} * sum of a^2 over "

@@ -22,7 +22,9 @@ from torch import nn
 from ..options import ACTIVATIONS, INITS, VARIANTS, check_choice
 from .lrn import LocalResponseNorm
 
-# §3.3 Local response normalisation: k, n, alpha, beta (alpha is NOT divided by n).
+# §3.3 Local response normalisation: k, n, alpha, beta. The paper prints alpha on the
+# sum undivided; cuda-convnet, which trained the paper's net, divides it by n (docs/paper.md
+# §3.3): ModelOptions.lrn_alpha_over_n chooses.
 LRN_K = 2.0
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
@@ -87,6 +89,9 @@ class ModelOptions:
     """Switches for the paper's ablations (§3.1, §3.3, §3.4)."""
 
     lrn: bool = True
+    # the coefficient on LRN's window sum: alpha / n as cuda-convnet computed it, or the
+    # printed formula's alpha (False: every checkpoint written before this option existed)
+    lrn_alpha_over_n: bool = False
     overlap_pool: bool = True
     activation: str = "relu"  # "relu" or "tanh" (§3.1, Figure 1)
     dropout: float = DROPOUT_P
@@ -149,7 +154,8 @@ def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
         layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
         layers.append((f"{options.activation}{i}", _activation(options)))
         if i in (1, 2) and options.lrn:  # §3.3: after the ReLU of layers 1 and 2
-            norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=towers)
+            alpha = LRN_ALPHA / LRN_SIZE if options.lrn_alpha_over_n else LRN_ALPHA
+            norm = LocalResponseNorm(LRN_SIZE, alpha, LRN_BETA, LRN_K, groups=towers)
             layers.append((f"norm{i}", norm))
         if i in (1, 2, 5):  # §3.4: after both normalisations and after conv5
             layers.append((f"pool{i}", nn.MaxPool2d(*pool)))
@@ -277,7 +283,7 @@ def create_model(
 ) -> AlexNet:
     """Build a variant by name: "paper", "one-tower", "torchvision" or "caffe".
 
-    options: lrn, overlap_pool, activation, dropout, init (see ModelOptions).
+    options: lrn, lrn_alpha_over_n, overlap_pool, activation, dropout, init (see ModelOptions).
     The torchvision layout has no LRN and keeps PyTorch's default init unless
     init="paper" is asked for. The caffe net is bvlc_alexnet's deploy.prototxt, fixed:
     of the options it takes dropout and init only ("paper" there means Caffe's fillers).
@@ -319,7 +325,7 @@ def create_model(
 
 
 def _caffe_options(options: dict) -> ModelOptions:
-    fixed = {"lrn": True, "overlap_pool": True, "activation": "relu"}
+    fixed = {"lrn": True, "lrn_alpha_over_n": True, "overlap_pool": True, "activation": "relu"}
     for key, value in options.items():
         if key in fixed and value != fixed[key]:
             raise ValueError(f"the caffe net is fixed: {key}={value!r} is not bvlc_alexnet")

@@ -91,7 +91,8 @@ class Checkpoint:
         return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())
 
 
-SAVED_OPTIONS = ("dropout", "lrn", "overlap_pool", "activation")  # the ModelOptions kept
+# the ModelOptions a checkpoint keeps; one without lrn_alpha_over_n predates it (False)
+SAVED_OPTIONS = ("dropout", "lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
 
 
 def model_options(source) -> dict:

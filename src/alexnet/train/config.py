@@ -82,6 +82,11 @@ class TrainConfig:
         None, "validate on this many images of the validation split (a fixed seeded choice)"
     )
     lrn: bool = option(True, "local response normalisation after conv1 and conv2 (§3.3)")
+    lrn_alpha_over_n: bool = option(
+        False,
+        "LRN's alpha divided by the window size n, as cuda-convnet computed it "
+        "(docs/paper.md §3.3); off: alpha on the sum as the paper prints it",
+    )
     overlap_pool: bool = option(True, "overlapping 3/2 max-pooling (§3.4); off: 2/2")
     activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)
     seed: int = option(0, "seeds the init, the data order, the crops and the dropout masks")
@@ -236,7 +241,7 @@ RESUME_MAY_CHANGE = (
 
 # Fields added to the config since runs were first saved, with the value a run saved
 # before then trained with: a resumed old run goes on as it began.
-ADDED_SINCE_SAVED = {"head_lr_mult": 1.0}
+ADDED_SINCE_SAVED = {"head_lr_mult": 1.0, "lrn_alpha_over_n": False}
 
 
 def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:

@@ -52,6 +52,7 @@ class StartingWeights:
             cfg,
             variant=self.variant,
             lrn=self.options.lrn,
+            lrn_alpha_over_n=self.options.lrn_alpha_over_n,
             overlap_pool=self.options.overlap_pool,
             activation=self.options.activation,
             recipe=cfg.recipe or "finetune",

@@ -577,6 +577,7 @@ def _build_model(
         init=cfg.init,
         dropout=cfg.dropout,
         lrn=cfg.lrn,
+        lrn_alpha_over_n=cfg.lrn_alpha_over_n,
         overlap_pool=cfg.overlap_pool,
         activation=cfg.activation,
     )
