@@ -340,6 +340,39 @@ def _cmd_predict(args) -> int:
     return 0 if not failed else (1 if ok else 2)
 
 
+def _add_features(sub) -> None:
+    from .results.features_config import FeaturesConfig
+
+    p = _add(
+        sub,
+        "features",
+        "activations of any layers for any images, to .npz or HDF5",
+        _cmd_features,
+        "examples:\n  alexnet features caffe --images stimuli/ --layers conv1,fc7 --out f.h5\n"
+        "  alexnet features torchvision a.jpg b.jpg --layers conv2:pre,conv2 --out f.npz\n"
+        "  alexnet features runs/x/checkpoints/best.pt --data STORE --split val "
+        "--layers all --pooling mean --out f.h5\n",
+    )
+    add_config_flags(p, FeaturesConfig)
+    p.add_argument("images", nargs="*", help="image files (or --images FOLDER, --data STORE)")
+    _add_device(p, "auto")
+    _add_json(p)
+
+
+def _cmd_features(args) -> int:
+    from .results.feature_files import write_features
+    from .results.features_config import FeaturesConfig
+
+    cfg = config_from_args(FeaturesConfig, args, images=list(args.images), progress=True)
+    r = write_features(cfg, args.device)
+    if args.json:
+        _print_json(r)
+    else:
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items())
+        print(f"{r['out']}: {r['images']} images; {shapes}")
+    return 0
+
+
 def _add_kernels(sub) -> None:
     p = _add(sub, "kernels", "the conv1 kernels as a grid (Figure 3)", _cmd_kernels)
     p.add_argument("ckpt", help=CKPT_HELP)
@@ -670,6 +703,7 @@ VERBS = (
     _add_train,
     _add_evaluate,
     _add_predict,
+    _add_features,
     _add_kernels,
     _add_neighbors,
     _add_report,

@@ -86,6 +86,23 @@ class Pretrained:
         representation §6.1 retrieves with, and the usual one for transfer."""
         return self.model.last_hidden(batch.to(self.loaded.device)).float()
 
+    def extract(
+        self, batch: torch.Tensor, layers, pre_relu: bool = False, pooling: str = "none"
+    ) -> dict[str, torch.Tensor]:
+        """Activations of named layers for a preprocessed batch, in one forward pass, as
+        float32 tensors keyed by the names given (the shape of torchvision's
+        create_feature_extractor). Names are those `alexnet info` lists or conv1..fc8
+        (after their ReLU); pre_relu=True reads every conv and fc layer before its ReLU
+        (or mark single ones NAME:pre); conv2.tower0 is a tower's half; pooling: "none",
+        "mean" or "max" over the positions of each map."""
+        from .features import extract, parse_layers
+
+        names = [layers] if isinstance(layers, str) else list(layers)
+        asked = [n if not pre_relu or n.endswith(":pre") else f"{n}:pre" for n in names]
+        requests = parse_layers(self.model, asked)
+        out = extract(self.model, batch, requests, pooling)
+        return {name: out[a] for name, a in zip(names, asked, strict=True)}
+
     @torch.no_grad()
     def predict(self, batch: torch.Tensor, top: int = 5) -> list[list[tuple[str, float]]]:
         """The `top` most probable classes of each image of a preprocessed batch."""
