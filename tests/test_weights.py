@@ -409,3 +409,22 @@ def test_caffe_by_name_predicts_and_fine_tunes(tmp_path, weights, monkeypatch):
         )
     assert not torch.equal(ckpt.model["classifier.fc6.weight"], torch.from_numpy(weights["fc6"][0]))
     assert "loaded conv1" in r.stderr + r.stdout
+
+
+def test_the_caffe_net_trains_from_scratch_with_its_own_lrn(tmp_path):
+    from conftest import prepare_store
+
+    for c, name in enumerate(["a", "b"]):
+        for i in range(4):
+            write_image(
+                tmp_path / "src" / name / f"{i}.jpg", size=(90, 80), color=(200 * c, 90, 40)
+            )
+    prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.25)
+    args = ["--data", tmp_path / "store", "--out", tmp_path / "run", "--variant", "caffe"]
+    args += ["--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--workers", "0"]
+    r = run_here("train", *args, "--recipe", "demo", "--no-report")
+    assert r.returncode == 0, r.stderr
+    w = alexnet.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert w.model.variant == "caffe" and w.model.options.lrn_alpha_over_n
+    assert w.model.features.norm1.alpha == pytest.approx(1e-4 / 5) and w.model.features.norm1.k == 1
+    assert w.transforms()(Image.new("RGB", (300, 256))).shape == (3, 227, 227)

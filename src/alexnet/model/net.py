@@ -325,11 +325,12 @@ def create_model(
 
 
 def _caffe_options(options: dict) -> ModelOptions:
-    fixed = {"lrn": True, "lrn_alpha_over_n": True, "overlap_pool": True, "activation": "relu"}
+    fixed = {"lrn": True, "overlap_pool": True, "activation": "relu"}
     for key, value in options.items():
         if key in fixed and value != fixed[key]:
             raise ValueError(f"the caffe net is fixed: {key}={value!r} is not bvlc_alexnet")
-    return ModelOptions(**{**options, **fixed})
+    # Caffe divides alpha by n: the variant implies it, whatever a config's default says
+    return ModelOptions(**{**options, **fixed, "lrn_alpha_over_n": True})
 
 
 def count_parameters(model: nn.Module) -> int:
