@@ -87,6 +87,46 @@ def query(tmp_path):
 
 
 # ------------------------------------------------------------ never destroys
+def _bytes(paths):
+    return {p: p.read_bytes() for p in paths}
+
+
+def test_an_output_never_lands_on_an_input_or_in_a_store_or_run(world, tmp_path, capsys):
+    """Each output named as a file the command reads, or inside a store or a run
+    directory, is refused in one line, and every input keeps its bytes."""
+    run, store = world / "run", world / "store"
+    last = run / "checkpoints" / "last.pt"
+    victim = write_image(tmp_path / "victim" / "q.jpg", size=(90, 80))
+    w = tmp_path / "w.safetensors"
+    assert cli(capsys, "export", last, "--out", w)[0] == 0
+    shard = next((store / "train").iterdir())
+    kept = _bytes([victim, w, last, shard, store / "meta.json", run / "metrics.jsonl"])
+    cases = [
+        (["predict", last, victim, "--figure", victim], "which this command reads"),
+        (["predict", w, victim, "--figure", w], "which this command reads"),
+        (["kernels", w, "--out", w], "which this command reads"),
+        (["export", last, "--out", last, "--format", "torch-export"], "which this command"),
+        (["export", w, "--out", w], "which this command reads"),
+        (["neighbors", last, "--gallery", store, "--query", victim, "--out", victim], "reads"),
+        (
+            ["neighbors", last, "--gallery", store, "--query", victim, "--out", shard],
+            "inside the store",
+        ),
+        (["kernels", w, "--out", store / "meta.json"], "inside the store"),
+        (["report", run, "--out", run / "checkpoints" / "best.pt"], "inside the run directory"),
+        (["report", run, "--out", run / "metrics.jsonl"], "inside the run directory"),
+        (["features", w, victim, "--layers", "fc8", "--out", store / "f.npz"], "inside the store"),
+    ]
+    for args, message in cases:
+        code, err = cli(capsys, *args)
+        assert code == 2 and message in err, (args, err)
+    assert _bytes(kept) == kept
+    # an explicitly named file elsewhere is replaced, as a Unix tool replaces it
+    other = tmp_path / "k.png"
+    other.write_bytes(b"old")
+    assert cli(capsys, "kernels", w, "--out", other)[0] == 0 and other.read_bytes() != b"old"
+
+
 @pytest.mark.parametrize("where", ["same", "inside", "around"])
 def test_prepare_never_writes_over_inside_or_around_its_source(tmp_path, capsys, where):
     src = _folder(tmp_path / "photos")

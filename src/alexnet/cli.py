@@ -320,7 +320,7 @@ def _cmd_predict(args) -> int:
     from .runtime.files import check_output_file
 
     if args.figure:
-        check_output_file(args.figure)
+        check_output_file(args.figure, reads=[args.ckpt, *args.images])
     loaded = load_for_inference(args.ckpt, args.device)
     results = predict_files(loaded, args.images, args.top, args.batch_size)
     failed = [r for r in results if "error" in r]
@@ -384,7 +384,7 @@ def _cmd_kernels(args) -> int:
     from .results.inference import load_for_inference
     from .runtime.files import atomic_write_bytes, check_output_file
 
-    check_output_file(args.out)
+    check_output_file(args.out, reads=[args.ckpt])
     atomic_write_bytes(args.out, kernels_png(load_for_inference(args.ckpt).model))
     print(args.out)
     return 0

@@ -270,11 +270,9 @@ def fixed_subset(split: SplitView, n: int | None) -> SplitView:
 def is_store(path: str | Path) -> bool:
     """Whether `path` holds a store (its meta.json says so): what prepare --overwrite may
     replace."""
-    try:
-        meta = json.loads((Path(path) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and "version" in meta and "splits" in meta
+    from ..runtime.files import holds_store
+
+    return holds_store(path)
 
 
 META_KEYS = ("version", "format", "size", "classes", "splits")

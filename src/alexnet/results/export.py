@@ -26,7 +26,7 @@ def export_onnx(
 ) -> dict:
     """Write the net as ONNX (a dynamic batch axis) and, with onnxruntime installed,
     compare its outputs with PyTorch's on the same random batch."""
-    check_output_file(out)
+    check_output_file(out, reads=[ckpt])
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
@@ -97,7 +97,7 @@ def export(ckpt: str, out: str, fmt: str = "auto", input_size: int | None = None
 def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
     """torch.export with a dynamic batch, saved with torch.export.save and checked by
     running the saved program against the model."""
-    check_output_file(out)
+    check_output_file(out, reads=[ckpt])
     loaded = load_for_inference(ckpt)
     input_size = input_size or input_crop(loaded.model.variant)
     layer_table(loaded.model, input_size)
@@ -124,7 +124,7 @@ def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
 
 def export_safetensors(ckpt: str, out: str) -> dict:
     """The weights with their classes and normalisation, from any checkpoint we load."""
-    check_output_file(out)
+    check_output_file(out, reads=[ckpt])
     loaded = load_for_inference(ckpt)
     model = loaded.model
     norm = {

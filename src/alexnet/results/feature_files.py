@@ -186,7 +186,7 @@ def write_features(cfg: FeaturesConfig, device="cpu") -> dict:
 
     if cfg.out is None:
         raise UsageError("give the file to write: --out FILE.npz or FILE.h5")
-    out = check_output_file(cfg.out)
+    out = check_output_file(cfg.out, reads=[cfg.weights, *cfg.images])
     if out.suffix not in SUFFIXES:
         raise UsageError(f"--out {out}: name it .npz or .h5 (HDF5)")
     ids, source = _stimuli(cfg)

@@ -73,8 +73,9 @@ def build_report(
 ) -> Path:
     """eval_limit: at most this many validation images in the error table (a seeded
     choice, stated on the page; None for all); gallery_limit likewise for neighbours."""
-    if out is not None:
-        check_output_file(out)
+    if out is not None:  # the run's own report.html is the one file it may write there
+        own = run_dir if Path(out).resolve() == RunDir(run_dir).report.resolve() else None
+        check_output_file(out, own_dir=own)
     data = collect_report(run_dir, samples, k, pick_device(str(device)), eval_limit, gallery_limit)
     out_path = Path(out) if out else RunDir(run_dir).report
     atomic_write_bytes(out_path, render_report(data).encode())

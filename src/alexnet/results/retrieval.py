@@ -206,7 +206,7 @@ def neighbors(
     if codes is not None and not 1 <= codes <= MAX_CODE_BITS:
         raise UsageError(f"--codes must be between 1 and {MAX_CODE_BITS} bits, not {codes}")
     if out:
-        check_output_file(out)
+        check_output_file(out, reads=[ckpt, *queries])
     q_images = _query_images(queries)
     loaded = load_for_inference(ckpt, device)
     store = Store(gallery)
@@ -254,5 +254,5 @@ def _draw(
     rows = [[center_view(data.image(i)) for i in r] for r in idx.tolist()]
     labels = [[classes[int(data.labels[i])] for i in r] for r in idx.tolist()]
     png = neighbors_png([center_view(im) for im in q_images], rows, labels)
-    atomic_write_bytes(check_output_file(out), png)
+    atomic_write_bytes(out, png)  # checked before the search, against its inputs
     return str(out)

@@ -23,9 +23,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"
 
 
-def check_output_file(path: str | Path) -> Path:
-    """An output file path the user named: refuse a directory, or a missing folder,
-    before any work is done. Raises UsageError."""
+def check_output_file(path: str | Path, reads=(), own_dir: str | Path | None = None) -> Path:
+    """An output file path the user named, checked before any work is done: not a
+    directory, in a folder that exists, not a file this command reads (`reads`: the
+    same file by real path or inode, as cp refuses "are the same file"), and not inside
+    a store or a run directory (unless `own_dir`, the one this verb writes into).
+    Raises UsageError."""
     from .errors import UsageError
 
     path = Path(path)
@@ -33,7 +36,41 @@ def check_output_file(path: str | Path) -> Path:
         raise UsageError(f"{path} is a directory: name a file to write")
     if not path.parent.is_dir() and str(path.parent) != "":
         raise UsageError(f"cannot write {path}: no folder {path.parent}")
+    for read in reads:
+        if path.exists() and Path(read).exists() and os.path.samefile(path, read):
+            raise UsageError(
+                f"{path} is {read}, which this command reads: name another file to write"
+            )
+    owner = owning_directory(path)
+    if owner and (own_dir is None or Path(owner[1]).resolve() != Path(own_dir).resolve()):
+        raise UsageError(f"{path} is inside the {owner[0]} {owner[1]}: write it elsewhere")
     return path
+
+
+def holds_store(folder: str | Path) -> bool:
+    """Whether a folder holds a store (its meta.json says so)."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "version" in meta and "splits" in meta
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether a folder is a training run's directory (its config and checkpoints)."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
+
+
+def owning_directory(path: str | Path) -> tuple[str, Path] | None:
+    """("store" | "run directory", folder) when `path` lies inside one, else None."""
+    folder = Path(path).resolve().parent
+    for d in (folder, *folder.parents):
+        if holds_store(d):
+            return "store", d
+        if holds_run(d):
+            return "run directory", d
+    return None
 
 
 def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
