@@ -127,6 +127,29 @@ def test_an_output_never_lands_on_an_input_or_in_a_store_or_run(world, tmp_path,
     assert cli(capsys, "kernels", w, "--out", other)[0] == 0 and other.read_bytes() != b"old"
 
 
+def test_results_folders_are_new_or_the_verbs_own(world, tmp_path, capsys):
+    """train --out and ablate --out refuse a folder holding the user's files; prepare
+    --overwrite refuses a store holding a file it did not write; each file kept."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "environment.json").write_text("my notes")
+    (mine / "report.html").write_text("<p>mine</p>")
+    (mine / "summary.json").write_text("{}")
+    args = ["--data", world / "store", "--out", mine, "--device", "cpu", "--batch-size", "4"]
+    code, err = cli(capsys, "train", *args)
+    assert code == 2 and "holds files of its own" in err
+    code, err = cli(capsys, "ablate", "pca", "--data", world / "store", "--out", mine)
+    assert code == 2 and "ablate did not write" in err
+    assert (mine / "environment.json").read_text() == "my notes"
+    assert (mine / "report.html").read_text() == "<p>mine</p>"
+    store = tmp_path / "store"
+    shutil.copytree(world / "store", store)
+    (store / "NOTES.txt").write_text("keep me")
+    code, err = cli(capsys, "prepare", _folder(tmp_path / "src"), store, "--overwrite")
+    assert code == 2 and "NOTES.txt" in err and "was not written by alexnet prepare" in err
+    assert (store / "NOTES.txt").read_text() == "keep me" and (store / "meta.json").is_file()
+
+
 @pytest.mark.parametrize("where", ["same", "inside", "around"])
 def test_prepare_never_writes_over_inside_or_around_its_source(tmp_path, capsys, where):
     src = _folder(tmp_path / "photos")

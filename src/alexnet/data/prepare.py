@@ -26,7 +26,7 @@ from ..runtime.files import atomic_save_npz, atomic_write_json
 from .config import PrepareConfig
 from .shards import ShardJob, StatSums, make_shards, worker_init
 from .sources import Item, Source, discover, stratified_split
-from .store import RAW_LIMIT_BYTES, STORE_VERSION, is_store
+from .store import RAW_LIMIT_BYTES, STORE_VERSION, foreign_files, is_store
 
 __all__ = ["PrepareConfig", "format_summary", "prepare"]
 
@@ -88,6 +88,12 @@ def _check_out(out: Path, overwrite: bool, sources: list[str | None]) -> None:
             )
         if not overwrite:
             raise UsageError(f"{out} already holds a store; pass --overwrite to rebuild it")
+        foreign = foreign_files(out)
+        if foreign:
+            raise UsageError(
+                f"{foreign[0]} is in the store {out} but was not written by alexnet "
+                "prepare: move it away before --overwrite replaces the store"
+            )
     for side in (_work_dir(out), _old_dir(out)):
         if side.exists() and not (_is_ours(side) or is_store(side)):
             raise UsageError(

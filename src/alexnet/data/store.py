@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -265,6 +266,27 @@ def fixed_subset(split: SplitView, n: int | None) -> SplitView:
     if n is None or n >= len(split):
         return split
     return split.subset(np.sort(np.random.default_rng(0).permutation(len(split))[:n]))
+
+
+STORE_FILES = ("meta.json", "stats.npz", "skipped.json", "demo-source.txt")  # at its top
+_SHARD_FILE = re.compile(r"^\d+\.(npy|jpg|json)$")
+
+
+def foreign_files(path: str | Path) -> list[Path]:
+    """What lies in a store that its writers did not put there (what --overwrite must
+    not delete): anything but its top files, its split folders' shards, and temp files."""
+    root = Path(path)
+    splits = set(json.loads((root / "meta.json").read_text()).get("splits", {}))
+    ours = lambda p, shard: p.name.startswith(".") and p.name.endswith(".tmp") or (  # noqa: E731
+        shard and p.is_file() and _SHARD_FILE.match(p.name)
+    )
+    found = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name in splits:
+            found += [q for q in sorted(p.iterdir()) if not ours(q, True)]
+        elif not (p.is_file() and p.name in STORE_FILES) and not ours(p, False):
+            found.append(p)
+    return found
 
 
 def is_store(path: str | Path) -> bool:

@@ -165,13 +165,35 @@ class Results:
         atomic_write_bytes(self.path, data)
 
 
+MARKER = ".alexnet-ablate"  # written into every folder ablate makes: a rerun may continue
+
+
+def claim_results_folder(out: Path) -> None:
+    """Make `out`, or continue in one that ablate made (its marker, or the results record
+    of a folder from before the marker); refuse a folder holding anything else."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not ((out / MARKER).is_file() or (out / "results.jsonl").is_file()):
+            first = sorted(out.iterdir())[0]
+            raise UsageError(
+                f"--out {out} holds files ablate did not write ({first.name}): choose a "
+                "new folder, or one an earlier ablate wrote"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).touch()
+    except OSError as e:
+        raise UsageError(f"cannot write the results folder {out}: {e.strerror}") from None
+
+
 def ablate(cfg: AblateConfig, log=print) -> dict:
     """Run every study's missing runs, then write the summary, the tables and figures."""
     from .runs import run_eval, run_small_study, run_train
 
     cfg.check()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_results_folder(out)
     results = Results(out)
     spread_over_gpus(cfg, results, log)  # several GPUs: the AlexNet-scale runs, in parallel
     for name in cfg.studies:

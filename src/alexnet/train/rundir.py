@@ -57,6 +57,12 @@ class RunDir:
                 f"--out {self.root} already holds a run: continue it with "
                 f"--resume {self.root}, or choose a new --out"
             )
+        if self.root.is_dir() and any(self.root.iterdir()):  # a run starts in a new folder
+            first = sorted(self.root.iterdir())[0]
+            raise UsageError(
+                f"--out {self.root} holds files of its own ({first.name}): a run writes "
+                "into a new or empty folder; choose another --out"
+            )
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as e:
