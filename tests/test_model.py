@@ -190,3 +190,25 @@ def test_bad_options_raise():
         create_model("paper", activation="gelu")
     with pytest.raises(ValueError, match="too small"):
         model_info("paper", 40)
+
+
+def test_colour_index_scores_grey_kernels_below_coloured_ones_per_tower(tmp_path):
+    """Figure 3's claim in numbers: tower 0 given grey kernels (the same pattern in R, G
+    and B), tower 1 coloured ones (opposite patterns in R and G)."""
+    from alexnet.results.figures import COLOUR_THRESHOLD, colour_index
+
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=3)
+    w = model.features.conv1.weight
+    with torch.no_grad():
+        pattern = torch.randn(48, 1, 11, 11)
+        w[:48] = pattern.expand(48, 3, 11, 11) + 0.01 * torch.randn(48, 3, 11, 11)
+        w[48:] = torch.cat([pattern, -pattern, torch.zeros_like(pattern)], dim=1)
+    index = colour_index(model)
+    grey, colour = index["tower0"], index["tower1"]
+    assert grey["mean"] < 0.01 and grey["share_above"] == 0
+    assert colour["mean"] == pytest.approx(1.0) and colour["share_above"] == 1
+    assert grey["median"] < COLOUR_THRESHOLD < colour["median"]
+    assert len(index["per_kernel"]) == 96
+    one = colour_index(create_model("one-tower", num_classes=3))  # one tower: one block
+    assert set(one) == {"threshold", "per_kernel", "all"} and one["all"]["kernels"] == 48

@@ -145,6 +145,10 @@ def test_kernels_cli_two_tower_blocks(trained, tmp_path):
     img = np.asarray(Image.open(out))
     # 2 blocks of 3 rows x 16 columns of 11x11 kernels (pad 1, gap 5, scale 4)
     assert img.shape == (4 * (2 * (3 * 12 + 1) + 5), 4 * (16 * 12 + 1), 3)
+    r = run_here("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out, "--json")
+    index = json.loads(r.stdout)["colour_index"]
+    assert index["tower0"]["kernels"] == index["tower1"]["kernels"] == 48
+    assert 0 <= index["tower0"]["mean"] <= 1 and len(index["per_kernel"]) == 96
 
 
 def test_neighbors_cli_cache_and_codes(trained, tmp_path):

@@ -377,16 +377,28 @@ def _add_kernels(sub) -> None:
     p = _add(sub, "kernels", "the conv1 kernels as a grid (Figure 3)", _cmd_kernels)
     p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
+    _add_json(p, "the figure's path and each tower's colour index")
 
 
 def _cmd_kernels(args) -> int:
-    from .results.figures import kernels_png
+    from .results.figures import colour_index, kernels_png
     from .results.inference import load_for_inference
     from .runtime.files import atomic_write_bytes, check_output_file
 
     check_output_file(args.out, reads=[args.ckpt])
-    atomic_write_bytes(args.out, kernels_png(load_for_inference(args.ckpt).model))
+    model = load_for_inference(args.ckpt).model
+    atomic_write_bytes(args.out, kernels_png(model))
+    index = colour_index(model)
+    if args.json:
+        _print_json({"out": str(args.out), "colour_index": index})
+        return 0
     print(args.out)
+    for name, t in index.items():
+        if isinstance(t, dict):
+            print(
+                f"  {name}: colour index mean {t['mean']:.3f}, median {t['median']:.3f}, "
+                f"{t['share_above']:.0%} of {t['kernels']} kernels above {index['threshold']:.2f}"
+            )
     return 0
 
 

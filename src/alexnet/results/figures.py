@@ -53,6 +53,31 @@ def kernel_grid(
     return out.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
+COLOUR_THRESHOLD = 1 / 3  # halfway between a grey kernel (0) and one of iid channels (2/3)
+
+
+def colour_index(model: AlexNet) -> dict:
+    """Figure 3's claim in numbers (docs/paper.md §6.1): per conv1 kernel, the share of
+    its energy outside its greyscale component, |w - mean_rgb(w)|^2 / |w|^2 (0: the same
+    pattern in R, G and B; 2/3 for independent channels; 1 for opposite ones). Per tower
+    (the blocks conv2's groups split conv1's maps into): mean, median and the share of
+    kernels above COLOUR_THRESHOLD."""
+    layers = dict(learned_layers(model))
+    w = layers["conv1"].weight.detach().double().cpu()
+    grey = w.mean(dim=1, keepdim=True)
+    index = ((w - grey) ** 2).sum(dim=(1, 2, 3)) / (w**2).sum(dim=(1, 2, 3)).clamp_min(1e-30)
+    towers = layers["conv2"].groups
+    out = {"threshold": COLOUR_THRESHOLD, "per_kernel": [round(float(v), 6) for v in index]}
+    for t, block in enumerate(index.tensor_split(towers)):
+        out[f"tower{t}" if towers > 1 else "all"] = {
+            "kernels": len(block),
+            "mean": round(float(block.mean()), 4),
+            "median": round(float(block.median()), 4),
+            "share_above": round(float((block > COLOUR_THRESHOLD).double().mean()), 4),
+        }
+    return out
+
+
 def kernels_png(model: AlexNet) -> bytes:
     """Figure 3 as PNG bytes: conv1's kernels, one block per tower."""
     from PIL import Image
