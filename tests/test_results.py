@@ -380,3 +380,40 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
     write_image(tmp_path / "cat.jpg", size=(120, 90))
     shutil.copy(Path(__file__).resolve().parent.parent / "hubconf.py", tmp_path)  # "a clone"
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
+    from alexnet.results.evaluate import split_probabilities
+    from alexnet.train.checkpoint import save_atomic
+
+    a = trained / "run" / "checkpoints" / "last.pt"
+    obj = torch.load(a, weights_only=True)
+    torch.manual_seed(3)
+    obj["model"]["classifier.fc8.weight"] += torch.randn_like(obj["model"]["classifier.fc8.weight"])
+    b = tmp_path / "b.pt"
+    save_atomic(obj, b)
+    store = trained / "store"
+    r = run_here("evaluate", a, b, "--data", store, *EVAL_FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    view = Store(store).split("val")
+    probs = []
+    for ckpt in (a, b):
+        loaded = load_for_inference(ckpt)
+        probs.append(
+            torch.cat([p for p, _ in split_probabilities(loaded.model, view, loaded.transform())])
+        )
+        single = json.loads(
+            run_here("evaluate", ckpt, "--data", store, *EVAL_FAST, "--json").stdout
+        )
+        member = next(m for m in out["members"] if m["checkpoint"] == str(ckpt))
+        assert member["top1_error"] == single["top1_error"]
+    tally = Tally(3)
+    tally.update((probs[0] + probs[1]) / 2, torch.from_numpy(view.labels))
+    assert out["nets"] == 2 and out["top1_error"] == tally.result()["top1_error"]
+    assert out["images"] == len(view)
+    # nets trained on other classes are refused in one line
+    other = dict(obj, classes=[{"index": i, "id": f"x{i}", "name": f"x{i}"} for i in range(3)])
+    save_atomic(other, tmp_path / "other.pt")
+    r = run_here("evaluate", a, tmp_path / "other.pt", "--data", store, *EVAL_FAST)
+    assert r.returncode == 2 and "other classes" in r.stderr and r.stderr.count("\n") == 1

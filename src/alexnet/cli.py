@@ -261,8 +261,17 @@ def _train_summary_lines(summary: dict) -> list[str]:
 
 # ---------------------------------------------------------------- results (§6)
 def _add_evaluate(sub) -> None:
-    p = _add(sub, "evaluate", "top-1/top-5 error, 1 or 10 crops, per class", _cmd_evaluate)
-    p.add_argument("ckpt", help=CKPT_HELP)
+    p = _add(
+        sub,
+        "evaluate",
+        "top-1/top-5 error, 1 or 10 crops, per class; of one net or an ensemble",
+        _cmd_evaluate,
+        "examples:\n  alexnet evaluate caffe --data VAL_STORE --crops 1\n"
+        "  alexnet evaluate A.pt B.pt C.pt D.pt E.pt --data STORE --crops 10   # 5 CNNs\n",
+    )
+    p.add_argument(
+        "ckpt", nargs="+", help=CKPT_HELP + "; several: their softmax averaged (an ensemble)"
+    )
     p.add_argument("--data", required=True, help="a prepared store")
     p.add_argument("--split", default="val")
     p.add_argument(
@@ -279,10 +288,11 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .results.evaluate import evaluate_checkpoint
+    from .results.evaluate import evaluate_checkpoint, evaluate_ensemble
 
-    r = evaluate_checkpoint(
-        args.ckpt,
+    run = evaluate_ensemble if len(args.ckpt) > 1 else evaluate_checkpoint
+    r = run(
+        args.ckpt if len(args.ckpt) > 1 else args.ckpt[0],
         args.data,
         args.split,
         args.crops,
@@ -294,8 +304,13 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         _print_json(r)
         return 0
+    for m in r.get("members", []):
+        print(
+            f"{m['checkpoint']}: top-1 error {m['top1_error']:.4f}, top-5 error {m['top5_error']:.4f}"
+        )
+    nets = f"the mean of {r['nets']} nets, " if "nets" in r else ""
     print(
-        f"{r['images']} images, {r['crops']} crop(s): top-1 error {r['top1_error']:.4f}, "
+        f"{r['images']} images, {r['crops']} crop(s), {nets}top-1 error {r['top1_error']:.4f}, "
         f"top-5 error {r['top5_error']:.4f}"
     )
     for name, acc in r["per_class"].items():

@@ -277,8 +277,12 @@ def foreign_files(path: str | Path) -> list[Path]:
     not delete): anything but its top files, its split folders' shards, and temp files."""
     root = Path(path)
     splits = set(json.loads((root / "meta.json").read_text()).get("splits", {}))
-    ours = lambda p, shard: p.name.startswith(".") and p.name.endswith(".tmp") or (  # noqa: E731
-        shard and p.is_file() and _SHARD_FILE.match(p.name)
+    ours = lambda p, shard: (
+        p.name.startswith(".")
+        and p.name.endswith(".tmp")
+        or (  # noqa: E731
+            shard and p.is_file() and _SHARD_FILE.match(p.name)
+        )
     )
     found = []
     for p in sorted(root.iterdir()):

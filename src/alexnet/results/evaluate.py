@@ -14,6 +14,38 @@ from .metrics import Tally
 
 
 @torch.no_grad()
+def split_probabilities(
+    model: torch.nn.Module,
+    split: StoreSplit,
+    transform: BatchTransform,
+    crops: int = 1,
+    batch_size: int = 128,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+):
+    """(softmax probabilities, labels) per batch of a split, in store order; with crops=10
+    each image's ten patches are averaged (§4.1). The model is left in eval mode."""
+    check_choice("crops", crops, CROPS)
+    model.eval()
+    device = transform.device
+    batches = eval_batches(split, batch_size, workers, rank, world)
+    for images, labels in tqdm(
+        batches, desc=f"eval x{crops}", unit="batch", disable=not progress, leave=False
+    ):
+        n = len(images)
+        x = transform(images, transform.views(n, crops, split.size))
+        with autocast(device, autocast_dtype):
+            logits = model(x)
+        probs = logits.float().softmax(dim=1)
+        if crops == 10:
+            probs = probs.view(n, 10, -1).mean(dim=1)
+        yield probs, labels
+
+
+@torch.no_grad()
 def evaluate_split(
     model: torch.nn.Module,
     split: StoreSplit,
@@ -30,26 +62,69 @@ def evaluate_split(
 ) -> dict:
     """Top-1/top-5 error and per-class accuracy. With crops=10 the softmax outputs of
     the ten patches are averaged per image, as in §4.1."""
-    check_choice("crops", crops, CROPS)
     was_training = model.training
-    model.eval()
     tally = Tally(num_classes)
-    device = transform.device
-    batches = eval_batches(split, batch_size, workers, rank, world)
-    for images, labels in tqdm(
-        batches, desc=f"eval x{crops}", unit="batch", disable=not progress, leave=False
+    for probs, labels in split_probabilities(
+        model, split, transform, crops, batch_size, workers, rank, world, progress, autocast_dtype
     ):
-        n = len(images)
-        x = transform(images, transform.views(n, crops, split.size))
-        with autocast(device, autocast_dtype):
-            logits = model(x)
-        probs = logits.float().softmax(dim=1)
-        if crops == 10:
-            probs = probs.view(n, 10, -1).mean(dim=1)
         tally.update(probs, labels)
     tally.all_reduce(group)
     model.train(was_training)
     return {"crops": crops, **tally.result()}
+
+
+def _checked(loaded, store, ckpt: str, data: str) -> None:
+    ids = [str(c["id"]) for c in store.classes]
+    if store.num_classes != loaded.num_classes or (loaded.class_ids and loaded.class_ids != ids):
+        from ..runtime.errors import UsageError
+
+        raise UsageError(
+            f"{data} holds other classes than {ckpt} was trained on "
+            f"({store.num_classes} vs {loaded.num_classes} classes)"
+        )
+
+
+def evaluate_ensemble(
+    ckpts: list[str],
+    data: str,
+    split: str = "val",
+    crops: int = 10,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Several nets' predictions averaged (the paper's "5 CNNs", §6): each net's softmax,
+    its own crops averaged first and its own preprocessing, then the mean over nets.
+    One net is in memory at a time; the running sum of probabilities is N x classes.
+    Each net's own errors are reported beside the ensemble's."""
+    from ..data.store import Store
+    from ..runtime.device import pick_device
+    from .inference import load_for_inference
+
+    store = Store(data)
+    view = store.split(split)
+    total = torch.zeros(len(view), store.num_classes)
+    labels = torch.from_numpy(view.labels.astype("int64"))
+    members = []
+    for ckpt in ckpts:
+        loaded = load_for_inference(ckpt, pick_device(device))
+        _checked(loaded, store, ckpt, data)
+        tally, start = Tally(loaded.num_classes), 0
+        for probs, y in split_probabilities(
+            loaded.model, view, loaded.transform(), crops, batch_size, workers, progress=progress
+        ):
+            tally.update(probs, y)
+            total[start : start + len(y)] += probs.cpu()
+            start += len(y)
+        r = tally.result()
+        members.append({"checkpoint": str(ckpt), **{k: r[k] for k in ("top1_error", "top5_error")}})
+        del loaded  # one net in memory at a time
+    ensemble = Tally(store.num_classes)
+    ensemble.update(total / len(ckpts), labels)
+    r = ensemble.result()
+    r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
+    return {"crops": crops, "nets": len(ckpts), "members": members, **r}
 
 
 def evaluate_checkpoint(
@@ -66,17 +141,11 @@ def evaluate_checkpoint(
     names. The store must hold the classes the checkpoint was trained on."""
     from ..data.store import Store
     from ..runtime.device import pick_device
-    from ..runtime.errors import UsageError
     from .inference import load_for_inference
 
     loaded = load_for_inference(ckpt, pick_device(device))
     store = Store(data)
-    ids = [str(c["id"]) for c in store.classes]
-    if store.num_classes != loaded.num_classes or (loaded.class_ids and loaded.class_ids != ids):
-        raise UsageError(
-            f"{data} holds other classes than {ckpt} was trained on "
-            f"({store.num_classes} vs {loaded.num_classes} classes)"
-        )
+    _checked(loaded, store, ckpt, data)
     r = evaluate_split(
         loaded.model,
         store.split(split),
