@@ -503,3 +503,63 @@ def test_bench_refuses_what_would_make_meaningless_figures(world, capsys, args, 
 def test_non_finite_flags_are_refused_at_parse_time(capsys, flag, value):
     code, err = cli(capsys, "train", f"{flag}={value}")
     assert code == 2 and flag in err and "finite" in err
+
+
+def test_non_finite_weights_are_refused_wherever_weights_are_loaded(world, tmp_path, capsys):
+    import torchvision
+
+    last = world / "run" / "checkpoints" / "last.pt"
+    obj = torch.load(last, weights_only=True)
+    obj["model"]["features.conv2.weight"][0, 0, 0, 0] = float("nan")
+    bad = tmp_path / "nan.pt"
+    torch.save(obj, bad)
+    tv = torchvision.models.alexnet().state_dict()
+    tv["classifier.1.bias"][3] = float("inf")
+    torch.save(tv, tmp_path / "inf.pth")
+    query = write_image(tmp_path / "q.jpg")
+    for args in (
+        ["predict", bad, query],
+        ["evaluate", bad, "--data", world / "store", *EVAL_FAST],
+        ["export", bad, "--out", tmp_path / "x.safetensors"],
+        ["train", "--data", world / "store", "--weights", bad, "--out", tmp_path / "ft"],
+        ["predict", tmp_path / "inf.pth", query],
+    ):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "NaN or infinite" in err, (args, err)
+        assert ("conv2.weight" in err) or ("classifier.1.bias" in err), err
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    torch.save(obj, run / "checkpoints" / "last.pt")
+    code, err = cli(capsys, "train", "--resume", run, "--device", "cpu", "--workers", "0")
+    assert code == 2 and "features.conv2.weight" in err
+
+
+def test_bad_arguments_from_python_and_sizes_are_value_errors_or_one_line(tmp_path, capsys):
+    from alexnet import create_model
+
+    for kwargs, name in (
+        ({"num_classes": "10"}, "num_classes"),
+        ({"num_classes": 10.0}, "num_classes"),
+        ({"num_classes": 10**9}, "num_classes"),
+        ({"lrn": "no"}, "lrn"),
+        ({"dropout": "0.5"}, "dropout"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            create_model("paper", **kwargs)
+    code, err = cli(
+        capsys, "prepare", _folder(tmp_path / "src"), tmp_path / "out", "--size", "100000"
+    )
+    assert code == 2 and "--size must be between" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    code, err = cli(
+        capsys,
+        "ablate",
+        "relu",
+        "--data",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "ab",
+        "--device",
+        "bogus",
+    )
+    assert code == 2 and "bogus" in err

@@ -150,12 +150,15 @@ def _finish_stats(work: Path, shards: list[str], size: int) -> None:
     )
 
 
+MIN_SIZE, MAX_SIZE = 8, 4096  # a store image's side: 4096^2 x 3 bytes is 48 MiB an image
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     """Build the store; returns the summary ({written: {split: n}, skipped: [...]})."""
     out = Path(cfg.out)
+    if not MIN_SIZE <= cfg.size <= MAX_SIZE:  # before anything is made or read
+        raise UsageError(f"--size must be between {MIN_SIZE} and {MAX_SIZE}, not {cfg.size}")
     _check_out(out, cfg.overwrite, [cfg.src, cfg.val_src])
-    if cfg.size < 8:
-        raise UsageError(f"--size must be at least 8, not {cfg.size}")
     source = discover(cfg.src, cfg.val_src, cfg.val_labels, cfg.class_names)
     plan = _plan(source, cfg)
     fmt = _choose_format(cfg.format, sum(len(s) for sh in plan.values() for s in sh), cfg.size)

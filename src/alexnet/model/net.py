@@ -65,6 +65,7 @@ ONE_TOWER_CONVS = (
     ("conv5", 256, 3, 1, 1, 1),
 )
 HIDDEN = 4096
+MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
 POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
 CONV1_PAD = (0, 3, 0, 3)  # cuda-convnet's round-up for 224 inputs (see module docstring)
 INPUT_CROP = 224  # §4.1: the patches the net is trained and tested on
@@ -98,6 +99,11 @@ class ModelOptions:
     init: str = "paper"  # "paper" (§5), "torch" (PyTorch's default) or "kaiming"
 
     def __post_init__(self):
+        for name in ("lrn", "lrn_alpha_over_n", "overlap_pool"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool):
+            raise ValueError(f"dropout must be a number, not {self.dropout!r}")
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("init", self.init, INITS)
         if not 0.0 <= self.dropout < 1.0:
@@ -299,8 +305,10 @@ def create_model(
         return load(weights).model
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, not {num_classes}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise ValueError(f"num_classes must be an int, not {num_classes!r}")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be between 1 and {MAX_CLASSES:,}, not {num_classes}")
     if variant == "torchvision":
         opts = ModelOptions(**{"init": "torch", **options})
         model = _torchvision_layout(num_classes, opts)  # it has no LRN: `lrn` is moot

@@ -22,7 +22,13 @@ from ..model import AlexNet, create_model
 from ..model.net import input_crop
 from ..runtime.device import model_device, pick_device
 from ..runtime.errors import UsageError
-from ..train.checkpoint import CHECKPOINT_FORMAT, MAX_CLASSES, Checkpoint, read_file
+from ..train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    MAX_CLASSES,
+    Checkpoint,
+    first_non_finite,
+    read_file,
+)
 from ..weights import caffe, hub
 from ..weights.imagenet import imagenet_classes
 
@@ -136,6 +142,9 @@ def load_for_inference(path: str | Path, device="cpu") -> Loaded:
             raise UsageError(
                 f"{path}: not a torchvision AlexNet state_dict (output layer {tuple(fc8.shape)})"
             )
+        bad = first_non_finite(obj)
+        if bad:
+            raise UsageError(f"{path}: damaged weights: tensor {bad} holds NaN or infinite values")
         model = create_model("torchvision", num_classes=fc8.shape[0])
         try:
             model.load_state_dict(obj)

@@ -144,6 +144,9 @@ class AblateConfig:
             raise UsageError(f"unknown study {unknown[0]!r}; choose from {', '.join(STUDIES)}")
         if self.seeds < 1 or self.epochs <= 0 or not 0 < self.target_error < 1:
             raise UsageError("--seeds and --epochs must be positive, --target-error in (0, 1)")
+        from ..runtime.device import pick_device
+
+        pick_device(self.device)  # a device that is not there: one line, as every verb says
 
 
 class Results:

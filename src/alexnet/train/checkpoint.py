@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.net import ModelOptions
+from ..model.net import MAX_CLASSES, ModelOptions
 from ..options import VARIANTS
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_duplicate, atomic_write
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint-1"
-MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
 TRAIN_STATE_KEYS = ("epoch", "step", "global_step", "history", "best_val_top1_error", "running")
 # the output layer's weight in each variant's state_dict
 FC8_KEYS = {
@@ -88,10 +87,19 @@ class Checkpoint:
 
     def all_finite(self) -> bool:
         """Whether every floating-point weight is finite."""
-        return all(torch.isfinite(v).all() for v in self.model.values() if v.is_floating_point())
+        return first_non_finite(self.model) is None
 
 
 # the ModelOptions a checkpoint keeps; one without lrn_alpha_over_n predates it (False)
+def first_non_finite(state: dict) -> str | None:
+    """The name of the first floating-point tensor with a NaN or an infinity, or None:
+    weights like that are refused wherever weights are loaded."""
+    for name, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+    return None
+
+
 SAVED_OPTIONS = ("dropout", "lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
 
 
@@ -122,6 +130,9 @@ def _validate(obj: dict, source: str) -> None:
     fc8 = model.get(FC8_KEYS[obj["variant"]])
     if fc8 is None or fc8.dim() != 2 or fc8.shape[0] != n:
         raise bad(f"the output layer does not have {n} classes")
+    name = first_non_finite(model)
+    if name:
+        raise bad(f"tensor {name} holds NaN or infinite values")
     try:
         ModelOptions(**(obj.get("model_options") or {}))
     except (TypeError, ValueError) as e:
