@@ -625,3 +625,31 @@ def test_a_run_with_a_faster_head_resumes_bit_identical(tiny_store, tmp_path):
     a, b = stopped_and_resumed(common, tmp_path)
     assert len(a["optimizer"]["param_groups"]) == 2 and a["config"]["head_lr_mult"] == 10
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_six_conv_net_fine_tunes_from_a_five_conv_checkpoint(tiny_store, tmp_path):
+    """§6's "1 CNN*": pre-train the paper net, then grow conv6 over pool5 and fine-tune;
+    every fitting layer is loaded, conv6 and fc8 start afresh."""
+    from alexnet import create_model
+    from alexnet.model import count_parameters
+
+    assert count_parameters(create_model("six-conv")) == 60_965_224 + 256 * 128 * 9 + 256
+    base = ["--data", tiny_store, "--batch-size", "4", "--max-steps", "1", *FAST]
+    assert run_here("train", *base, "--out", tmp_path / "five").returncode == 0
+    five = tmp_path / "five" / "checkpoints" / "last.pt"
+    args = [*base, "--out", tmp_path / "six", "--variant", "six-conv", "--weights", five]
+    r = run_here("train", *args, "--freeze", "features")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "loaded conv1, conv2, conv3, conv4, conv5, fc6, fc7; initialised afresh: conv6, fc8"
+        in r.stderr
+    )
+    a = torch.load(five, weights_only=True)
+    b = torch.load(tmp_path / "six" / "checkpoints" / "last.pt", weights_only=True)
+    assert b["variant"] == "six-conv" and b["model"]["features.conv6.weight"].shape == (
+        256,
+        128,
+        3,
+        3,
+    )
+    assert torch.equal(a["model"]["features.conv3.weight"], b["model"]["features.conv3.weight"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, field
 from typing import Literal, get_args
 
-Variant = Literal["paper", "one-tower", "torchvision", "caffe"]
+Variant = Literal["paper", "one-tower", "torchvision", "caffe", "six-conv"]
 Init = Literal["paper", "torch", "kaiming"]
 Activation = Literal["relu", "tanh"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on cuda and AMX/AVX512-BF16 CPUs

@@ -64,6 +64,10 @@ ONE_TOWER_CONVS = (
     ("conv4", 192, 3, 1, 1, 1),
     ("conv5", 256, 3, 1, 1, 1),
 )
+# §6 "1 CNN*": "an extra sixth convolutional layer over the last pooling layer". The
+# paper gives no size; ours keeps the towers and fc6's 9,216 inputs: 256 3x3 kernels,
+# pad 1, groups 2, ReLU, over pool5's 256 x 6 x 6 maps (docs/paper.md §6).
+CONV6 = ("conv6", 256, 3, 1, 1, 2)
 HIDDEN = 4096
 MAX_CLASSES = 1_000_000  # a sanity bound: fc8 alone would hold 4 G parameters
 POOLED_SIZE = 6  # 256 x 6 x 6 = 9216 inputs to fc6
@@ -152,6 +156,15 @@ def _activation(options: ModelOptions) -> nn.Module:
     return nn.ReLU(inplace=True) if options.activation == "relu" else nn.Tanh()
 
 
+def _six_conv_features(options: ModelOptions) -> nn.Sequential:
+    """The paper's conv1-pool5, then conv6 and its ReLU over pool5 (§6's "1 CNN*")."""
+    layers = OrderedDict(_paper_features(PAPER_CONVS, options, TOWERS).named_children())
+    name, out_ch, size, stride, pad, groups = CONV6
+    layers[name] = nn.Conv2d(PAPER_CONVS[-1][1], out_ch, size, stride, pad, groups=groups)
+    layers[f"{options.activation}6"] = _activation(options)
+    return nn.Sequential(layers)
+
+
 def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
     pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
     layers: list[tuple[str, nn.Module]] = [("pad1", nn.ZeroPad2d(CONV1_PAD))]
@@ -232,10 +245,12 @@ def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
 
 
 def init_paper_(model: AlexNet) -> None:
-    """§5: every weight ~ N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
+    """§5: every weight ~ N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0
+    (and in conv6, a tower layer after a ReLU as conv4 and conv5 are)."""
     for name, module in learned_layers(model):
         nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-        nn.init.constant_(module.bias, 1.0 if name in BIAS_ONE_LAYERS else 0.0)
+        one = name in BIAS_ONE_LAYERS or name == CONV6[0]
+        nn.init.constant_(module.bias, 1.0 if one else 0.0)
 
 
 def init_caffe_(model: AlexNet) -> None:
@@ -271,11 +286,17 @@ LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
 def learned_layers(model: AlexNet) -> list[tuple[str, nn.Module]]:
-    """The eight learned layers in order, named as the paper names them, in any variant."""
-    modules = [
-        m for m in (*model.features, *model.classifier) if isinstance(m, (nn.Conv2d, nn.Linear))
+    """The learned layers in order, named as the paper names them, in any variant: our
+    variants' own names (conv1 ... conv5, conv6 in six-conv, fc6 ... fc8), and the eight
+    names by position in torchvision's layout."""
+    named = [
+        (n, m)
+        for n, m in (*model.features.named_children(), *model.classifier.named_children())
+        if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
-    return list(zip(LAYER_NAMES, modules, strict=True))
+    if all(n.startswith(("conv", "fc")) for n, _ in named):
+        return named
+    return list(zip(LAYER_NAMES, [m for _, m in named], strict=True))
 
 
 def output_layer(model: nn.Module) -> nn.Linear:
@@ -287,7 +308,8 @@ def output_layer(model: nn.Module) -> nn.Linear:
 def create_model(
     variant: str = "paper", num_classes: int = 1000, weights=None, **options
 ) -> AlexNet:
-    """Build a variant by name: "paper", "one-tower", "torchvision" or "caffe".
+    """Build a variant by name: "paper", "one-tower", "torchvision", "caffe" or "six-conv"
+    (the paper net with a sixth convolutional layer over pool5, §6's "1 CNN*").
 
     options: lrn, lrn_alpha_over_n, overlap_pool, activation, dropout, init (see ModelOptions).
     The torchvision layout has no LRN and keeps PyTorch's default init unless
@@ -319,6 +341,10 @@ def create_model(
         if opts.init == "paper":
             init_caffe_(model)
             return model
+    elif variant == "six-conv":
+        opts = ModelOptions(**options)
+        classifier, hidden_end = _paper_classifier(num_classes, opts)
+        model = AlexNet(_six_conv_features(opts), classifier, hidden_end, variant, opts)
     else:
         opts = ModelOptions(**options)
         convs = PAPER_CONVS if variant == "paper" else ONE_TOWER_CONVS

@@ -34,6 +34,7 @@ FC8_KEYS = {
     "one-tower": "classifier.fc8.weight",
     "torchvision": "classifier.6.weight",
     "caffe": "classifier.fc8.weight",
+    "six-conv": "classifier.fc8.weight",
 }
 
 

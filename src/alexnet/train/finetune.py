@@ -47,10 +47,13 @@ class StartingWeights:
         return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm, loaded.class_ids)
 
     def configure(self, cfg: TrainConfig) -> TrainConfig:
-        """The run's config with the file's net, and `finetune` as the default recipe."""
+        """The run's config with the file's net, and `finetune` as the default recipe; a
+        five-conv paper net asked to grow a sixth (--variant six-conv) keeps that variant:
+        §6's pre-train, then fine-tune."""
+        grows = cfg.variant == "six-conv" and self.variant == "paper"
         return replace(
             cfg,
-            variant=self.variant,
+            variant="six-conv" if grows else self.variant,
             lrn=self.options.lrn,
             lrn_alpha_over_n=self.options.lrn_alpha_over_n,
             overlap_pool=self.options.overlap_pool,
@@ -89,17 +92,19 @@ def load_matching(
     return loaded, fresh
 
 
-def frozen_layers(freeze: str | None) -> tuple[str, ...]:
-    """The learned layers --freeze keeps fixed, by their paper names."""
+def frozen_layers(freeze: str | None, names=LAYER_NAMES) -> tuple[str, ...]:
+    """The learned layers --freeze keeps fixed, by their paper names (`names`: the net's
+    learned layers in order): every convolution for features, all but fc8 for fc7."""
     if freeze is None:
         return ()
-    last = "conv5" if freeze == "features" else "fc7"
-    return LAYER_NAMES[: LAYER_NAMES.index(last) + 1]
+    if freeze == "features":
+        return tuple(n for n in names if n.startswith("conv"))
+    return tuple(names[:-1])
 
 
 def freeze_(model: nn.Module, freeze: str | None) -> None:
     """No gradient for the frozen layers' parameters."""
-    frozen = set(frozen_layers(freeze))
+    frozen = set(frozen_layers(freeze, [n for n, _ in learned_layers(model)]))
     for name, mod in learned_layers(model):
         if name in frozen:
             mod.requires_grad_(False)

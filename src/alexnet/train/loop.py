@@ -585,7 +585,8 @@ def _build_model(
         model.load_state_dict(ckpt.model)
     elif weights is not None:
         same_classes = weights.class_ids == [str(c["id"]) for c in store.classes]
-        loaded, fresh = load_matching(model, weights.state, keep_head=same_classes)
+        same_net = weights.variant == cfg.variant  # a grown net's fc8 starts afresh too
+        loaded, fresh = load_matching(model, weights.state, keep_head=same_classes and same_net)
         if os.environ.get("RANK", "0") == "0":
             print(
                 f"weights {weights.path} ({weights.kind}): loaded {', '.join(loaded)}; "
