@@ -138,11 +138,11 @@ def _names_for(ids: list[str], class_names: dict[str, str] | None) -> list[str]:
     if class_names:
         return [class_names.get(i, i) for i in ids]
     if len(ids) == 1000 and all(WNID.match(i) for i in ids):
-        # The full ILSVRC-2012 set: class index = rank of the sorted wnids, which is
-        # the order of torchvision's ImageNet category names.
-        from torchvision.models import AlexNet_Weights
+        # The full ILSVRC-2012 set: the names the pretrained nets' classes carry
+        from ..weights.imagenet import imagenet_classes
 
-        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+        names = {c["id"]: c["name"] for c in imagenet_classes()}
+        return [names.get(i, i) for i in ids]
     return list(ids)
 
 

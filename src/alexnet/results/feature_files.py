@@ -127,14 +127,7 @@ def _inputs(loaded, source, ids: list[str], batch_size: int, crops: int):
     """(start, preprocessed batch) for the stimuli, in order."""
     if isinstance(source, list):
         for start, paths in zip(range(0, len(ids), batch_size), batches_of(source, batch_size)):
-            try:
-                yield start, loaded.preprocess_files(paths, crops)
-            except BadImage as e:
-                bad = next(p for p in paths if _unreadable(p))
-                raise UsageError(f"{bad}: {e}") from None
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                bad = next(p for p in paths if not Path(p).is_file())
-                raise UsageError(f"{bad}: no such image file") from None
+            yield start, torch.cat([_preprocessed(loaded, p, crops) for p in paths])
         return
     from ..data.loader import eval_batches
 
@@ -144,14 +137,15 @@ def _inputs(loaded, source, ids: list[str], batch_size: int, crops: int):
         start += len(images)
 
 
-def _unreadable(path: str) -> bool:
-    from ..data.images import open_rgb
-
+def _preprocessed(loaded, path: str, crops: int) -> torch.Tensor:
+    """One file's network input; a file that cannot be read is named in one line (a
+    stimulus set with a hole would misalign every row after it)."""
     try:
-        open_rgb(path)
-        return False
-    except (BadImage, OSError):
-        return True
+        return loaded.preprocess_files([path], crops)
+    except BadImage as e:
+        raise UsageError(f"{path}: {e}") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise UsageError(f"{path}: no such image file") from None
 
 
 def _meta(cfg: FeaturesConfig, loaded, layers: list[LayerRequest]) -> dict:

@@ -20,6 +20,7 @@ import torch
 
 from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
+from ..model.net import input_crop
 from .inference import Loaded, load_for_inference
 
 
@@ -78,7 +79,7 @@ class Pretrained:
             from torchvision.models import AlexNet_Weights
 
             return AlexNet_Weights.IMAGENET1K_V1.transforms()
-        return ImageTransform(self.loaded.norm, self.loaded.transform("cpu").crop)
+        return ImageTransform(self.loaded.norm, input_crop(self.model.variant))
 
     @torch.no_grad()
     def features(self, batch: torch.Tensor) -> torch.Tensor:
