@@ -105,38 +105,53 @@ def test_a_cifar_pickle_cannot_run_code(tmp_path):
 WNIDS = ["n01440764", "n01443537", "n02085620"]
 
 
-def _ilsvrc(root, per_class=4, val=6, truth_len=None, meta=True, devkit=True):
-    """The three published archives, small. meta.mat holds the leaf synsets under shuffled
-    ILSVRC2012_IDs and one non-leaf synset; the ground truth is in those IDs."""
-    import scipy.io
-
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
+def _train_tar(path, per_class=4):
+    with tarfile.open(path, "w") as outer:
         for c, wnid in enumerate(WNIDS):
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w") as t:
                 for i in range(per_class):
                     _add(t, f"{wnid}_{i}.JPEG", _jpeg(COLORS[c], 10 * c + i))
             _add(outer, f"{wnid}.tar", inner.getvalue())
-    ids = {"n02085620": 1, "n01440764": 2, "n01443537": 3}  # not the sorted-wnid order
-    val_classes = [i % 3 for i in range(val)]
-    with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as t:
-        for i, c in enumerate(val_classes):
-            _add(t, f"ILSVRC2012_val_{i + 1:08d}.JPEG", _jpeg(COLORS[c], 100 + i))
-    truth = [ids[WNIDS[c]] for c in val_classes][: truth_len or val]
-    if not devkit:
-        return val_classes
-    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+
+
+def _meta_mat(ids: dict, id_field: str) -> bytes:
+    """meta.mat's synsets: the leaves under the given IDs, then one non-leaf root."""
+    import scipy.io
+
+    dtype = [(id_field, "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
     rows = [(ids[w], w, f"name of {w}, more", 0) for w in WNIDS] + [
         (1001, "n00001740", "entity", 3)
     ]
-    synsets = np.array(rows, dtype=dtype)
     mat = io.BytesIO()
-    scipy.io.savemat(mat, {"synsets": synsets})
+    scipy.io.savemat(mat, {"synsets": np.array(rows, dtype=dtype)})
+    return mat.getvalue()
+
+
+def _numbered_tar(path, prefix: str, classes: list[int], folder: str = "", seed: int = 100):
+    with tarfile.open(path, "w") as t:
+        for i, c in enumerate(classes):
+            _add(t, f"{folder}{prefix}_{i + 1:08d}.JPEG", _jpeg(COLORS[c], seed + i))
+
+
+def _truth(ids: dict, classes: list[int]) -> bytes:
+    return "".join(f"{ids[WNIDS[c]]}\n" for c in classes).encode()
+
+
+def _ilsvrc(root, per_class=4, val=6, truth_len=None, meta=True, devkit=True):
+    """The three published archives, small. meta.mat holds the leaf synsets under shuffled
+    ILSVRC2012_IDs and one non-leaf synset; the ground truth is in those IDs."""
+    root.mkdir(parents=True, exist_ok=True)
+    _train_tar(root / "ILSVRC2012_img_train.tar", per_class)
+    ids = {"n02085620": 1, "n01440764": 2, "n01443537": 3}  # not the sorted-wnid order
+    val_classes = [i % 3 for i in range(val)]
+    _numbered_tar(root / "ILSVRC2012_img_val.tar", "ILSVRC2012_val", val_classes)
+    if not devkit:
+        return val_classes
     with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as t:
         if meta:
-            _add(t, "ILSVRC2012_devkit_t12/data/meta.mat", mat.getvalue())
-        text = "".join(f"{x}\n" for x in truth).encode()
+            _add(t, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat(ids, "ILSVRC2012_ID"))
+        text = _truth(ids, val_classes[: truth_len or val])
         _add(t, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", text)
     return val_classes
 
@@ -148,7 +163,7 @@ def test_ilsvrc_archives_as_downloaded(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["written"] == {"train": 12, "val": 6}
     store = Store(tmp_path / "s")
-    assert store.meta["source_kind"] == "ilsvrc-archives"
+    assert store.meta["source_kind"] == "ilsvrc2012-archives"
     assert [c["id"] for c in store.classes] == WNIDS  # indices: the sorted wnids
     assert store.classes[0]["name"] == "name of n01440764"
     val = store.split("val")
@@ -164,7 +179,7 @@ def test_ilsvrc_archives_as_downloaded(tmp_path):
         ("truncated", "truncated"),
         ("no-meta", "no data/meta.mat"),
         ("truth-length", "5 labels for the 6 images"),
-        ("no-devkit", "put ILSVRC2012_devkit_t12.tar.gz beside it"),
+        ("no-devkit", "put ILSVRC2012_devkit_t12.tar.gz (or its folder"),
     ],
 )
 def test_ilsvrc_archive_faults(tmp_path, fault, message):
@@ -179,6 +194,119 @@ def test_ilsvrc_archive_faults(tmp_path, fault, message):
     if fault == "truncated":
         data = (root / "ILSVRC2012_img_train.tar").read_bytes()
         (root / "ILSVRC2012_img_train.tar").write_bytes(data[: len(data) // 2])
+    r = run_here("prepare", root, tmp_path / "s")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "s").exists()
+
+
+# ---------------------------------------------------------------- ILSVRC-2010
+IDS_2010 = {"n02085620": 2, "n01440764": 3, "n01443537": 1}  # not the sorted-wnid order
+PATCH_COLOR = COLORS[3]  # no class's colour: a patched image is told apart by it
+
+
+def _ilsvrc2010(root, devkit="archive", test_truth=True, patch=True):
+    """ILSVRC-2010 as published: the train tar of per-wnid tars, val/ and test/ inside
+    their flat tars, the devkit (archive or extracted) with meta.mat and the validation
+    ground truth, the test ground truth beside the archives, and patch_images.tar
+    replacing one training and one test image (and naming one image that does not exist)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _train_tar(root / "ILSVRC2010_images_train.tar")
+    val_classes, test_classes = [2, 0, 1, 1, 0], [1, 2, 2, 0, 1, 0, 2]
+    _numbered_tar(root / "ILSVRC2010_images_val.tar", "ILSVRC2010_val", val_classes, "val/")
+    _numbered_tar(
+        root / "ILSVRC2010_images_test.tar", "ILSVRC2010_test", test_classes, "test/", 200
+    )
+    files = {
+        "devkit-1.0/data/meta.mat": _meta_mat(IDS_2010, "ILSVRC2010_ID"),
+        "devkit-1.0/data/ILSVRC2010_validation_ground_truth.txt": _truth(IDS_2010, val_classes),
+    }
+    if devkit == "archive":
+        with tarfile.open(root / "ILSVRC2010_devkit-1.0.tar.gz", "w:gz") as t:
+            for name, data in files.items():
+                _add(t, name, data)
+    elif devkit == "folder":
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+    if test_truth:
+        (root / "ILSVRC2010_test_ground_truth.txt").write_bytes(_truth(IDS_2010, test_classes))
+    if patch:
+        with tarfile.open(root / "patch_images.tar", "w") as t:
+            _add(t, "patch_images/train/n01443537_2.JPEG", _jpeg(PATCH_COLOR, 1))
+            _add(t, "patch_images/test/ILSVRC2010_test_00000004.JPEG", _jpeg(PATCH_COLOR, 2))
+            _add(t, "patch_images/val/ILSVRC2010_val_00000099.JPEG", _jpeg(PATCH_COLOR, 3))
+    return val_classes, test_classes
+
+
+def _colour_of(split, i):
+    mean = split.image(i).reshape(-1, 3).mean(0)
+    return min(range(len(COLORS)), key=lambda c: np.abs(mean - COLORS[c]).max())
+
+
+@pytest.mark.parametrize("devkit", ["archive", "folder"])
+def test_ilsvrc2010_prepares_into_train_val_and_test(tmp_path, devkit):
+    pytest.importorskip("scipy")
+    val_classes, test_classes = _ilsvrc2010(tmp_path / "ilsvrc2010", devkit=devkit)
+    r = run_here("prepare", tmp_path / "ilsvrc2010", tmp_path / "s", "--json", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["written"] == {"train": 12, "val": 5, "test": 7}
+    assert summary["patched"] == 2
+    assert [s["reason"] for s in summary["skipped"]] == ["replaces no image of the archives"]
+    store = Store(tmp_path / "s")
+    assert store.meta["source_kind"] == "ilsvrc2010-archives"
+    assert [c["id"] for c in store.classes] == WNIDS  # the sorted wnids, not the IDs' order
+    assert store.classes[2]["name"] == "name of n02085620"
+    for name, classes in (("val", val_classes), ("test", test_classes)):
+        split = store.split(name)
+        assert list(split.labels) == classes, name  # image by image, through the IDs
+        assert split.keys == [
+            f"{name}/ILSVRC2010_{name}_{i + 1:08d}.JPEG" for i in range(len(classes))
+        ]
+        patched = {3} if name == "test" else set()
+        for i, c in enumerate(classes):  # each label sits on its own image's pixels
+            assert _colour_of(split, i) == (3 if i in patched else c), (name, i)
+    train = store.split("train")
+    replaced = train.keys.index("train/n01443537/n01443537_2.JPEG")
+    colours = [_colour_of(train, i) for i in range(len(train))]
+    assert colours[replaced] == 3
+    assert np.delete(colours, replaced).tolist() == np.delete(train.labels, replaced).tolist()
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        (
+            "no-test-truth",
+            "ILSVRC2010_images_test.tar needs its labels: ILSVRC2010_test_ground_truth.txt",
+        ),
+        ("no-devkit", "put ILSVRC2010_devkit-1.0.tar.gz (or its folder devkit-1.0) beside it"),
+        ("no-train", "but no ILSVRC2010_images_train.tar"),
+        ("truncated-test", "ILSVRC2010_images_test.tar is truncated"),
+        ("truncated-patch", "patch_images.tar is truncated"),
+        ("non-leaf", "names ILSVRC2010_ID 1001, which is no leaf synset"),
+        ("short-truth", "ILSVRC2010_test_ground_truth.txt has 6 labels for the 7 images"),
+    ],
+)
+def test_ilsvrc2010_faults_name_the_piece(tmp_path, fault, message):
+    pytest.importorskip("scipy")
+    root = tmp_path / "ilsvrc2010"
+    _ilsvrc2010(
+        root,
+        devkit="none" if fault == "no-devkit" else "archive",
+        test_truth=fault != "no-test-truth",
+    )
+    truth = root / "ILSVRC2010_test_ground_truth.txt"
+    if fault == "no-train":
+        (root / "ILSVRC2010_images_train.tar").unlink()
+    for name in ("test", "patch"):
+        if fault == f"truncated-{name}":
+            tar = root / ("patch_images.tar" if name == "patch" else "ILSVRC2010_images_test.tar")
+            tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    if fault == "non-leaf":
+        truth.write_text(truth.read_text().replace("3\n", "1001\n", 1))
+    if fault == "short-truth":
+        truth.write_text("".join(truth.read_text().splitlines(keepends=True)[:6]))
     r = run_here("prepare", root, tmp_path / "s")
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "s").exists()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -212,3 +213,16 @@ def test_colour_index_scores_grey_kernels_below_coloured_ones_per_tower(tmp_path
     assert len(index["per_kernel"]) == 96
     one = colour_index(create_model("one-tower", num_classes=3))  # one tower: one block
     assert set(one) == {"threshold", "per_kernel", "all"} and one["all"]["kernels"] == 48
+    # the figure shows it: under each kernel a bar of its index, short in tower 1
+    # (grey), full in tower 2; and a line per tower with its summary
+    import io
+
+    from PIL import Image
+
+    from alexnet.results.figures import BAR_COLOUR, colour_lines, kernels_png
+
+    fig = np.asarray(Image.open(io.BytesIO(kernels_png(model))).convert("RGB")).astype(int)
+    is_bar = (np.abs(fig - np.array(BAR_COLOUR) * 255).sum(axis=2) < 4).sum(axis=1)
+    top, bottom = is_bar[: len(is_bar) // 2].sum(), is_bar[len(is_bar) // 2 :].sum()
+    assert top < 0.02 * bottom and bottom > 48 * 4 * 10 * 4 * 2  # 48 full bars, 4x scaled
+    assert colour_lines(index)[1].startswith("tower 2 (GPU 2): colour index mean 1.000")

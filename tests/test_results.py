@@ -143,8 +143,9 @@ def test_kernels_cli_two_tower_blocks(trained, tmp_path):
     r = run_here("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out)
     assert r.returncode == 0, r.stderr
     img = np.asarray(Image.open(out))
-    # 2 blocks of 3 rows x 16 columns of 11x11 kernels (pad 1, gap 5, scale 4)
-    assert img.shape == (4 * (2 * (3 * 12 + 1) + 5), 4 * (16 * 12 + 1), 3)
+    # 2 blocks of 3 rows x 16 columns of 11x11 kernels, each with its colour-index bar
+    # under it (pad 1, bar 2, scale 4), and an 18-pixel summary line over each block
+    assert img.shape == (2 * (18 + 4 * (3 * (11 + 1 + 2 + 1) + 1)), 4 * (16 * 12 + 1), 3)
     r = run_here("kernels", trained / "run" / "checkpoints" / "last.pt", "--out", out, "--json")
     index = json.loads(r.stdout)["colour_index"]
     assert index["tower0"]["kernels"] == index["tower1"]["kernels"] == 48
@@ -256,6 +257,10 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
+    # the run is on no ILSVRC: no published row stands beside it, and the page says why
+    words = " ".join(page.split())
+    assert "No published row is shown" in words and "Table 2" not in words
+    assert "tower 1 (GPU 1): colour index mean" in words and "largely colour-agnostic" in words
     # self-contained: every src/href/url() is a data: URI (base64 text may spell "http")
     refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)|url\(\s*["']?([^"')]*)""", page)
     assert all(v.startswith("data:") for pair in refs for v in pair if v), refs
@@ -417,3 +422,122 @@ def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
     save_atomic(other, tmp_path / "other.pt")
     r = run_here("evaluate", a, tmp_path / "other.pt", "--data", store, *EVAL_FAST)
     assert r.returncode == 2 and "other classes" in r.stderr and r.stderr.count("\n") == 1
+
+
+def _perturbed_copy(ckpt, out, seed, **fields):
+    """Our checkpoint with fc8 moved by a seeded draw (another net of the same classes)."""
+    from alexnet.train.checkpoint import save_atomic
+
+    obj = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(seed)
+    obj["model"]["classifier.fc8.weight"] += torch.randn_like(obj["model"]["classifier.fc8.weight"])
+    save_atomic({**obj, **fields}, out)
+    return out
+
+
+def test_predict_with_several_checkpoints_averages_their_softmax(trained, tmp_path):
+    a = trained / "run" / "checkpoints" / "last.pt"
+    b = _perturbed_copy(a, tmp_path / "b.pt", 5)
+    image = write_image(tmp_path / "x.jpg", size=(90, 80), color=(40, 200, 60))
+    missing = tmp_path / "missing.jpg"
+    r = run_here("predict", a, b, image, missing, "--json", "--top", "3")
+    assert r.returncode == 1 and "missing.jpg" in r.stderr  # one file bad, the other ran
+    out = json.loads(r.stdout)
+    assert "error" in out[1] and "members" not in out[1]
+    got = {t["name"]: t["prob"] for t in out[0]["top"]}
+    members = []
+    for ckpt in (a, b):
+        single = json.loads(run_here("predict", ckpt, image, "--json", "--top", "3").stdout)
+        assert "members" not in single[0]  # one net: no ensemble fields
+        members.append({t["name"]: t["prob"] for t in single[0]["top"]})
+        mine = next(m for m in out[0]["members"] if m["checkpoint"] == str(ckpt))
+        assert {t["name"]: t["prob"] for t in mine["top"]} == pytest.approx(members[-1])
+    assert got == pytest.approx({k: (members[0][k] + members[1][k]) / 2 for k in got})
+    text = run_here("predict", a, b, image).stdout
+    assert "(the mean of 2 nets)" in text
+    # nets of other classes are refused in one line
+    other = [{"index": i, "id": f"x{i}", "name": f"x{i}"} for i in range(3)]
+    c = _perturbed_copy(a, tmp_path / "c.pt", 6, classes=other)
+    r = run_here("predict", a, c, image)
+    assert r.returncode == 2 and "predicts other classes than" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_the_paper_rows_are_matched_by_dataset_split_crops_and_nets():
+    from alexnet.results.paper_rows import matching_rows
+
+    def names(*args):
+        return [f"{r.source}: {r.model}" for r in matching_rows(*args)]
+
+    assert names("ILSVRC-2012", "val", 10, ["paper"]) == [
+        "Table 2: 1 CNN",
+        "cuda-convnet2: one-GPU net, 90 epochs",
+    ]
+    assert names("ILSVRC-2012", "val", 1, ["caffe"]) == [
+        "cuda-convnet2: one-GPU net, 90 epochs",
+        "Caffe: bvlc_alexnet",
+        "torchvision: alexnet",
+    ]
+    assert names("ILSVRC-2012", "val", 10, ["paper"] * 5) == ["Table 2: 5 CNNs"]
+    assert names("ILSVRC-2012", "val", 10, ["six-conv"]) == ["Table 2: 1 CNN*"]
+    assert names("ILSVRC-2012", "val", 10, ["six-conv"] * 2 + ["paper"] * 5) == ["Table 2: 7 CNNs*"]
+    assert names("ILSVRC-2010", "test", 10, ["paper"]) == ["Table 1: 1 CNN"]
+    assert [r.top1_error for r in matching_rows("ILSVRC-2010", "test", 1, ["paper"])] == [0.39]
+    assert names("ILSVRC-2012", "val", 10, ["paper"] * 3) == []  # no 3-net row
+    assert names("ILSVRC-2010", "val", 10, ["paper"]) == []  # Table 1 is on test
+    assert names(None, "val", 10, ["paper"]) == []
+
+
+def test_ilsvrc_2012_is_known_by_its_classes():
+    from alexnet.results.paper_rows import store_dataset
+    from alexnet.weights.imagenet import imagenet_classes
+
+    class Fake:
+        def __init__(self, ids, kind="folder"):
+            self.classes = [{"id": i} for i in ids]
+            self.num_classes = len(ids)
+            self.meta = {"source_kind": kind}
+
+    wnids = [c["id"] for c in imagenet_classes()]
+    assert store_dataset(Fake(wnids)) == "ILSVRC-2012"
+    assert store_dataset(Fake(wnids[:-1] + ["n99999999"])) is None
+    assert store_dataset(Fake(["a", "b"], "ilsvrc2010-archives")) == "ILSVRC-2010"
+    assert store_dataset(Fake(["a", "b"])) is None
+
+
+def test_evaluate_on_ilsvrc_2010_test_stands_beside_table_1(trained, tmp_path):
+    """Table 1's protocol end to end: a tiny ILSVRC-2010 as published, prepared into
+    train/val/test; a net of its classes evaluated on test with ten crops."""
+    pytest.importorskip("scipy")
+    from test_formats import WNIDS, _ilsvrc2010
+
+    _ilsvrc2010(tmp_path / "src")
+    r = run_here("prepare", tmp_path / "src", tmp_path / "store", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    classes = [{"index": i, "id": w, "name": w} for i, w in enumerate(WNIDS)]
+    ckpt = _perturbed_copy(
+        trained / "run" / "checkpoints" / "last.pt", tmp_path / "n.pt", 7, classes=classes
+    )
+
+    def paper(*args):
+        r = run_here("evaluate", ckpt, "--data", tmp_path / "store", *EVAL_FAST, *args, "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["dataset"] == "ILSVRC-2010"
+        return [(p["source"], p["top1_error"], p["top5_error"]) for p in out["paper"]]
+
+    assert paper("--split", "test", "--crops", "10") == [("Table 1", 0.375, 0.17)]
+    assert paper("--split", "test", "--crops", "1") == [("Table 1", 0.39, 0.183)]
+    assert paper("--split", "val", "--crops", "10") == []
+    text = run_here(
+        "evaluate",
+        ckpt,
+        "--data",
+        tmp_path / "store",
+        *EVAL_FAST,
+        "--crops",
+        "10",
+        "--split",
+        "test",
+    ).stdout
+    assert "beside Table 1, 1 CNN (ILSVRC-2010 test): top-1 error 0.375" in text

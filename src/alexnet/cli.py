@@ -313,15 +313,33 @@ def _cmd_evaluate(args) -> int:
         f"{r['images']} images, {r['crops']} crop(s), {nets}top-1 error {r['top1_error']:.4f}, "
         f"top-5 error {r['top5_error']:.4f}"
     )
+    for row in r["paper"]:
+        top1 = "-" if row["top1_error"] is None else f"{row['top1_error']:.3f}"
+        print(
+            f"  beside {row['source']}, {row['model']} ({row['dataset']} {row['split']}): "
+            f"top-1 error {top1}, top-5 error {row['top5_error']:.3f}"
+        )
     for name, acc in r["per_class"].items():
         print(f"  {name:<30} {'-' if acc is None else f'{acc:.3f}'}")
     return 0
 
 
 def _add_predict(sub) -> None:
-    p = _add(sub, "predict", "the five most probable classes of images (Figure 4)", _cmd_predict)
+    p = _add(
+        sub,
+        "predict",
+        "the five most probable classes of images (Figure 4); of one net or an ensemble",
+        _cmd_predict,
+        "examples:\n  alexnet predict caffe cat.jpg dog.jpg --figure top5.png\n"
+        "  alexnet predict A.pt B.pt C.pt cat.jpg --json   # the mean of three nets\n",
+    )
     p.add_argument("ckpt", help=CKPT_HELP)
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files; weights named before them (.pt, .safetensors, .pth, .caffemodel, "
+        "torchvision, caffe) join CKPT in an ensemble: their softmax averaged",
+    )
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--figure", metavar="PNG", help="draw the predictions with bars into this PNG")
     p.add_argument("--batch-size", type=_positive_int, default=32)
@@ -330,23 +348,29 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from .results.inference import load_for_inference
-    from .results.predict import predict_files, write_predictions_figure
+    from .results.inference import names_weights
+    from .results.predict import predict_ensemble, write_predictions_figure
     from .runtime.files import check_output_file
 
+    ckpts, images = [args.ckpt], list(args.images)
+    while len(images) > 1 and names_weights(images[0]):
+        ckpts.append(images.pop(0))
     if args.figure:
-        check_output_file(args.figure, reads=[args.ckpt, *args.images])
-    loaded = load_for_inference(args.ckpt, args.device)
-    results = predict_files(loaded, args.images, args.top, args.batch_size)
+        check_output_file(args.figure, reads=[*ckpts, *images])
+    results = predict_ensemble(ckpts, images, args.top, args.batch_size, args.device)
+    if len(ckpts) == 1:
+        for r in results:
+            r.pop("members", None)
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"alexnet: error: {r['image']}: {r['error']}", file=sys.stderr)
     if args.json:
         _print_json(results)
     else:
+        mean = f" (the mean of {len(ckpts)} nets)" if len(ckpts) > 1 else ""
         for r in results:
             if "top" in r:
-                print(r["image"])
+                print(r["image"] + mean)
                 for t in r["top"]:
                     print(f"  {t['prob']:6.1%}  {t['name']}")
     ok = [r for r in results if "top" in r]
@@ -389,14 +413,19 @@ def _cmd_features(args) -> int:
 
 
 def _add_kernels(sub) -> None:
-    p = _add(sub, "kernels", "the conv1 kernels as a grid (Figure 3)", _cmd_kernels)
+    p = _add(
+        sub,
+        "kernels",
+        "the conv1 kernels as a grid, with each tower's colour index (Figure 3)",
+        _cmd_kernels,
+    )
     p.add_argument("ckpt", help=CKPT_HELP)
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
     _add_json(p, "the figure's path and each tower's colour index")
 
 
 def _cmd_kernels(args) -> int:
-    from .results.figures import colour_index, kernels_png
+    from .results.figures import colour_index, colour_lines, kernels_png
     from .results.inference import load_for_inference
     from .runtime.files import atomic_write_bytes, check_output_file
 
@@ -408,12 +437,8 @@ def _cmd_kernels(args) -> int:
         _print_json({"out": str(args.out), "colour_index": index})
         return 0
     print(args.out)
-    for name, t in index.items():
-        if isinstance(t, dict):
-            print(
-                f"  {name}: colour index mean {t['mean']:.3f}, median {t['median']:.3f}, "
-                f"{t['share_above']:.0%} of {t['kernels']} kernels above {index['threshold']:.2f}"
-            )
+    for line in colour_lines(index):
+        print(f"  {line}")
     return 0
 
 

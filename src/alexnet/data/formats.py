@@ -14,6 +14,11 @@ to disk first.
   Validation labels come from the devkit's ground truth, whose values are
   ILSVRC2012_IDs; data/meta.mat maps them to wnids (its leaf synsets, num_children 0).
   Class indices are the ranks of the sorted wnids, as everywhere else in alexnet.
+- ILSVRC-2010 (Table 1's data) the same way, with a third split: ILSVRC2010_images_
+  {train,val,test}.tar, the devkit (ILSVRC2010_devkit-1.0.tar.gz or its devkit-1.0
+  folder: data/meta.mat, whose IDs are ILSVRC2010_IDs, and the validation ground
+  truth), ILSVRC2010_test_ground_truth.txt beside them, and patch_images.tar, whose
+  images replace the broken ones of the same name where it is present.
 
 Every reader raises UsageError naming the file for anything malformed.
 """
@@ -25,6 +30,7 @@ import io
 import pickle
 import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,13 +208,58 @@ def _tar_reader(path: Path):
     return read
 
 
-# ---------------------------------------------------------------- ILSVRC-2012 archives
-TRAIN_TAR, VAL_TAR, DEVKIT = (
+# ---------------------------------------------------------------- ILSVRC archives
+@dataclass(frozen=True)
+class Release:
+    """One ILSVRC release, in the files its organisers published."""
+
+    year: int
+    train: str  # a tar of per-wnid tars
+    labelled: dict[str, str]  # split -> a flat tar of images the devkit labels
+    devkit: str  # the devkit archive: data/meta.mat and the validation ground truth
+    devkit_folder: str  # the same, extracted
+    patch: str | None = None  # replacements for broken images, applied when present
+
+    @property
+    def id_field(self) -> str:
+        return f"ILSVRC{self.year}_ID"
+
+    def truth_name(self, split: str) -> str:
+        return f"ILSVRC{self.year}_{'validation' if split == 'val' else split}_ground_truth.txt"
+
+    def number(self, split: str) -> re.Pattern:
+        return re.compile(rf"ILSVRC{self.year}_{split}_(\d+)\.")
+
+
+ILSVRC2012 = Release(
+    2012,
     "ILSVRC2012_img_train.tar",
-    "ILSVRC2012_img_val.tar",
+    {"val": "ILSVRC2012_img_val.tar"},
     "ILSVRC2012_devkit_t12.tar.gz",
+    "ILSVRC2012_devkit_t12",
 )
-VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d+)\.")
+# Table 1's data: the only release whose test labels were published (beside the
+# archives, as ILSVRC2010_test_ground_truth.txt)
+ILSVRC2010 = Release(
+    2010,
+    "ILSVRC2010_images_train.tar",
+    {"val": "ILSVRC2010_images_val.tar", "test": "ILSVRC2010_images_test.tar"},
+    "ILSVRC2010_devkit-1.0.tar.gz",
+    "devkit-1.0",
+    "patch_images.tar",
+)
+RELEASES = (ILSVRC2012, ILSVRC2010)
+
+
+def find_release(root: Path) -> Release | None:
+    """The release whose image archives root holds."""
+    for release in RELEASES:
+        if any((root / tar).is_file() for tar in (release.train, *release.labelled.values())):
+            return release
+    return None
+
+
+BLOCK = tarfile.BLOCKSIZE
 
 
 class _Window(io.RawIOBase):
@@ -256,7 +307,23 @@ def tar_files(path: Path, fileobj=None, base: int = 0) -> list[tuple[str, int, i
     for name, offset, size in files:
         if offset + size > total:
             raise UsageError(f"{path} is truncated: {name} runs past its end; download it again")
+    if not _ends_cleanly(fileobj or path, members):
+        raise UsageError(f"{path} is truncated: it stops after a member; download it again")
     return files
+
+
+def _ends_cleanly(where, members) -> bool:
+    """Whether a zero block follows the last member, as tar ends an archive: without it,
+    an archive cut at a member's edge would read as a complete, shorter one."""
+    end = max((m.offset_data + -(-m.size // BLOCK) * BLOCK for m in members), default=0)
+    if isinstance(where, Path):
+        with open(where, "rb") as fh:
+            fh.seek(end)
+            tail = fh.read(BLOCK)
+    else:
+        where.seek(end)
+        tail = where.read(BLOCK)
+    return len(tail) == BLOCK and not any(tail)
 
 
 def ilsvrc_train(train_tar: Path) -> dict[str, list[tuple[str, int, int]]]:
@@ -274,29 +341,74 @@ def ilsvrc_train(train_tar: Path) -> dict[str, list[tuple[str, int, int]]]:
     return by_wnid
 
 
-def read_devkit(devkit: Path) -> tuple[dict[int, str], dict[str, str], list[int]]:
-    """(ILSVRC2012_ID -> wnid of the leaf synsets, wnid -> name, validation ground truth)."""
-    try:
-        with tarfile.open(devkit) as tar:
-            wanted = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-            meta = wanted.get("meta.mat")
-            truth = wanted.get("ILSVRC2012_validation_ground_truth.txt")
-            if meta is None or truth is None:
-                missing = "data/meta.mat" if meta is None else "the validation ground truth"
-                raise UsageError(f"{devkit}: no {missing} in the devkit")
-            meta_bytes = tar.extractfile(meta).read()
-            truth_text = tar.extractfile(truth).read().decode()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise UsageError(f"{devkit}: not a readable devkit archive ({e})") from None
-    id_to_wnid, names = _synsets(meta_bytes, devkit)
-    try:
-        ground_truth = [int(x) for x in truth_text.split()]
-    except ValueError:
-        raise UsageError(f"{devkit}: the validation ground truth is not a list of IDs") from None
-    return id_to_wnid, names, ground_truth
+class Devkit:
+    """A release's devkit files by name: from its archive, its extracted folder, or
+    the folder of the archives (where ILSVRC-2010's test ground truth was published)."""
+
+    def __init__(self, root: Path, release: Release):
+        self.root, self.release = root, release
+        self.archive = root / release.devkit
+        self.folder = root / release.devkit_folder / "data"
+        self._members: dict[str, bytes] | None = None
+
+    def __str__(self) -> str:
+        return str(self.archive if self.archive.is_file() else self.folder.parent)
+
+    def exists(self) -> bool:
+        return self.archive.is_file() or self.folder.is_dir()
+
+    def read(self, name: str) -> bytes | None:
+        for path in (self.folder / name, self.root / name):
+            if path.is_file():
+                return path.read_bytes()
+        return self._archived().get(name) if self.archive.is_file() else None
+
+    def _archived(self) -> dict[str, bytes]:
+        if self._members is None:
+            wanted = {"meta.mat", *map(self.release.truth_name, self.release.labelled)}
+            try:
+                with tarfile.open(self.archive) as tar:
+                    self._members = {
+                        Path(m.name).name: tar.extractfile(m).read()
+                        for m in tar.getmembers()
+                        if m.isfile() and Path(m.name).name in wanted
+                    }
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise UsageError(f"{self.archive}: not a readable devkit archive ({e})") from None
+        return self._members
 
 
-def _synsets(meta_bytes: bytes, devkit: Path) -> tuple[dict[int, str], dict[str, str]]:
+def read_devkit(
+    root: Path, release: Release, splits: list[str]
+) -> tuple[dict[int, str], dict[str, str], dict[str, list[int]]]:
+    """(ILSVRC ID -> wnid of the leaf synsets, wnid -> name, {split: its ground truth})."""
+    devkit = Devkit(root, release)
+    if not devkit.exists():
+        raise UsageError(
+            f"{root / release.labelled[splits[0]]} needs its labels: put "
+            f"{release.devkit} (or its folder {release.devkit_folder}) beside it"
+        )
+    meta = devkit.read("meta.mat")
+    if meta is None:
+        raise UsageError(f"{devkit}: no data/meta.mat in the devkit")
+    id_to_wnid, names = _synsets(meta, devkit, release.id_field)
+    truths = {}
+    for split in splits:
+        name = release.truth_name(split)
+        text = devkit.read(name)
+        if text is None:
+            raise UsageError(
+                f"{root / release.labelled[split]} needs its labels: {name} is neither "
+                f"in {devkit} nor beside the archives"
+            )
+        try:
+            truths[split] = [int(x) for x in text.decode().split()]
+        except (ValueError, UnicodeDecodeError):
+            raise UsageError(f"{name}: not a list of {release.id_field}s") from None
+    return id_to_wnid, names, truths
+
+
+def _synsets(meta_bytes: bytes, devkit, id_field: str) -> tuple[dict[int, str], dict[str, str]]:
     try:
         import scipy.io
     except ImportError:
@@ -306,30 +418,38 @@ def _synsets(meta_bytes: bytes, devkit: Path) -> tuple[dict[int, str], dict[str,
     try:
         synsets = scipy.io.loadmat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"]
         leaves = [s for s in synsets if int(s["num_children"]) == 0]
-        id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
+        id_to_wnid = {int(s[id_field]): str(s["WNID"]) for s in leaves}
         names = {str(s["WNID"]): str(s["words"]).split(",")[0].strip() for s in leaves}
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise UsageError(f"{devkit}: meta.mat has no readable synsets ({e})") from None
     return id_to_wnid, names
 
 
-def ilsvrc_val(val_tar: Path, id_to_wnid: dict[int, str], truth: list[int]):
-    """[(name, offset, size, wnid)] of the flat validation tar, labelled by the devkit."""
+def ilsvrc_labelled(tar: Path, release: Release, split: str, id_to_wnid, truth: list[int]):
+    """[(name, offset, size, wnid)] of a flat tar of numbered images, labelled by the
+    devkit's ground truth (one ID per image, in the images' numbered order)."""
+    number = release.number(split)
     files = sorted(
-        (f for f in tar_files(val_tar) if VAL_NUMBER.search(f[0])),
-        key=lambda f: int(VAL_NUMBER.search(f[0]).group(1)),
+        (f for f in tar_files(tar) if number.search(f[0])),
+        key=lambda f: int(number.search(f[0]).group(1)),
     )
     if len(files) != len(truth):
         raise UsageError(
-            f"the devkit's ground truth has {len(truth)} labels for the "
-            f"{len(files)} images of {val_tar}"
+            f"{release.truth_name(split)} has {len(truth)} labels for the "
+            f"{len(files)} images of {tar}"
         )
     out = []
     for (name, offset, size), ilsvrc_id in zip(files, truth, strict=True):
         if ilsvrc_id not in id_to_wnid:
             raise UsageError(
-                f"the devkit's ground truth names ILSVRC2012_ID {ilsvrc_id}, "
-                "which is no leaf synset of its meta.mat"
+                f"{release.truth_name(split)} names {release.id_field} {ilsvrc_id}, "
+                "which is no leaf synset of the devkit's meta.mat"
             )
         out.append((name, offset, size, id_to_wnid[ilsvrc_id]))
     return out
+
+
+def patch_files(patch_tar: Path) -> dict[str, tuple[int, int]]:
+    """File name -> (offset, size) of the replacement images of a patch archive. The
+    releases' file names are unique across splits, so a patch is matched by name."""
+    return {Path(name).name: (offset, size) for name, offset, size in tar_files(patch_tar)}

@@ -53,7 +53,9 @@ def _plan_digest(plan, cfg: PrepareConfig, fmt: str) -> str:
         for shard in shards:
             h.update(name.encode())
             for it in shard:
-                h.update(f"{it.key}\0{it.label}\n".encode())
+                # the archive too: an image a patch archive replaces is another image
+                archive = Path(it.member[0]).name if it.member else ""
+                h.update(f"{it.key}\0{it.label}\0{archive}\n".encode())
     return h.hexdigest()
 
 
@@ -238,13 +240,18 @@ def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, f
         shutil.rmtree(old)
     else:
         os.replace(work, out)
-    return {"store": str(out), "format": fmt, "written": written, "skipped": skipped}
+    summary = {"store": str(out), "format": fmt, "written": written, "skipped": skipped}
+    if source.patched:
+        summary["patched"] = source.patched
+    return summary
 
 
 def format_summary(summary: dict) -> str:
     """The summary `prepare` returns, as the lines the command prints."""
     lines = [f"store {summary['store']} ({summary['format']})"]
     lines += [f"  {split}: {n} images written" for split, n in summary["written"].items()]
+    if summary.get("patched"):
+        lines.append(f"  patched: {summary['patched']} image(s) read from the patch archive")
     skipped = summary["skipped"]
     lines.append(f"  skipped: {len(skipped)} file(s)" + (" (see skipped.json)" if skipped else ""))
     lines += [f"    {s['path']}: {s['reason']}" for s in skipped[:20]]

@@ -1,6 +1,7 @@
 """Finding the images and labels of what users bring: an image folder (class
-sub-folders), ILSVRC-2012 extracted or as its published archives, MNIST / Fashion-MNIST
-idx files, CIFAR-10/100 python batches (formats.py reads the published forms)."""
+sub-folders), ILSVRC-2012 extracted or as its published archives, ILSVRC-2010's
+archives, MNIST / Fashion-MNIST idx files, CIFAR-10/100 python batches (formats.py
+reads the published forms)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class Source:
     classes: list[ClassInfo]
     splits: dict[str, list[Item]]
     skipped: list[dict] = field(default_factory=list)  # found but unusable: {path, reason}
+    patched: int = 0  # images read from the release's patch archive instead
 
 
 def read_member(member: tuple[str, int, int]) -> bytes:
@@ -198,8 +200,9 @@ def _array_source(kind: str, names, splits: dict) -> Source:
 
 def _published_source(root: Path) -> Source | None:
     """MNIST / Fashion-MNIST idx files, CIFAR python batches, or ILSVRC-2012 archives."""
-    if (root / formats.TRAIN_TAR).is_file() or (root / formats.VAL_TAR).is_file():
-        return _ilsvrc_archives(root)
+    release = formats.find_release(root)
+    if release is not None:
+        return _ilsvrc_archives(root, release)
     found = formats.find_idx(root)
     if found:
         kind, names, splits = formats.idx_arrays(found)
@@ -211,45 +214,59 @@ def _published_source(root: Path) -> Source | None:
     return None
 
 
-def _ilsvrc_archives(root: Path) -> Source:
-    train_tar, val_tar, devkit = (
-        root / formats.TRAIN_TAR,
-        root / formats.VAL_TAR,
-        root / formats.DEVKIT,
-    )
+def _ilsvrc_archives(root: Path, release: formats.Release) -> Source:
+    """A release's archives, indexed in place: train from its tar of per-wnid tars,
+    each labelled split (val; test for ILSVRC-2010) through the devkit's IDs, and the
+    patch archive's replacements standing in for the images they replace."""
+    train_tar = root / release.train
+    present = [s for s, tar in release.labelled.items() if (root / tar).is_file()]
     if not train_tar.is_file():
-        raise UsageError(f"{root} has {formats.VAL_TAR} but no {formats.TRAIN_TAR}")
+        raise UsageError(f"{root} has {release.labelled[present[0]]} but no {release.train}")
     by_wnid = formats.ilsvrc_train(train_tar)
     wnids = sorted(by_wnid)
     index = {w: i for i, w in enumerate(wnids)}
-    names: dict[str, str] = {}
+    patch_tar = root / release.patch if release.patch else None
+    patches = formats.patch_files(patch_tar) if patch_tar and patch_tar.is_file() else {}
+    patched = 0
+
+    def member(tar: Path, name: str, offset: int, size: int) -> tuple[str, int, int]:
+        nonlocal patched
+        replacement = patches.pop(Path(name).name, None)
+        patched += replacement is not None
+        return (str(patch_tar), *replacement) if replacement else (str(tar), offset, size)
+
     splits = {
         "train": [
-            Item(f"train/{w}/{name}", index[w], member=(str(train_tar), off, size))
+            Item(f"train/{w}/{name}", index[w], member=member(train_tar, name, off, size))
             for w in wnids
             for name, off, size in by_wnid[w]
         ]
     }
-    if val_tar.is_file():
-        if not devkit.is_file():
-            raise UsageError(f"{val_tar} needs its labels: put {formats.DEVKIT} beside it")
-        id_to_wnid, names, truth = formats.read_devkit(devkit)
-        val = formats.ilsvrc_val(val_tar, id_to_wnid, truth)
-        skipped = [w for *_, w in val if w not in index]
-        if skipped:
-            raise UsageError(
-                f"validation images of {len(set(skipped))} classes have no "
-                f"training images in {train_tar} (e.g. {skipped[0]})"
-            )
-        splits["val"] = [
-            Item(f"val/{name}", index[w], member=(str(val_tar), off, size))
-            for name, off, size, w in val
-        ]
+    names: dict[str, str] = {}
+    if present:
+        id_to_wnid, names, truths = formats.read_devkit(root, release, present)
+        for split in present:
+            tar = root / release.labelled[split]
+            labelled = formats.ilsvrc_labelled(tar, release, split, id_to_wnid, truths[split])
+            unknown = [w for *_, w in labelled if w not in index]
+            if unknown:
+                raise UsageError(
+                    f"{split} images of {len(set(unknown))} classes have no "
+                    f"training images in {train_tar} (e.g. {unknown[0]})"
+                )
+            splits[split] = [
+                Item(f"{split}/{Path(name).name}", index[w], member=member(tar, name, off, size))
+                for name, off, size, w in labelled
+            ]
     classes = [
         ClassInfo(i, w, n)
         for i, (w, n) in enumerate(zip(wnids, _names_for(wnids, names or None), strict=True))
     ]
-    return Source("ilsvrc-archives", classes, splits)
+    skipped = [
+        {"path": f"{patch_tar}:{name}", "reason": "replaces no image of the archives"}
+        for name in sorted(patches)
+    ]
+    return Source(f"ilsvrc{release.year}-archives", classes, splits, skipped, patched)
 
 
 def discover(

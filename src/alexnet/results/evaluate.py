@@ -11,6 +11,7 @@ from ..data.store import StoreSplit
 from ..options import CROPS, check_choice
 from ..runtime.device import autocast
 from .metrics import Tally
+from .paper_rows import matching_rows, store_dataset
 
 
 @torch.no_grad()
@@ -73,6 +74,13 @@ def evaluate_split(
     return {"crops": crops, **tally.result()}
 
 
+def _beside_the_paper(r: dict, store, split: str, variants: list[str]) -> dict:
+    """r with the paper's rows it can be set beside, and the dataset they were matched on."""
+    dataset = store_dataset(store)
+    rows = matching_rows(dataset, split, r["crops"], variants)
+    return {**r, "split": split, "dataset": dataset, "paper": [row.as_dict() for row in rows]}
+
+
 def _checked(loaded, store, ckpt: str, data: str) -> None:
     ids = [str(c["id"]) for c in store.classes]
     if store.num_classes != loaded.num_classes or (loaded.class_ids and loaded.class_ids != ids):
@@ -106,10 +114,11 @@ def evaluate_ensemble(
     view = store.split(split)
     total = torch.zeros(len(view), store.num_classes)
     labels = torch.from_numpy(view.labels.astype("int64"))
-    members = []
+    members, variants = [], []
     for ckpt in ckpts:
         loaded = load_for_inference(ckpt, pick_device(device))
         _checked(loaded, store, ckpt, data)
+        variants.append(loaded.model.variant)
         tally, start = Tally(loaded.num_classes), 0
         for probs, y in split_probabilities(
             loaded.model, view, loaded.transform(), crops, batch_size, workers, progress=progress
@@ -124,7 +133,8 @@ def evaluate_ensemble(
     ensemble.update(total / len(ckpts), labels)
     r = ensemble.result()
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
-    return {"crops": crops, "nets": len(ckpts), "members": members, **r}
+    r = {"crops": crops, "nets": len(ckpts), "members": members, **r}
+    return _beside_the_paper(r, store, split, variants)
 
 
 def evaluate_checkpoint(
@@ -157,4 +167,4 @@ def evaluate_checkpoint(
         progress=progress,
     )
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
-    return r
+    return _beside_the_paper(r, store, split, [loaded.model.variant])

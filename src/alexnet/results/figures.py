@@ -21,36 +21,52 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def kernel_grid(
-    model: AlexNet, towers: int | None = None, cols: int = 16, pad: int = 1, scale: int = 4
-) -> np.ndarray:
-    """conv1's kernels as one RGB uint8 image, each kernel min-max scaled on its own as
-    in Figure 3. With two towers (the paper net) the first 48 kernels (GPU 1) and the
-    last 48 (GPU 2) are drawn as separate blocks, one above the other."""
-    w = dict(learned_layers(model))["conv1"].weight.detach().float().cpu()
-    if towers is None:
-        conv2 = dict(learned_layers(model))["conv2"]
-        towers = conv2.groups
+BAR = 2  # rows under a kernel in the figure: its colour index, as a bar up to its width
+BAR_COLOUR = (0.85, 0.33, 0.10)
+
+
+def _tower_blocks(model: AlexNet, cols: int, pad: int, bars: bool) -> list[np.ndarray]:
+    """One 0..1 RGB grid of conv1 kernels per tower (the blocks conv2's groups split
+    conv1's maps into), each kernel min-max scaled on its own as in Figure 3; with
+    bars, each kernel's colour index drawn under it."""
+    layers = dict(learned_layers(model))
+    w = layers["conv1"].weight.detach().float().cpu()
+    index = colour_index(model)["per_kernel"] if bars else None
     k = w.shape[-1]
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
     w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # (N, k, k, 3)
-    blocks = np.array_split(np.arange(len(w)), towers)
+    cell = k + pad + (BAR + pad if bars else 0)
     tiles = []
-    for block in blocks:
+    for block in np.array_split(np.arange(len(w)), layers["conv2"].groups):
         rows = int(np.ceil(len(block) / cols))
-        grid = np.ones((rows * (k + pad) + pad, cols * (k + pad) + pad, 3))
+        grid = np.ones((rows * cell + pad, cols * (k + pad) + pad, 3))
         for j, idx in enumerate(block):
             r, c = divmod(j, cols)
-            y, x = pad + r * (k + pad), pad + c * (k + pad)
+            y, x = pad + r * cell, pad + c * (k + pad)
             grid[y : y + k, x : x + k] = w[idx]
+            if bars:
+                bar = grid[y + k + pad : y + k + pad + BAR]
+                bar[:, x : x + k] = 0.85
+                bar[:, x : x + round(min(index[idx], 1.0) * k)] = BAR_COLOUR
         tiles.append(grid)
+    return tiles
+
+
+def _to_uint8(grid: np.ndarray, scale: int) -> np.ndarray:
+    out = (grid * 255).round().astype(np.uint8)
+    return out.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def kernel_grid(model: AlexNet, cols: int = 16, pad: int = 1, scale: int = 4) -> np.ndarray:
+    """conv1's kernels as one RGB uint8 image. With two towers (the paper net) the first
+    48 kernels (GPU 1) and the last 48 (GPU 2) are separate blocks, one above the other."""
+    tiles = _tower_blocks(model, cols, pad, bars=False)
     gap = np.ones((3 * pad + 2, tiles[0].shape[1], 3))
     out = tiles[0]
     for t in tiles[1:]:
         out = np.concatenate([out, gap, t])
-    out = (out * 255).round().astype(np.uint8)
-    return out.repeat(scale, axis=0).repeat(scale, axis=1)
+    return _to_uint8(out, scale)
 
 
 COLOUR_THRESHOLD = 1 / 3  # halfway between a grey kernel (0) and one of iid channels (2/3)
@@ -78,12 +94,34 @@ def colour_index(model: AlexNet) -> dict:
     return out
 
 
-def kernels_png(model: AlexNet) -> bytes:
-    """Figure 3 as PNG bytes: conv1's kernels, one block per tower."""
-    from PIL import Image
+def colour_lines(index: dict) -> list[str]:
+    """colour_index's summary, a line per tower (GPU 1, GPU 2 in the paper's words)."""
+    towers = [name for name in index if name.startswith("tower") or name == "all"]
+    return [
+        (f"tower {int(name[5:]) + 1} (GPU {int(name[5:]) + 1})" if name != "all" else "all")
+        + f": colour index mean {t['mean']:.3f}, median {t['median']:.3f}, "
+        f"{t['share_above']:.0%} of {t['kernels']} kernels above {index['threshold']:.2f}"
+        for name, t in ((n, index[n]) for n in towers)
+    ]
 
+
+def kernels_png(model: AlexNet, cols: int = 16, pad: int = 1, scale: int = 4) -> bytes:
+    """Figure 3 as PNG bytes: conv1's kernels, one block per tower, a bar under each
+    kernel for its colour index and a line over each block with the tower's summary."""
+    from PIL import Image, ImageDraw
+
+    blocks = [_to_uint8(b, scale) for b in _tower_blocks(model, cols, pad, bars=True)]
+    caption_h = 18
+    lines = colour_lines(colour_index(model))
+    width = blocks[0].shape[1]
+    canvas = Image.new("RGB", (width, sum(b.shape[0] + caption_h for b in blocks)), "white")
+    draw, y = ImageDraw.Draw(canvas), 0
+    for block, line in zip(blocks, lines, strict=True):
+        draw.text((4, y + 3), line, fill=(40, 40, 40))
+        canvas.paste(Image.fromarray(block), (0, y + caption_h))
+        y += caption_h + block.shape[0]
     buf = io.BytesIO()
-    Image.fromarray(kernel_grid(model)).save(buf, format="PNG")
+    canvas.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -116,6 +116,15 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
     )
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", caffe.SUFFIX)
+
+
+def names_weights(arg: str) -> bool:
+    """Whether a command-line word names weights rather than an image: a published
+    net's name or a weights file's suffix."""
+    return arg in hub.NAMED or Path(arg).suffix.lower() in WEIGHT_SUFFIXES
+
+
 def read_weights(spec: str | Path) -> tuple[dict, Path]:
     """A weights argument -> (the file's dict, the file read): a name resolves to
     torch.hub's cache (downloaded once), a .caffemodel is converted (once, cached)."""

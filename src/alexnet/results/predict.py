@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from ..data.images import BadImage, center_view, load_for_store
-from .inference import Loaded
+from ..runtime.errors import UsageError
+from .inference import Loaded, load_for_inference
 
 
 def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:
@@ -19,12 +20,14 @@ def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:
 
 
 @torch.no_grad()
-def predict_files(
-    loaded: Loaded, paths: list[str], top: int = 5, batch_size: int = 32
-) -> list[dict]:
-    """One entry per path: {image, top} or {image, error}; a bad file never stops the
-    rest. Images go through the net `batch_size` at a time: memory stays bounded."""
-    results = [{"image": str(p)} for p in paths]
+def file_probabilities(
+    loaded: Loaded, paths: list[str], batch_size: int = 32
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """(len(paths) x classes softmax probabilities, {position: error} of the files that
+    could not be read, whose rows stay 0). A bad file never stops the rest; images go
+    through the net `batch_size` at a time, so memory stays bounded."""
+    probs = torch.zeros(len(paths), loaded.num_classes)
+    errors: dict[int, str] = {}
     for start in range(0, len(paths), batch_size):
         slots, inputs = [], []
         for slot in range(start, min(start + batch_size, len(paths))):
@@ -32,13 +35,46 @@ def predict_files(
                 inputs.append(loaded.preprocess_files([paths[slot]]))
                 slots.append(slot)
             except BadImage as e:
-                results[slot]["error"] = str(e)
+                errors[slot] = str(e)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                results[slot]["error"] = "no such file"
+                errors[slot] = "no such file"
         if slots:
-            probs = loaded.model(torch.cat(inputs).to(loaded.device)).float().softmax(1).cpu()
-            for slot, t in zip(slots, _top(probs, loaded.classes, top), strict=True):
-                results[slot]["top"] = t
+            logits = loaded.model(torch.cat(inputs).to(loaded.device))
+            probs[slots] = logits.float().softmax(1).cpu()
+    return probs, errors
+
+
+def _results(paths, probs: torch.Tensor, errors: dict, classes: list[str], top: int) -> list[dict]:
+    tops = _top(probs, classes, top)
+    return [
+        {"image": str(p), "error": errors[i]} if i in errors else {"image": str(p), "top": tops[i]}
+        for i, p in enumerate(paths)
+    ]
+
+
+def predict_ensemble(
+    ckpts: list[str], paths: list[str], top: int = 5, batch_size: int = 32, device="cpu"
+) -> list[dict]:
+    """The nets' softmax averaged (§6's "CNNs"), each net with its own preprocessing, one
+    net in memory at a time. Each entry: {image, top: the ensemble's, members: [{checkpoint,
+    top}]} or {image, error}; one net is simply itself. The nets must predict the same
+    classes (by id where known)."""
+    total, members, first = None, [], None
+    for ckpt in ckpts:
+        loaded = load_for_inference(ckpt, device)
+        classes = (loaded.class_ids or loaded.classes, loaded.classes)
+        if first is None:
+            first = (str(ckpt), *classes)
+        elif classes[0] != first[1]:
+            raise UsageError(f"{ckpt} predicts other classes than {first[0]}")
+        probs, errors = file_probabilities(loaded, paths, batch_size)
+        total = probs if total is None else total + probs
+        members.append((str(ckpt), _top(probs, loaded.classes, top)))
+        del loaded  # one net in memory at a time
+    results = _results(paths, total / len(ckpts), errors, first[2], top)
+    for slot, r in enumerate(results):
+        if "top" in r:
+            r["members"] = [{"checkpoint": c, "top": tops[slot]} for c, tops in members]
     return results
 
 
@@ -57,7 +93,7 @@ def predict_stored(loaded: Loaded, images: np.ndarray, top: int = 5) -> list[lis
 
 
 def write_predictions_figure(path: str, results: list[dict]) -> None:
-    """Figure 4 (left) for predict_files' successful results, written atomically."""
+    """Figure 4 (left) for predict_ensemble's successful results, written atomically."""
     from ..runtime.files import atomic_write_bytes
     from .figures import predictions_png
 

@@ -22,20 +22,18 @@ from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
 from ..train.rundir import RunDir
 from .evaluate import evaluate_split
-from .figures import curves_png, kernels_png, neighbors_png, predictions_png
+from .figures import (
+    colour_index,
+    colour_lines,
+    curves_png,
+    kernels_png,
+    neighbors_png,
+    predictions_png,
+)
 from .inference import load_for_inference
+from .paper_rows import PaperRow, matching_rows, store_dataset
 from .predict import predict_stored
 from .retrieval import features, nearest, split_features
-
-# §6 and the later reference points of docs/paper.md, for the table beside ours.
-PAPER_ROWS = [
-    ("AlexNet, 1 CNN, ILSVRC-2012 val (paper §6)", 0.407, 0.182, "10 crops"),
-    ("AlexNet, ILSVRC-2010 test (paper §6)", 0.375, 0.170, "10 crops"),
-    ("cuda-convnet2 one-GPU net, 90 epochs", 0.425, 0.198, "1 crop"),
-    ("cuda-convnet2 one-GPU net, 90 epochs", 0.404, 0.182, "10 crops"),
-    ("Caffe bvlc_alexnet", 0.429, 0.198, "1 crop"),
-    ("torchvision alexnet", 0.43478, 0.20934, "1 crop"),
-]
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -53,7 +51,10 @@ class ReportData:
     num_classes: int
     val_images: int
     results: list[dict]  # evaluate_split's, for 1 and 10 crops
+    dataset: str | None  # the ILSVRC the store holds, where known
+    paper: list[PaperRow]  # the published rows those results stand beside
     kernels: bytes  # PNG
+    colour: list[str]  # the colour index per tower, a line each
     crops: list[np.ndarray]  # the sampled validation images, centre crops
     tops: list[list[dict]]
     truths: list[str]
@@ -129,7 +130,16 @@ def collect_report(
         num_classes=store.num_classes,
         val_images=len(val),
         results=results,
+        dataset=store_dataset(store),
+        paper=[
+            row
+            for r in results
+            for row in matching_rows(
+                store_dataset(store), "val", r["crops"], [loaded.model.variant]
+            )
+        ],
         kernels=kernels_png(loaded.model),
+        colour=colour_lines(colour_index(loaded.model)),
         crops=[center_view(im) for im in images],
         tops=predict_stored(loaded, images, top=5),
         truths=[loaded.classes[int(val.labels[i])] for i in pick],
@@ -148,10 +158,30 @@ def _error_rows(d: ReportData) -> str:
         for r in d.results
     )
     paper = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{c}</td><td>{t1:.1%}</td><td>{t5:.1%}</td></tr>"
-        for n, t1, t5, c in PAPER_ROWS
+        f"<tr><td>{html.escape(r.source)}: {html.escape(r.model)}, {r.dataset} {r.split}</td>"
+        f"<td>{r.crops} crop{'s' if r.crops > 1 else ''}</td>"
+        f"<td>{'-' if r.top1_error is None else f'{r.top1_error:.1%}'}</td>"
+        f"<td>{r.top5_error:.1%}</td></tr>"
+        for r in d.paper
     )
     return ours + paper
+
+
+def _paper_note(d: ReportData) -> str:
+    if d.paper:
+        return (
+            f"The published rows are those of {d.dataset}'s validation split with the same "
+            "test views (Tables 1 and 2 of the paper, and later public nets)."
+        )
+    if d.dataset is None:
+        return (
+            "No published row is shown: the paper's tables and the later public figures are "
+            "on ILSVRC-2010 or ILSVRC-2012, and this run's data is neither."
+        )
+    return (
+        f"No published row is on {d.dataset}'s validation split with these test views "
+        "(Table 1 is on ILSVRC-2010's test split: alexnet evaluate --split test)."
+    )
 
 
 def render_report(d: ReportData) -> str:
@@ -170,13 +200,18 @@ Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {
 <h2>Error rates beside the paper's</h2>
 <table><tr><th>model</th><th>test views</th><th>top-1 error</th><th>top-5 error</th></tr>
 {_error_rows(d)}</table>
-<p class="note">The paper's figures are on ImageNet's 1000 classes; ours are on this run's
-validation split. Ten crops: the four corners and the centre and their reflections, softmax
-outputs averaged (§4.1).</p>
+<p class="note">{_paper_note(d)} Ten crops: the four corners and the centre and their
+reflections, softmax outputs averaged (§4.1).</p>
 <h2>First-layer kernels (Figure 3)</h2>
 {_img(d.kernels, "conv1 kernels")}
 <p class="note">Each 11x11x3 kernel scaled to its own range. With two towers, the top block is
-tower 1 (GPU 1 in the paper), the bottom block tower 2.</p>
+tower 1 (GPU 1 in the paper), the bottom block tower 2. The bar under each kernel is its
+colour index: the share of its energy outside its greyscale component (0 for the same
+pattern in R, G and B, 2/3 for independent channels).</p>
+<p>{"<br>".join(html.escape(line) for line in d.colour)}</p>
+<p class="note">The paper's claim (Figure 3): the 48 kernels of GPU 1 are largely
+colour-agnostic, the 48 of GPU 2 largely colour-specific; in these numbers, a low index in
+tower 1 and a high one in tower 2.</p>
 <h2>Top-5 predictions on validation images (Figure 4, left)</h2>
 {_img(predictions_png(d.crops, d.tops, d.truths), "predictions")}
 <h2>Nearest neighbours in the last hidden layer (Figure 4, right)</h2>
