@@ -192,11 +192,18 @@ def test_ilsvrc_archive_faults(tmp_path, fault, message):
         devkit=fault != "no-devkit",
     )
     if fault == "truncated":
-        data = (root / "ILSVRC2012_img_train.tar").read_bytes()
-        (root / "ILSVRC2012_img_train.tar").write_bytes(data[: len(data) // 2])
-    r = run_here("prepare", root, tmp_path / "s")
+        _truncate(root / "ILSVRC2012_img_train.tar")
+    _refused_in_one_line(root, tmp_path / "s", message)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _refused_in_one_line(root, out, message):
+    r = run_here("prepare", root, out)
     assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "s").exists()
+    assert r.stderr.strip().count("\n") == 0 and not out.exists()
 
 
 # ---------------------------------------------------------------- ILSVRC-2010
@@ -299,17 +306,15 @@ def test_ilsvrc2010_faults_name_the_piece(tmp_path, fault, message):
     truth = root / "ILSVRC2010_test_ground_truth.txt"
     if fault == "no-train":
         (root / "ILSVRC2010_images_train.tar").unlink()
-    for name in ("test", "patch"):
-        if fault == f"truncated-{name}":
-            tar = root / ("patch_images.tar" if name == "patch" else "ILSVRC2010_images_test.tar")
-            tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    if fault == "truncated-test":
+        _truncate(root / "ILSVRC2010_images_test.tar")
+    if fault == "truncated-patch":
+        _truncate(root / "patch_images.tar")
     if fault == "non-leaf":
         truth.write_text(truth.read_text().replace("3\n", "1001\n", 1))
     if fault == "short-truth":
         truth.write_text("".join(truth.read_text().splitlines(keepends=True)[:6]))
-    r = run_here("prepare", root, tmp_path / "s")
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "s").exists()
+    _refused_in_one_line(root, tmp_path / "s", message)
 
 
 def test_bench_prepare_reports_the_coordinator_and_the_workers(image_folder):
@@ -321,3 +326,15 @@ def test_bench_prepare_reports_the_coordinator_and_the_workers(image_folder):
     ratio = out["workers_cpu_ms_per_image"] / out["coordinator_cpu_ms_per_image"]
     assert out["workers_per_coordinator"] == pytest.approx(ratio, rel=0.02, abs=0.06)
     assert out["coordinator_peak_rss_mib"] > 0
+
+
+def test_idx_sets_are_told_apart_by_their_labels_not_their_folder(tmp_path):
+    from alexnet.data.formats import IDX_SIGNATURES, _idx_kind
+
+    fashion = np.array([*IDX_SIGNATURES["fashion-mnist"], 1, 2])
+    assert _idx_kind(fashion, tmp_path / "data" / "train-images-idx3-ubyte") == "fashion-mnist"
+    digits = np.array(IDX_SIGNATURES["mnist"])
+    assert _idx_kind(digits, tmp_path / "fashion" / "train-images-idx3-ubyte") == "mnist"
+    other = np.arange(10) % 10  # a subset or another set: its folder's name decides
+    assert _idx_kind(other, tmp_path / "my-fashion" / "train-images-idx3-ubyte") == "fashion-mnist"
+    assert _idx_kind(other, tmp_path / "data" / "train-images-idx3-ubyte") == "mnist"

@@ -212,7 +212,7 @@ def test_train_refuses_a_directory_that_holds_a_run(world, capsys):
 
 
 def test_two_runs_never_write_one_directory_at_once(world, capsys):
-    fd = os.open(world / "run" / ".lock", os.O_RDWR)
+    fd = os.open(world / "run" / ".lock", os.O_RDWR | os.O_CREAT)  # as a live run holds it
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.ftruncate(fd, 0)
     os.write(fd, b"4242")
@@ -221,6 +221,7 @@ def test_two_runs_never_write_one_directory_at_once(world, capsys):
         assert code == 2 and "in use by another alexnet train (pid 4242)" in err
     finally:
         os.close(fd)
+        os.unlink(world / "run" / ".lock")
 
 
 def test_no_checkpoint_ever_holds_non_finite_weights(world, tmp_path, capsys):
@@ -276,10 +277,42 @@ def _damage(store, how):
         npy.write_bytes(npy.read_bytes()[:5000])
     elif how == "shard-json":
         shard.with_suffix(".json").write_text("{garbage")
+    elif how in ("class-int", "class-no-id", "version-string"):
+        if how == "version-string":
+            meta["version"] = str(meta["version"])
+        else:
+            meta["classes"][0] = 0 if how == "class-int" else {"index": 0, "name": "apple"}
+        (store / "meta.json").write_text(json.dumps(meta))
+    elif how == "eigval":
+        with np.load(store / "stats.npz") as z:
+            stats = dict(z)
+        np.savez(store / "stats.npz", **{**stats, "eigval": np.ones(5, np.float32)})
+    elif how == "empty-npy":
+        np.save(shard.with_suffix(".npy"), np.zeros((0, 256, 256, 3), np.uint8))
+    elif how in ("labels-null", "labels-float"):
+        sm = json.loads(shard.with_suffix(".json").read_text())
+        sm["labels"] = None if how == "labels-null" else [x + 0.5 for x in sm["labels"]]
+        shard.with_suffix(".json").write_text(json.dumps(sm))
 
 
 @pytest.mark.parametrize(
-    "how", ["stats", "meta-key", "label", "count", "jpeg", "raw", "shard-json"]
+    "how",
+    [
+        "stats",
+        "meta-key",
+        "label",
+        "count",
+        "jpeg",
+        "raw",
+        "shard-json",
+        "class-int",
+        "class-no-id",
+        "version-string",
+        "eigval",
+        "empty-npy",
+        "labels-null",
+        "labels-float",
+    ],
 )
 def test_a_damaged_store_is_named_with_its_file(world, tmp_path, capsys, how):
     store = tmp_path / "s"
@@ -303,6 +336,10 @@ def test_a_store_without_validation_images_is_refused(world, tmp_path, capsys):
 
 
 # ------------------------------------------------------------ checkpoints
+def _neighbors(ckpt, gallery, query, out) -> list:
+    return ["neighbors", ckpt, "--gallery", gallery, "--query", query, "--out", out]
+
+
 def _fake_checkpoint(path, **fields):
     obj = {
         "format": CHECKPOINT_FORMAT,
@@ -325,6 +362,7 @@ def _fake_checkpoint(path, **fields):
         ({"num_classes": 10**9}, "is not a class count"),
         ({"classes": "abc"}, "class entries"),
         ({"model": {"classifier.fc8.weight": torch.zeros(3, 4096)}}, "does not have 2 classes"),
+        ({"normalization": {"kind": "mean-image", "mean": torch.zeros(5, 7)}}, "not a square RGB"),
     ],
 )
 def test_a_malformed_checkpoint_is_refused_before_anything_is_built(
@@ -373,16 +411,7 @@ def test_one_device_check_for_every_verb(world, tmp_path, capsys, query, device)
     for args in (
         ["predict", ckpt, query],
         ["report", world / "run", "--out", tmp_path / "r.html"],
-        [
-            "neighbors",
-            ckpt,
-            "--gallery",
-            world / "store",
-            "--query",
-            query,
-            "--out",
-            tmp_path / "n.png",
-        ],
+        _neighbors(ckpt, world / "store", query, tmp_path / "n.png"),
     ):
         code, err = cli(capsys, *args, "--device", device)
         assert code == 2 and "--device" in err, args
@@ -563,3 +592,219 @@ def test_bad_arguments_from_python_and_sizes_are_value_errors_or_one_line(tmp_pa
         "bogus",
     )
     assert code == 2 and "bogus" in err
+
+
+# ------------------------------------------------------------ damaged runs and reports
+def _damaged_run(world, tmp_path, field, value):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    last = run / "checkpoints" / "last.pt"
+    obj = torch.load(last, weights_only=True)
+    obj[field] = value
+    torch.save(obj, last)
+    return run
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("epoch", "1", "epoch '1' is not a count"),
+        ("optimizer", {}, "the optimizer state is empty"),
+        ("history", "abc", "the history is not a list of epochs"),
+        ("global_step", None, "no 'global_step' field for resuming"),
+        ("step", -1, "step -1 is not a count"),
+    ],
+)
+def test_a_damaged_run_is_refused_on_resume(world, tmp_path, capsys, field, value, message):
+    run = _damaged_run(world, tmp_path, field, value)
+    code, err = cli(capsys, "train", "--resume", run, *FAST)
+    assert code == 2 and "damaged checkpoint" in err and message in err
+
+
+def test_resume_from_a_file_says_what_it_takes(world, capsys):
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    code, err = cli(capsys, "train", "--resume", ckpt, *FAST)
+    assert code == 2 and "takes the run directory" in err and "--weights" in err
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("metrics-keys", "an epoch's record without 'train_loss'"),
+        ("metrics-garbage", "line 2: not a JSON record"),
+        ("config-data", "config.json is damaged: it has no 'data'"),
+    ],
+)
+def test_garbled_report_inputs_are_named(world, tmp_path, capsys, damage, message):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    if damage == "metrics-keys":
+        (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    elif damage == "metrics-garbage":
+        (run / "metrics.jsonl").write_text('{"epoch": 1, "partial": true}\ngarbage\n')
+    else:
+        config = json.loads((run / "config.json").read_text())
+        del config["data"]
+        (run / "config.json").write_text(json.dumps(config))
+    code, err = cli(capsys, "report", run, "--out", tmp_path / "r.html")
+    assert code == 2 and message in err and not (tmp_path / "r.html").exists()
+
+
+def test_an_ablate_record_without_its_id_is_named(world, tmp_path, capsys):
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / ".alexnet-ablate").write_text("")
+    (out / "results.jsonl").write_text('{"study": "relu", "arm": "relu"}\n')  # no id
+    code, err = cli(capsys, "ablate", "relu", "--data", world / "store", "--out", out)
+    assert code == 2 and "results.jsonl, line 1: not a run's record" in err
+
+
+# ------------------------------------------------------------ the machine's faults
+def test_unwritable_folders_and_long_names_are_one_line(world, tmp_path, capsys, query):
+    """A folder no file can be created in (/sys refuses even root), and names longer
+    than the file system allows: exit 2 before any work, naming the folder or name."""
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    locked = "/sys" if os.path.isdir("/sys") and not _can_create_in("/sys") else None
+    long_name = "x" * 250
+    cases = [
+        (["kernels", ckpt, "--out", tmp_path / f"{long_name}.png"], "is too long"),
+        (["prepare", world / "src", tmp_path / long_name], "is too long"),
+    ]
+    if locked:
+        cases += [
+            (["kernels", ckpt, "--out", f"{locked}/k.png"], f"cannot write into {locked}"),
+            (["predict", ckpt, query, "--figure", f"{locked}/p.png"], "cannot write into"),
+            (["export", ckpt, "--out", f"{locked}/x.pt2"], "cannot write into"),
+            (["report", world / "run", "--out", f"{locked}/r.html"], "cannot write into"),
+        ]
+    for args, message in cases:
+        code, err = cli(capsys, *args)
+        assert code == 2 and message in err, (args, err)
+    assert not list(tmp_path.glob("x*"))
+
+
+def _can_create_in(folder) -> bool:
+    try:
+        with open(os.path.join(folder, ".alexnet-probe"), "w"):
+            pass
+    except OSError:
+        return False
+    os.unlink(os.path.join(folder, ".alexnet-probe"))
+    return True
+
+
+def test_a_source_that_is_a_link_loop(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, err = cli(capsys, "prepare", tmp_path / "loop", tmp_path / "s")
+    assert code == 2 and "symbolic links" in err
+
+
+def test_stores_of_another_image_size(world, tmp_path, capsys, query):
+    """A 64-pixel store is smaller than the net's crop; a net trained on 224-pixel
+    images is refused 256-pixel stores, and predicts files at its own size."""
+    small = tmp_path / "s64"
+    prepare_store(world / "src", small, size=64)
+    code, err = cli(capsys, "train", "--data", small, "--out", tmp_path / "r", *FAST)
+    assert code == 2 and "64-pixel images, smaller than the 224-pixel crops" in err
+    code, err = cli(capsys, "bench", "train", "--data", small, "--steps", "1")
+    assert code == 2 and "smaller than the 224-pixel crops" in err
+    s224 = tmp_path / "s224"
+    prepare_store(world / "src", s224, size=224)
+    run = tmp_path / "r224"
+    code, _ = cli(capsys, "train", "--data", s224, "--out", run, "--max-steps", "1", *FAST)
+    assert code == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    for args in (
+        ["evaluate", ckpt, "--data", world / "store", *EVAL_FAST],
+        _neighbors(ckpt, world / "store", query, tmp_path / "n.png"),
+    ):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "trained on 224-pixel images" in err and "--size 224" in err
+    assert cli(capsys, "predict", ckpt, query)[0] == 0
+    assert cli(capsys, "evaluate", ckpt, "--data", s224, *EVAL_FAST)[0] == 0
+
+
+def test_ctrl_c_checkpoints_where_the_run_stands_and_says_how_to_resume(world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = ["train", "--data", world / "store", "--out", run, "--epochs", "3", "--log-every", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet", *map(str, args), *FAST],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    steps = run / "steps.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if steps.is_file() and steps.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, err
+    last_line = err.strip().splitlines()[-1]  # after the step lines a run without a terminal logs
+    assert last_line.startswith("alexnet: interrupted at step") and "Traceback" not in err, err
+    assert last_line.endswith(f"continue with: alexnet train --resume {run}")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["global_step"] >= 1  # the steps before Ctrl-C are kept, mid-epoch
+    assert not (run / ".lock").exists()
+    assert main(["train", "--resume", str(run), *FAST]) == 0
+    history = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert not (run / ".lock").exists()  # a finished run leaves no lock naming a dead pid
+
+
+def test_a_full_disk_under_export_keeps_the_old_file(world, tmp_path, capsys, monkeypatch):
+    """torch.export.save's own writer aborts the process when the disk fills under it:
+    the program is serialised in memory and written by us, so a full disk is one line."""
+    import alexnet.runtime.files as files
+
+    ckpt = world / "run" / "checkpoints" / "last.pt"
+    out = tmp_path / "net.pt2"
+    out.write_bytes(b"the user's older export")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    code, err = cli(capsys, "export", ckpt, "--out", out)
+    assert code == 2 and "no space left on the device" in err
+    assert out.read_bytes() == b"the user's older export"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "-1"], "--workers must be 0 for one per core"),
+        (["--shard-size", "0"], "--shard-size must be a count of images per shard"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--val", "VAL", "--val-labels", "MISSING"], "no such file"),
+        (["--val", "VAL", "--val-labels", "BINARY"], "not a text file of labels"),
+    ],
+)
+def test_prepare_flags_say_what_to_fix(world, tmp_path, capsys, args, message):
+    flat = tmp_path / "flat-val"
+    flat.mkdir()
+    write_image(flat / "x.jpg")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    where = {"VAL": flat, "MISSING": tmp_path / "missing.csv", "BINARY": tmp_path / "binary.txt"}
+    args = [str(where.get(a, a)) for a in args]
+    code, err = cli(capsys, "prepare", world / "src", tmp_path / "s", *args)
+    assert code == 2 and message in err and not (tmp_path / "s").exists()
+
+
+def test_a_garbled_steps_log_does_not_stop_a_resume(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    with (run / "steps.jsonl").open("a") as fh:
+        fh.write('{"global_step": 1, "epo')  # a line a kill cut short
+    assert cli(capsys, "train", "--resume", run, "--max-steps", "2", *FAST)[0] == 0
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["global_step"] <= 2 for x in lines)

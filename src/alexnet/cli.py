@@ -13,11 +13,13 @@ code 2; a diverged run exits 3.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from . import __version__
 from .options import CROPS, DECODES, MODEL_PARALLEL, PRECISIONS, STORE_FORMATS, VARIANTS
@@ -89,7 +91,7 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
                 name,
                 dest=f.name,
                 action="store_true" if on else "store_false",
-                help=help_text + ("" if on else " (on by default: this flag turns it off)"),
+                help=help_text if on else f"turn off what is on by default: {help_text}",
             )
             continue
         parser.add_argument(
@@ -116,8 +118,20 @@ CKPT_HELP = (
 )
 
 
+def _for_people(obj):
+    """Floats at 12 significant digits: 0.3, not 0.30000000000000004 (what is printed
+    is read; the files a verb writes keep every digit)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.12g}")
+    if isinstance(obj, dict):
+        return {k: _for_people(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_for_people(v) for v in obj]
+    return obj
+
+
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=None, default=str))
+    print(json.dumps(_for_people(obj), indent=None, default=str))
 
 
 def _add(sub, name: str, help: str, func, epilog: str | None = None):
@@ -254,6 +268,9 @@ def _train_summary_lines(summary: dict) -> list[str]:
     lines.append(f"run directory: {summary['run_dir']}")
     lines.append(f"metrics:       {summary['metrics']}")
     lines.append(f"checkpoint:    {summary['checkpoint']}")
+    if Path(summary["best_checkpoint"]).is_file():
+        lines.append(f"best:          {summary['best_checkpoint']}")
+    lines.append(f"store:         {summary['store']}")
     if summary.get("report"):
         lines.append(f"report:        {summary['report']}")
     return lines
@@ -273,7 +290,9 @@ def _add_evaluate(sub) -> None:
         "ckpt", nargs="+", help=CKPT_HELP + "; several: their softmax averaged (an ensemble)"
     )
     p.add_argument("--data", required=True, help="a prepared store")
-    p.add_argument("--split", default="val")
+    p.add_argument(
+        "--split", default="val", help="the store's split to evaluate (test: ILSVRC-2010's)"
+    )
     p.add_argument(
         "--crops",
         type=int,
@@ -281,7 +300,7 @@ def _add_evaluate(sub) -> None:
         choices=CROPS,
         help="centre crop, or the four corners and centre with their reflections",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     _add_device(p, "auto")
     _add_json(p)
@@ -319,6 +338,7 @@ def _cmd_evaluate(args) -> int:
             f"  beside {row['source']}, {row['model']} ({row['dataset']} {row['split']}): "
             f"top-1 error {top1}, top-5 error {row['top5_error']:.3f}"
         )
+    print("per-class top-1 accuracy (the share of each class's images whose first guess is right):")
     for name, acc in r["per_class"].items():
         print(f"  {name:<30} {'-' if acc is None else f'{acc:.3f}'}")
     return 0
@@ -343,7 +363,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--figure", metavar="PNG", help="draw the predictions with bars into this PNG")
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    _add_device(p, "cpu")
+    _add_device(p, "auto")
     _add_json(p)
 
 
@@ -376,6 +396,8 @@ def _cmd_predict(args) -> int:
     ok = [r for r in results if "top" in r]
     if args.figure and ok:
         write_predictions_figure(args.figure, ok)
+        if not args.json:
+            print(f"figure: {args.figure}")
     return 0 if not failed else (1 if ok else 2)
 
 
@@ -456,7 +478,7 @@ def _add_neighbors(sub) -> None:
         help="also search binary codes from an auto-encoder, and compare",
     )
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
-    _add_device(p, "cpu")
+    _add_device(p, "auto")
     _add_json(p)
 
 
@@ -491,7 +513,7 @@ def _add_report(sub) -> None:
     p = _add(sub, "report", "one self-contained HTML report of a run", _cmd_report)
     p.add_argument("run_dir", help="a run directory")
     p.add_argument("--out", help="default RUN_DIR/report.html")
-    _add_device(p, "cpu")
+    _add_device(p, "auto")
 
 
 def _cmd_report(args) -> int:
@@ -790,6 +812,19 @@ def _one_line(e: BaseException) -> str:
     return lines[0]
 
 
+# The machine's fault, not ours: a read-only or full file system, a name too long for it,
+# a link loop, no permission. Exit 2 with the file and the reason.
+ENVIRONMENT_ERRNOS = {
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+    errno.EACCES,
+    errno.EPERM,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `alexnet ARGV`; returns the exit code (0, 1 for a bug, 2 for a usage error, 3 for a diverged run)."""
     try:
@@ -812,8 +847,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"alexnet: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("alexnet: interrupted", file=sys.stderr)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS or os.environ.get("ALEXNET_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"alexnet: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"alexnet: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # a bug of ours: still one line, with a way to see more
         if os.environ.get("ALEXNET_DEBUG"):

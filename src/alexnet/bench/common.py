@@ -8,7 +8,7 @@ import time
 import torch
 from torch import nn
 
-from ..data.augment import BatchTransform
+from ..data.augment import CROP, BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store
 from ..runtime.device import autocast, synchronizer
@@ -70,7 +70,9 @@ def interleaved(runners: dict, steps: int, rounds: int) -> dict:
 
 
 def train_images(store: Store, batch_size: int) -> int:
-    """The store's training image count; ValueError when it holds less than one batch."""
+    """The store's training image count; ValueError when it holds less than one batch,
+    or images smaller than the paper net's crop."""
+    store.require_crop(CROP, "paper")
     n = len(store.split("train"))
     if n < batch_size:
         raise ValueError(f"the store has {n} training images, fewer than one batch of {batch_size}")

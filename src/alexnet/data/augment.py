@@ -150,8 +150,16 @@ class BatchTransform:
         """The transform of a store's statistics (its mean image and RGB PCA)."""
         return cls(stats.mean, stats.eigval, stats.eigvec, device, scale)
 
-    def views(self, batch: int, crops: int = 1, size: int = 256) -> CropParams:
-        """Test-time views of this transform's crop size: the centre, or §4.1's ten."""
+    @property
+    def image_size(self) -> int | None:
+        """The side of the images this transform takes: its mean image's (None for a
+        per-channel mean, which fits any size)."""
+        return int(self.mean.shape[0]) if self.mean.dim() == 3 else None
+
+    def views(self, batch: int, crops: int = 1, size: int | None = None) -> CropParams:
+        """Test-time views of this transform's crop size: the centre, or §4.1's ten, of
+        images of `size` (default: the mean image's, else 256)."""
+        size = size or self.image_size or 256
         if crops == 1:
             return center_params(batch, size, self.crop)
         return ten_crop_params(batch, size, self.crop)
@@ -161,6 +169,11 @@ class BatchTransform:
     ) -> torch.Tensor:
         """uint8 (N, 256, 256, 3) -> float32 (B, 3, crop, crop), channels_last."""
         crop = crop or self.crop
+        if self.image_size is not None and tuple(images.shape[1:3]) != tuple(self.mean.shape[:2]):
+            raise ValueError(
+                f"images of {tuple(images.shape[1:3])} pixels for a mean image of "
+                f"{tuple(self.mean.shape[:2])}: the net was trained on images of another size"
+            )
         images = images.to(self.device, non_blocking=True)
         if self.channels == "bgr":
             images = images.flip(-1)

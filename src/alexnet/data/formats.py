@@ -98,7 +98,6 @@ def _with_or_without_gz(path: Path) -> Path | None:
 
 def idx_arrays(found: dict[str, tuple[Path, Path]]):
     """(kind, class names, {split: (images (N, H, W), labels (N,))})."""
-    kind = "fashion-mnist" if "fashion" in str(found["train"][0]).lower() else "mnist"
     splits = {}
     for split, (images_path, labels_path) in found.items():
         images, labels = read_idx(images_path), read_idx(labels_path)
@@ -107,7 +106,26 @@ def idx_arrays(found: dict[str, tuple[Path, Path]]):
         if labels.max(initial=0) > 9:
             raise UsageError(f"{labels_path}: labels outside 0..9")
         splits[split] = (images, labels.astype(np.int64))
+    kind = _idx_kind(splits["train"][1], found["train"][0])
     return kind, FASHION_CLASSES if kind == "fashion-mnist" else DIGITS, splits
+
+
+# The first ten training labels of each published set: the files' own signature, where
+# names on disk vary (train-images-idx3-ubyte is both sets' name)
+IDX_SIGNATURES = {
+    "fashion-mnist": (9, 0, 0, 3, 0, 2, 7, 2, 5, 5),
+    "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
+}
+
+
+def _idx_kind(train_labels: np.ndarray, images_path: Path) -> str:
+    """Fashion-MNIST or MNIST by the labels' signature; a subset or another idx set by
+    its path ("fashion" in it), else digits."""
+    first = tuple(int(x) for x in train_labels[:10])
+    for kind, signature in IDX_SIGNATURES.items():
+        if first == signature:
+            return kind
+    return "fashion-mnist" if "fashion" in str(images_path).lower() else "mnist"
 
 
 # ---------------------------------------------------------------- CIFAR

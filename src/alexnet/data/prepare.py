@@ -22,7 +22,12 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..runtime.errors import UsageError
-from ..runtime.files import atomic_save_npz, atomic_write_json
+from ..runtime.files import (
+    atomic_save_npz,
+    atomic_write_json,
+    check_name_fits,
+    check_writable_folder,
+)
 from .config import PrepareConfig
 from .shards import ShardJob, StatSums, make_shards, worker_init
 from .sources import Item, Source, discover, stratified_split
@@ -160,7 +165,23 @@ def prepare(cfg: PrepareConfig) -> dict:
     out = Path(cfg.out)
     if not MIN_SIZE <= cfg.size <= MAX_SIZE:  # before anything is made or read
         raise UsageError(f"--size must be between {MIN_SIZE} and {MAX_SIZE}, not {cfg.size}")
+    for flag, value, low, meaning in (
+        ("--workers", cfg.workers, 0, "0 for one per core, or a count of processes"),
+        ("--shard-size", cfg.shard_size, 1, "a count of images per shard"),
+        ("--seed", cfg.seed, 0, "a non-negative integer"),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be {meaning}, not {value}")
+    for src in filter(None, (cfg.src, cfg.val_src)):
+        try:
+            os.stat(src)  # a link loop, or no permission: said before any path is resolved
+        except FileNotFoundError:
+            raise UsageError(f"source {src} does not exist") from None
+        except OSError as e:
+            raise UsageError(f"source {src}: {e.strerror}") from None
+    check_name_fits(out, extra=len(".partial"))
     _check_out(out, cfg.overwrite, [cfg.src, cfg.val_src])
+    check_writable_folder(out.parent)
     source = discover(cfg.src, cfg.val_src, cfg.val_labels, cfg.class_names)
     plan = _plan(source, cfg)
     fmt = _choose_format(cfg.format, sum(len(s) for sh in plan.values() for s in sh), cfg.size)

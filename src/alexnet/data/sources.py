@@ -311,6 +311,8 @@ def discover(
 
 def _flat_val_items(val_root: Path, val_labels, class_ids: list[str], skipped) -> list[Item]:
     labels_file = Path(val_labels) if val_labels else None
+    if labels_file is not None and not labels_file.is_file():
+        raise UsageError(f"--val-labels {labels_file}: no such file")
     if labels_file is None:
         for guess in ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt"):
             for where in (val_root.parent, val_root.parent / "ILSVRC2012_devkit_t12" / "data"):
@@ -321,7 +323,13 @@ def _flat_val_items(val_root: Path, val_labels, class_ids: list[str], skipped) -
             f"{val_root} is a flat folder: give its labels with --val-labels "
             "(LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt)"
         )
-    wnid_of = _flat_val_labels(val_root, labels_file, class_ids)
+    try:
+        wnid_of = _flat_val_labels(val_root, labels_file, class_ids)
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"--val-labels {labels_file}: not a text file of labels (LOC_val_solution.csv, "
+            "'name wnid' lines, or the devkit's ground truth)"
+        ) from None
     index = {c: i for i, c in enumerate(class_ids)}
     items = []
     for f in sorted(val_root.iterdir()):

@@ -148,6 +148,13 @@ class StoreSplit(SplitView):
     def labels(self) -> np.ndarray:
         """Every image's class index, in store order (checked against the class count)."""
         parts = [self._shard_meta(i)["labels"] for i in range(len(self.shards))]
+        for i, part in enumerate(parts):
+            if not isinstance(part, list) or not all(type(x) is int for x in part):
+                raise DamagedStore(
+                    self.root,
+                    f"{self.shards[i]['name']}.json of {self.name} holds labels that are not "
+                    "a list of class indices",
+                )
         labels = np.asarray([x for p in parts for x in p], dtype=np.int64)
         if len(labels) != len(self):
             raise DamagedStore(
@@ -319,12 +326,41 @@ class Store:
         missing = [k for k in META_KEYS if not isinstance(self.meta, dict) or k not in self.meta]
         if missing:
             raise DamagedStore(self.root, f"meta.json has no {missing[0]!r}")
-        if self.meta["version"] != STORE_VERSION:
-            raise UsageError(f"{path}: store version {self.meta['version']} is not supported")
+        version = self.meta["version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise DamagedStore(self.root, f"meta.json's version is {version!r}, not a number")
+        if version != STORE_VERSION:
+            raise UsageError(
+                f"{path}: store version {version} is not supported (this alexnet reads "
+                f"version {STORE_VERSION}): prepare the store again"
+            )
         self.format = self.meta["format"]
-        self.size = int(self.meta["size"])
+        if self.format not in ("raw", "jpeg"):
+            raise DamagedStore(self.root, f"meta.json's format is {self.format!r}, not raw or jpeg")
+        size = self.meta["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise DamagedStore(self.root, f"meta.json's size is {size!r}, not a pixel count")
+        self.size = size
         self.classes = self.meta["classes"]
+        self._check_classes()
         self._check_splits()
+
+    def _check_classes(self) -> None:
+        """Each class an {index, id, name} entry, indexed by its position."""
+        classes = self.classes
+        if not isinstance(classes, list) or not classes:
+            raise DamagedStore(self.root, "meta.json's classes are not a list of classes")
+        for i, c in enumerate(classes):
+            ok = (
+                isinstance(c, dict)
+                and c.get("index") == i
+                and isinstance(c.get("id"), str)
+                and isinstance(c.get("name"), str)
+            )
+            if not ok:
+                raise DamagedStore(
+                    self.root, f"meta.json's class {i} is {c!r}, not an {{index, id, name}} entry"
+                )
 
     def _check_splits(self) -> None:
         try:
@@ -339,6 +375,14 @@ class Store:
     def num_classes(self) -> int:
         """How many classes the store holds."""
         return len(self.classes)
+
+    def require_crop(self, crop: int, variant: str) -> None:
+        """Refuse, in one line, a store whose images are smaller than the net's crop."""
+        if self.size < crop:
+            raise UsageError(
+                f"{self.root} holds {self.size}-pixel images, smaller than the {crop}-pixel "
+                f"crops the {variant} net takes: prepare it with --size 256 (the paper's)"
+            )
 
     def split(self, name: str) -> StoreSplit:
         """A split by name ('train', 'val'); UsageError for one the store lacks."""
@@ -357,6 +401,12 @@ class Store:
                 stats = Stats(z["mean"], z["eigval"], z["eigvec"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise DamagedStore(self.root, f"stats.npz is unreadable ({e})") from None
-        if stats.mean.shape != (self.size, self.size, 3) or stats.eigvec.shape != (3, 3):
+        if stats.mean.shape != (self.size, self.size, 3):
             raise DamagedStore(self.root, "stats.npz does not match the store's image size")
+        if stats.eigval.shape != (3,) or stats.eigvec.shape != (3, 3):
+            raise DamagedStore(
+                self.root, "stats.npz's RGB PCA is not 3 eigenvalues and a 3x3 basis"
+            )
+        if not all(np.isfinite(a).all() for a in (stats.mean, stats.eigval, stats.eigvec)):
+            raise DamagedStore(self.root, "stats.npz holds NaN or infinite values")
         return stats

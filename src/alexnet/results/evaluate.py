@@ -81,17 +81,6 @@ def _beside_the_paper(r: dict, store, split: str, variants: list[str]) -> dict:
     return {**r, "split": split, "dataset": dataset, "paper": [row.as_dict() for row in rows]}
 
 
-def _checked(loaded, store, ckpt: str, data: str) -> None:
-    ids = [str(c["id"]) for c in store.classes]
-    if store.num_classes != loaded.num_classes or (loaded.class_ids and loaded.class_ids != ids):
-        from ..runtime.errors import UsageError
-
-        raise UsageError(
-            f"{data} holds other classes than {ckpt} was trained on "
-            f"({store.num_classes} vs {loaded.num_classes} classes)"
-        )
-
-
 def evaluate_ensemble(
     ckpts: list[str],
     data: str,
@@ -117,7 +106,7 @@ def evaluate_ensemble(
     members, variants = [], []
     for ckpt in ckpts:
         loaded = load_for_inference(ckpt, pick_device(device))
-        _checked(loaded, store, ckpt, data)
+        loaded.check_store(store)
         variants.append(loaded.model.variant)
         tally, start = Tally(loaded.num_classes), 0
         for probs, y in split_probabilities(
@@ -155,7 +144,7 @@ def evaluate_checkpoint(
 
     loaded = load_for_inference(ckpt, pick_device(device))
     store = Store(data)
-    _checked(loaded, store, ckpt, data)
+    loaded.check_store(store)
     r = evaluate_split(
         loaded.model,
         store.split(split),

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ import torch
 from ..model.info import layer_table
 from ..model.net import input_crop
 from ..runtime.errors import UsageError
-from ..runtime.files import atomic_write, check_output_file
+from ..runtime.files import atomic_write_bytes, check_output_file
 from ..train.checkpoint import Checkpoint, model_options, save_safetensors
 from .inference import load_for_inference
 
@@ -37,12 +39,16 @@ def export_onnx(
     model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
     x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     out_path = Path(out)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with torch.no_grad():
+    buf = io.BytesIO()  # serialised in memory first: a full disk fails in Python, cleanly
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer's notes on shape arithmetic and constant folding: about its own
+        # work, nothing for the user to act on (the outputs are compared below)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
             model,
             (x,),
-            str(tmp),
+            buf,
             input_names=["image"],
             output_names=["logits"],
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
@@ -50,7 +56,7 @@ def export_onnx(
             dynamo=False,
         )
         expected = model(x).numpy()
-    tmp.replace(out_path)
+    atomic_write_bytes(out_path, buf.getvalue())
     result = {
         "onnx": str(out_path),
         "out": str(out_path),
@@ -107,7 +113,11 @@ def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
     with torch.no_grad():
         program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
         expected = model(x)
-    atomic_write(out, lambda fh: torch.export.save(program, fh))
+    # Serialised in memory, then written: torch.export.save's own writer aborts the
+    # process (SIGABRT) when the disk fills under it; a Python write raises instead.
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    atomic_write_bytes(out, buf.getvalue())
     with torch.no_grad():
         got = torch.export.load(out).module()(x)
     diff = float((got - expected).abs().max())

@@ -8,6 +8,8 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+import warnings  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -15,8 +17,14 @@ from ..model import AlexNet, learned_layers  # noqa: E402
 
 
 def _png(fig) -> bytes:
+    """The laid-out figure as PNG bytes; the figure is closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # a class name in a script the font lacks is drawn as boxes: the warning says
+        # only that, once per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing", category=UserWarning)
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -126,9 +134,13 @@ def kernels_png(model: AlexNet, cols: int = 16, pad: int = 1, scale: int = 4) ->
 
 
 def predictions_png(
-    images: list[np.ndarray], tops: list[list[dict]], truths: list[str | None] | None = None
+    images: list[np.ndarray],
+    tops: list[list[dict]],
+    truths: list[str | None] | None = None,
+    titles: list[str] | None = None,
 ) -> bytes:
-    """Figure 4, left: each image with its five most probable labels as bars."""
+    """Figure 4, left: each image with its five most probable labels as bars, titled
+    with its true class (its bar in red) or, for files, with `titles`."""
     n = len(images)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
@@ -148,6 +160,8 @@ def predictions_png(
         truth = truths[i] if truths else None
         if truth:
             ax_img.set_title(truth, fontsize=10, fontweight="bold")
+        elif titles:
+            ax_img.set_title(titles[i][-28:], fontsize=9)
         ax_bar.axis("on")
         names = [t["name"] for t in top][::-1]
         probs = [t["prob"] for t in top][::-1]
@@ -158,7 +172,6 @@ def predictions_png(
         ax_bar.tick_params(axis="x", labelsize=7)
         for side in ("top", "right"):
             ax_bar.spines[side].set_visible(False)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -179,7 +192,6 @@ def neighbors_png(
             axes[i, j + 1].imshow(img)
             if labels:
                 axes[i, j + 1].set_title(labels[i][j][:16], fontsize=7)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -202,7 +214,6 @@ def curves_png(history: list[dict]) -> bytes:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -228,7 +239,6 @@ def figure1_png(curves: dict[str, list[list[tuple[float, float]]]], target: floa
     ax.set_ylim(0, 1)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -241,5 +251,4 @@ def ablation_bars_png(rows: list[tuple[str, str, list[float]]]) -> bytes:
     ax.set_xticks(range(len(rows)), [f"{s}\n{a}" for s, a, _ in rows], fontsize=7)
     ax.set_ylabel("validation top-1 error")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return _png(fig)

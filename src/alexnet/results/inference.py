@@ -63,6 +63,32 @@ class Loaded:
         """How many classes the model predicts."""
         return len(self.classes)
 
+    @property
+    def image_size(self) -> int:
+        """The side of the store images this net was trained on (its mean image's); 256
+        for a per-channel mean, which fits any size."""
+        mean = self.norm.get("mean")
+        return int(mean.shape[0]) if mean is not None and mean.dim() == 3 else STORE_SIZE
+
+    def check_store(self, store, classes: bool = True) -> None:
+        """Refuse, in one line, a store of images of another size than this net's (and,
+        with `classes`, one of other classes)."""
+        name = self.source or self.path
+        ids = [str(c["id"]) for c in store.classes]
+        if classes and (
+            store.num_classes != self.num_classes or (self.class_ids and self.class_ids != ids)
+        ):
+            raise UsageError(
+                f"{store.root} holds other classes than {name} was trained on "
+                f"({store.num_classes} vs {self.num_classes} classes)"
+            )
+        mean = self.norm.get("mean")
+        if mean is not None and mean.dim() == 3 and store.size != self.image_size:
+            raise UsageError(
+                f"{name} was trained on {self.image_size}-pixel images and {store.root} "
+                f"holds {store.size}-pixel ones: prepare them with --size {self.image_size}"
+            )
+
     def to(self, device) -> Loaded:
         """The model moved to `device` (channels_last); returns self."""
         self.model = self.model.to(device, memory_format=torch.channels_last)
@@ -79,7 +105,8 @@ class Loaded:
             if crops != 1:
                 raise UsageError("ten crops are not defined for torchvision's preprocessing")
             return torch.stack([tf(open_rgb(p)) for p in paths])
-        images = torch.stack([torch.from_numpy(load_for_store(p, STORE_SIZE)) for p in paths])
+        size = self.image_size
+        images = torch.stack([torch.from_numpy(load_for_store(p, size)) for p in paths])
         transform = self.transform("cpu")
         return transform(images, transform.views(len(paths), crops))
 

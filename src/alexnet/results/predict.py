@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -97,5 +99,9 @@ def write_predictions_figure(path: str, results: list[dict]) -> None:
     from ..runtime.files import atomic_write_bytes
     from .figures import predictions_png
 
-    png = predictions_png([display_image(r["image"]) for r in results], [r["top"] for r in results])
+    png = predictions_png(
+        [display_image(r["image"]) for r in results],
+        [r["top"] for r in results],
+        titles=[Path(r["image"]).name for r in results],
+    )
     atomic_write_bytes(path, png)

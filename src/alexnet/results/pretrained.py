@@ -41,8 +41,8 @@ class ImageTransform:
             image = image.permute(1, 2, 0).cpu().numpy() if image.dim() == 3 else image.numpy()
         if isinstance(image, np.ndarray):
             image = Image.fromarray(np.asarray(image, np.uint8).squeeze())
-        stored = torch.from_numpy(resize_center_crop(to_rgb(image), STORE_SIZE))
         bt = self.batch_transform
+        stored = torch.from_numpy(resize_center_crop(to_rgb(image), bt.image_size or STORE_SIZE))
         return bt(stored[None], bt.views(1))[0].contiguous()
 
 

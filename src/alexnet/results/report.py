@@ -50,6 +50,7 @@ class ReportData:
     history: list[dict]
     num_classes: int
     val_images: int
+    checkpoint: str  # the file the page's evaluations ran ("best.pt" or "last.pt")
     results: list[dict]  # evaluate_split's, for 1 and 10 crops
     dataset: str | None  # the ILSVRC the store holds, where known
     paper: list[PaperRow]  # the published rows those results stand beside
@@ -86,16 +87,40 @@ def build_report(
 def _read_run(run: RunDir) -> tuple[list[dict], dict, Path]:
     if not run.metrics.is_file():
         raise UsageError(f"{run.root} is not a run directory (no metrics.jsonl)")
-    rows = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
-    history = [r for r in rows if not r.get("partial")]  # a run stopped mid-epoch
-    ckpt = run.best_or_last()
-    if not history or not ckpt.is_file():
-        raise UsageError(f"{run.root} has no finished epoch to report on")
     try:
         config = json.loads(run.config.read_text())
     except (OSError, ValueError) as e:
         raise UsageError(f"{run.config} is unreadable ({e})") from None
+    missing = [k for k in CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise UsageError(f"{run.config} is damaged: it has no {missing[0]!r}")
+    history = [r for r in _metrics_rows(run.metrics) if not r.get("partial")]  # mid-epoch stops
+    ckpt = run.best_or_last()
+    if not history or not ckpt.is_file():
+        raise UsageError(f"{run.root} has no finished epoch to report on")
     return history, config, ckpt
+
+
+EPOCH_KEYS = ("epoch", "train_loss", "val_top1_error", "val_top5_error", "lr")  # what is drawn
+CONFIG_KEYS = ("data", "variant", "recipe")
+
+
+def _metrics_rows(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise UsageError(f"{path}, line {number}: not a JSON record") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}, line {number}: not an epoch's record")
+        missing = [k for k in EPOCH_KEYS if k not in row]
+        if missing and not row.get("partial"):
+            raise UsageError(f"{path}, line {number}: an epoch's record without {missing[0]!r}")
+        rows.append(row)
+    return rows
 
 
 def collect_report(
@@ -129,6 +154,7 @@ def collect_report(
         history=history,
         num_classes=store.num_classes,
         val_images=len(val),
+        checkpoint=ckpt.name,
         results=results,
         dataset=store_dataset(store),
         paper=[
@@ -150,11 +176,11 @@ def collect_report(
 
 
 def _error_rows(d: ReportData) -> str:
+    which = "all" if d.results[0]["images"] == d.val_images else f"{d.results[0]['images']} of"
     ours = "".join(
-        f"<tr class='ours'><td>this run ({html.escape(d.run.name)}, {r['images']} of "
-        f"{d.val_images} val images)</td>"
+        f"<tr class='ours'><td>this run's {d.checkpoint} ({which} {d.val_images} val images)</td>"
         f"<td>{r['crops']} crop{'s' if r['crops'] > 1 else ''}</td>"
-        f"<td>{r['top1_error']:.1%}</td><td>{r['top5_error']:.1%}</td></tr>"
+        f"<td>{r['top1_error']:.1%}</td><td>{_top5(d, r['top5_error'])}</td></tr>"
         for r in d.results
     )
     paper = "".join(
@@ -165,6 +191,15 @@ def _error_rows(d: ReportData) -> str:
         for r in d.paper
     )
     return ours + paper
+
+
+def _top5(d: ReportData, error: float) -> str:
+    """Top-5 error, or a dash where it says nothing: with 5 classes or fewer it is 0."""
+    return f"{error:.1%}" if d.num_classes > 5 else "-"
+
+
+def _best_epoch(history: list[dict]) -> dict:
+    return min(history, key=lambda h: (h["val_top1_error"], h["epoch"]))  # the first, as saved
 
 
 def _paper_note(d: ReportData) -> str:
@@ -193,8 +228,12 @@ def render_report(d: ReportData) -> str:
 <h1>AlexNet run <code>{html.escape(str(d.run))}</code></h1>
 <p>variant <b>{html.escape(cfg["variant"])}</b>, recipe <b>{html.escape(cfg["recipe"])}</b>,
 {len(d.history)} epoch(s), {d.num_classes} classes, data <code>{html.escape(cfg["data"])}</code>.
-Last epoch: validation top-1 error {last["val_top1_error"]:.1%}, top-5 error {
-        last["val_top5_error"]:.1%}.</p>
+Measured during training on the validation split (centre crop): last
+epoch ({last["epoch"]}, last.pt) top-1 error {last["val_top1_error"]:.1%}, top-5 error {
+        _top5(d, last["val_top5_error"])
+    }; best epoch ({_best_epoch(d.history)["epoch"]},
+best.pt) top-1 error {_best_epoch(d.history)["val_top1_error"]:.1%}. The table below
+evaluates {d.checkpoint} again, with one and ten crops.</p>
 <h2>Training curves</h2>
 {_img(curves_png(d.history), "training curves")}
 <h2>Error rates beside the paper's</h2>

@@ -165,26 +165,17 @@ MAX_K = 100  # neighbours drawn per query: a figure row, not a database dump
 MAX_CODE_BITS = 1024  # the paper proposes *short* codes; fc7 has 4096 values
 
 
-def _query_images(paths: list[str]) -> np.ndarray:
+def _query_images(paths: list[str], size: int) -> np.ndarray:
     """Every query decoded before any gallery work: a bad one fails at once, named."""
     from ..data.images import BadImage, load_for_store
 
     images = []
     for p in paths:
         try:
-            images.append(load_for_store(p))
+            images.append(load_for_store(p, size))
         except BadImage as e:
             raise UsageError(f"query {p}: {e}") from None
     return np.stack(images)
-
-
-def _check_gallery(loaded: Loaded, store: Store) -> None:
-    ids = [str(c["id"]) for c in store.classes]
-    if (loaded.class_ids and loaded.class_ids != ids) or loaded.num_classes != len(ids):
-        raise UsageError(
-            f"the gallery {store.root} holds other classes than the checkpoint "
-            f"{loaded.path} was trained on"
-        )
 
 
 def neighbors(
@@ -207,10 +198,10 @@ def neighbors(
         raise UsageError(f"--codes must be between 1 and {MAX_CODE_BITS} bits, not {codes}")
     if out:
         check_output_file(out, reads=[ckpt, *queries])
-    q_images = _query_images(queries)
     loaded = load_for_inference(ckpt, device)
+    q_images = _query_images(queries, loaded.image_size)
     store = Store(gallery)
-    _check_gallery(loaded, store)
+    loaded.check_store(store)
     data = store.split(split)
     gal = torch.from_numpy(gallery_features(loaded, store, split, progress=progress))
     q = features(loaded, torch.from_numpy(q_images))

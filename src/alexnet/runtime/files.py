@@ -36,6 +36,7 @@ def check_output_file(path: str | Path, reads=(), own_dir: str | Path | None = N
         raise UsageError(f"{path} is a directory: name a file to write")
     if not path.parent.is_dir() and str(path.parent) != "":
         raise UsageError(f"cannot write {path}: no folder {path.parent}")
+    check_writable_folder(path.parent, path.name)
     for read in reads:
         if path.exists() and Path(read).exists() and os.path.samefile(path, read):
             raise UsageError(
@@ -45,6 +46,49 @@ def check_output_file(path: str | Path, reads=(), own_dir: str | Path | None = N
     if owner and (own_dir is None or Path(owner[1]).resolve() != Path(own_dir).resolve()):
         raise UsageError(f"{path} is inside the {owner[0]} {owner[1]}: write it elsewhere")
     return path
+
+
+TEMP_NAME_EXTRA = 16  # what atomic_write's temp file adds to a name: ".", ".", "XXXXXXXX.tmp"
+
+
+def check_writable_folder(
+    folder: str | Path, name: str | None = None, extra: int = TEMP_NAME_EXTRA
+) -> None:
+    """Refuse, in one line, a folder this process cannot create files in (read-only,
+    no permission), or a file name longer than its file system allows."""
+    from .errors import UsageError
+
+    folder = Path(folder) if str(folder) else Path(".")
+    try:  # by trying: permissions say nothing to root, nor of a read-only mount
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".alexnet-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write into {folder}: {e.strerror}") from None
+    if name is not None:
+        check_name_fits(folder / name, extra)
+
+
+def check_name_fits(path: str | Path, extra: int = TEMP_NAME_EXTRA) -> None:
+    """Refuse a file name that, with the `extra` bytes alexnet adds to it (a temp
+    file's, a work folder's suffix), is longer than its file system allows."""
+    from .errors import UsageError
+
+    path = Path(path)
+    where = next((d for d in path.absolute().parents if d.is_dir()), Path("/"))
+    limit = _name_max(where)
+    if len(path.name.encode()) + extra > limit:
+        raise UsageError(
+            f"the name {path.name[:40]}... is too long: {len(path.name.encode())} bytes where "
+            f"{where}'s file system allows {limit - extra} here"
+        )
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def holds_store(folder: str | Path) -> bool:
@@ -76,7 +120,12 @@ def owning_directory(path: str | Path) -> tuple[str, Path] | None:
 def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
     """Call write(binary file object) into a temp file, then move it over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot write {path}: {e.strerror} (in {path.parent})") from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:

@@ -156,9 +156,14 @@ class Results:
         self.path = out / "results.jsonl"
         self.rows = {}
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
+            for number, line in enumerate(self.path.read_text().splitlines(), start=1):
                 if line.strip():
-                    row = json.loads(line)
+                    row = _row(line)
+                    if row is None:
+                        raise UsageError(
+                            f"{self.path}, line {number}: not a run's record (a JSON object "
+                            "with its id and arm): remove the line to run it again"
+                        )
                     self.rows[row["id"]] = row
 
     def add(self, row: dict) -> None:
@@ -166,6 +171,15 @@ class Results:
         self.rows[row["id"]] = row
         data = "".join(json.dumps(r) + "\n" for r in self.rows.values()).encode()
         atomic_write_bytes(self.path, data)
+
+
+def _row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("id"), str) and "arm" in row
+    return row if ok else None
 
 
 MARKER = ".alexnet-ablate"  # written into every folder ablate makes: a rerun may continue

@@ -73,7 +73,7 @@ class Checkpoint:
     def from_dict(cls, obj: dict, source: str = "checkpoint") -> Checkpoint:
         """Check every field, then build; raises UsageError naming the file and field."""
         _validate(obj, source)
-        state = {k: obj[k] for k in TRAIN_STATE_KEYS} if "epoch" in obj else None
+        state = {k: obj.get(k) for k in TRAIN_STATE_KEYS} if "epoch" in obj else None
         return cls(
             model=obj["model"],
             variant=obj["variant"],
@@ -84,6 +84,16 @@ class Checkpoint:
             optimizer=obj.get("optimizer"),
             schedule=obj.get("schedule"),
             train_state=state,
+        )
+
+    def check_resumable(self, source: str) -> None:
+        """Raise UsageError unless the training state is whole and of its types: what
+        --resume reads (inference needs none of it)."""
+        if self.train_state is None:
+            raise UsageError(f"{source} holds weights only, no training state to resume")
+        state = {**self.train_state, "optimizer": self.optimizer, "schedule": self.schedule}
+        _validate_train_state(
+            state, lambda what: UsageError(f"{source}: damaged checkpoint: {what}")
         )
 
     def all_finite(self) -> bool:
@@ -141,8 +151,47 @@ def _validate(obj: dict, source: str) -> None:
     norm = obj["normalization"]
     if not isinstance(norm, dict) or not torch.is_tensor(norm.get("mean")):
         raise bad("no normalisation mean")
+    shape = tuple(norm["mean"].shape)
+    image = len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3 and shape[0] <= 4096
+    if not (image or shape == (3,)):
+        raise bad(f"the normalisation mean is {shape}, not a square RGB image or 3 values")
     if not math.isfinite(float(norm.get("scale", 1.0))):
         raise bad("non-finite input scale")
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _validate_train_state(obj: dict, bad) -> None:
+    """The fields a resumed run reads, each of its type: what a run resumes from."""
+    for key in (*TRAIN_STATE_KEYS, "optimizer", "schedule"):
+        if obj.get(key) is None:
+            raise bad(f"no {key!r} field for resuming")
+    for key in ("epoch", "step", "global_step"):
+        if not _is_count(obj[key]):
+            raise bad(f"{key} {obj[key]!r} is not a count")
+    history = obj["history"]
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise bad("the history is not a list of epochs")
+    best = obj["best_val_top1_error"]
+    if not isinstance(best, (int, float)) or isinstance(best, bool):
+        raise bad(f"best_val_top1_error {best!r} is not a number")
+    running = obj["running"]
+    if not isinstance(running, dict) or not all(
+        isinstance(running.get(k), (int, float)) for k in ("loss_sum", "correct", "count")
+    ):
+        raise bad("the running epoch totals are not numbers")
+    opt = obj["optimizer"]
+    if not (
+        isinstance(opt, dict)
+        and isinstance(opt.get("state"), dict)
+        and isinstance(opt.get("param_groups"), list)
+        and opt["param_groups"]
+    ):
+        raise bad("the optimizer state is empty or not an optimizer's")
+    if not isinstance(obj["schedule"], dict):
+        raise bad("the schedule state is not a dict")
 
 
 class Checkpointer:

@@ -111,12 +111,22 @@ class StepLog:
         return rate
 
     def _keep_until(self, global_step: int) -> None:
-        """A resumed run drops the lines logged after its checkpoint: they are redone."""
+        """A resumed run drops the lines logged after its checkpoint: they are redone.
+        A line that is not a step record (cut short by a kill) is dropped too: it is a
+        log, and the checkpoint says where the run stands."""
         if not self.run.steps.is_file():
             return
-        lines = self.run.steps.read_text().splitlines()
-        kept = [x for x in lines if x.strip() and json.loads(x)["global_step"] <= global_step]
+        lines = self.run.steps.read_text(errors="replace").splitlines()
+        kept = [x for x in lines if _step_of(x) is not None and _step_of(x) <= global_step]
         atomic_write_bytes(self.run.steps, "".join(x + "\n" for x in kept).encode())
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("global_step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def step_line(r: dict) -> str:

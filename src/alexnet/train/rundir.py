@@ -70,6 +70,11 @@ class RunDir:
 
     def check_resumable(self) -> None:
         """Raise UsageError unless there is a checkpoint to resume from."""
+        if self.root.is_file():
+            raise UsageError(
+                f"--resume {self.root} is a file: --resume takes the run directory "
+                "(train's --out); to start from a file's weights, use --weights"
+            )
         if not self.root.is_dir():
             raise UsageError(f"--resume {self.root}: no such run directory")
         if not self.last.is_file():
@@ -94,8 +99,14 @@ class RunDir:
         self._lock_fd = fd
 
     def unlock(self) -> None:
-        """Release the directory's lock."""
+        """Release the directory's lock, and remove its file: a finished run leaves no
+        .lock naming a process that is gone (removed while still held, so no other
+        process can hold the same file meanwhile)."""
         if self._lock_fd is not None:
+            try:
+                os.unlink(self.root / ".lock")
+            except OSError:
+                pass
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
