@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The suite's processes give freed memory back: the CLI's allocator tuning (keep freed
+# blocks for speed, runtime/allocator.py) would let this one long process, and every
+# process it starts, hold its peak heap for the rest of the run. Tests time nothing.
+os.environ.setdefault("ALEXNET_MALLOC", "default")
+
 
 def run_here(*args):
     """`alexnet ARGS` in this process (faster than a subprocess: torch is imported once),

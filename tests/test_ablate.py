@@ -145,7 +145,7 @@ def test_a_killed_ablate_resumes_and_keeps_what_finished(store, tmp_path):
 
 
 def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):
-    from alexnet.studies.ablate import AblateConfig, Results
+    from alexnet.studies.design import AblateConfig, Results
     from alexnet.studies.runs import pending_trains
 
     cfg = AblateConfig(["towers", "ten-crop", "relu", "dropout"], "S", str(tmp_path), seeds=2)

@@ -30,8 +30,57 @@ def test_bench_train_reports_every_model_and_the_ratios():
         "no_lrn_img_s",
     ):
         assert out[key] > 0, key
-    assert out["ratio_vs_naive"] == round(out["ours_img_s"] / out["naive_img_s"], 3)
-    assert out["lrn_overhead"] == round(out["no_lrn_img_s"] / out["ours_img_s"] - 1, 3)
+
+
+def test_a_rate_is_images_over_the_time_of_the_timed_steps_only(monkeypatch):
+    """Runner.rate against a clock that moves 0.25 s per step (and 10 s between calls,
+    which must not count): 4 images a step is 16 img/s."""
+    import alexnet.bench.common as common
+
+    now = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now[0])
+    runner = common.Runner.__new__(common.Runner)
+    runner.batch, runner.device = 4, __import__("torch").device("cpu")
+
+    def step():
+        now[0] += 0.25
+
+    runner.step = step
+    now[0] += 10.0
+    assert runner.rate(8) == 16.0
+
+
+def test_interleaved_keeps_each_models_best_pass_of_a_drifting_machine():
+    """Round-robin passes on a machine whose speed drifts: each model keeps its best
+    pass, whichever round it came in, and each model is timed once per round."""
+    from alexnet.bench.common import interleaved
+
+    class Fake:
+        def __init__(self, rates):
+            self.rates, self.calls, self.warm = list(rates), 0, False
+
+        def step(self):
+            self.warm = True
+
+        def rate(self, steps):
+            assert self.warm  # warmed up before the first timed pass
+            self.calls += 1
+            return self.rates.pop(0)
+
+    fast, slow = Fake([200.0, 150.0, 100.0]), Fake([90.0, 100.0, 80.0])
+    best = interleaved({"fast": fast, "slow": slow}, steps=1, rounds=3)
+    assert best == {"fast": 200.0, "slow": 100.0} and fast.calls == slow.calls == 3
+
+
+def test_bench_train_ratios_divide_ours_by_each_baseline(monkeypatch):
+    """With the measured rates fixed, every ratio in the result is ours over its baseline."""
+    import alexnet.bench.step as step
+
+    fixed = {"ours": 30.0, "naive": 10.0, "torchvision": 60.0, "no_lrn": 45.0}
+    monkeypatch.setattr(step, "interleaved", lambda runners, s, r: {k: fixed[k] for k in runners})
+    monkeypatch.setattr(step, "Runner", lambda *a, **k: None)
+    out = step.bench_step("cpu", batch_size=2, steps=1, precision="fp32", rounds=1)
+    assert (out.ratio_vs_naive, out.ratio_vs_torchvision, out.lrn_overhead) == (3.0, 0.5, 0.5)
 
 
 def test_bench_train_in_bf16_times_fp32_in_the_same_rounds_and_names_the_cpu():

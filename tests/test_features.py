@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import alexnet
 from alexnet.results import feature_files
-from alexnet.train.checkpoint import Checkpoint, save_atomic
+from alexnet.weights.checkpoint import Checkpoint, save_atomic
 from conftest import run_here, write_image
 
 h5py = pytest.importorskip("h5py")  # the features extra

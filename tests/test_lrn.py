@@ -147,8 +147,8 @@ def test_both_conventions_reach_the_net_and_follow_the_formula():
 
 def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logits(tmp_path):
     from alexnet import create_model
-    from alexnet.results.inference import load_for_inference
-    from alexnet.train.checkpoint import Checkpoint, save_atomic
+    from alexnet.weights.checkpoint import Checkpoint, save_atomic
+    from alexnet.weights.load import load_for_inference
 
     torch.manual_seed(0)
     net = create_model("paper", num_classes=3, init="kaiming").eval()

@@ -13,11 +13,11 @@ from PIL import Image
 
 from alexnet.data.augment import crop_flip, ten_crop_params
 from alexnet.data.store import Store
-from alexnet.results.evaluate import evaluate_split
-from alexnet.results.inference import load_for_inference
-from alexnet.results.metrics import Tally, topk_correct
+from alexnet.evaluation.metrics import Tally, topk_correct
+from alexnet.evaluation.split import evaluate_split
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
+from alexnet.weights.load import load_for_inference
 from conftest import EVAL_FAST, prepare_store, run_here, write_image
 
 
@@ -384,12 +384,25 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
     shutil.copytree(trained / "run" / "checkpoints", tmp_path / "runs" / "photos" / "checkpoints")
     write_image(tmp_path / "cat.jpg", size=(120, 90))
     shutil.copy(Path(__file__).resolve().parent.parent / "hubconf.py", tmp_path)  # "a clone"
-    exec(compile(block, "README.md", "exec"), {})
+    names = {}
+    exec(compile(block, "README.md", "exec"), names)
+    # what each line says it gives, checked against the checkpoint it was given
+    (top,) = names["weights"].predict(names["batch"], top=3)
+    assert len(top) == 3 and {n for n, _ in top} == {"apple", "leaf", "sky"}
+    assert abs(sum(p for _, p in top) - 1) < 1e-4
+    assert names["batch"].shape == (1, 3, 224, 224) and names["fc7"].shape == (1, 4096)
+    assert names["names"] == ["apple", "leaf", "sky"]
+    assert names["net"].classifier.fc8.out_features == 10 and not names["trained"].training
+    ref = torch.load(trained / "run" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert torch.equal(
+        names["trained"].state_dict()["classifier.fc8.weight"], ref["classifier.fc8.weight"]
+    )
+    assert names["hub"].classifier.fc8.out_features == 10
 
 
 def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
-    from alexnet.results.evaluate import split_probabilities
-    from alexnet.train.checkpoint import save_atomic
+    from alexnet.evaluation.split import split_probabilities
+    from alexnet.weights.checkpoint import save_atomic
 
     a = trained / "run" / "checkpoints" / "last.pt"
     obj = torch.load(a, weights_only=True)
@@ -415,7 +428,7 @@ def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
         assert member["top1_error"] == single["top1_error"]
     tally = Tally(3)
     tally.update((probs[0] + probs[1]) / 2, torch.from_numpy(view.labels))
-    assert out["nets"] == 2 and out["top1_error"] == tally.result()["top1_error"]
+    assert out["nets"] == 2 and out["top1_error"] == pytest.approx(tally.result()["top1_error"])
     assert out["images"] == len(view)
     # nets trained on other classes are refused in one line
     other = dict(obj, classes=[{"index": i, "id": f"x{i}", "name": f"x{i}"} for i in range(3)])
@@ -426,7 +439,7 @@ def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
 
 def _perturbed_copy(ckpt, out, seed, **fields):
     """Our checkpoint with fc8 moved by a seeded draw (another net of the same classes)."""
-    from alexnet.train.checkpoint import save_atomic
+    from alexnet.weights.checkpoint import save_atomic
 
     obj = torch.load(ckpt, weights_only=True)
     torch.manual_seed(seed)
@@ -489,8 +502,8 @@ def test_the_paper_rows_are_matched_by_dataset_split_crops_and_nets():
 
 
 def test_ilsvrc_2012_is_known_by_its_classes():
+    from alexnet.data.imagenet import imagenet_classes
     from alexnet.results.paper_rows import store_dataset
-    from alexnet.weights.imagenet import imagenet_classes
 
     class Fake:
         def __init__(self, ids, kind="folder"):

@@ -98,7 +98,9 @@ def test_train_writes_the_run_directory(tiny_store, tmp_path):
     assert config["recipe"] == "paper" and config["lr"] == 0.01 and config["batch_size"] == 4
     env = json.loads((run / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
-    assert env["malloc_tuned"] is (sys.platform == "linux")  # the CLI tunes glibc malloc
+    # the CLI tunes glibc malloc, unless ALEXNET_MALLOC=default (as this suite sets it)
+    tuned = sys.platform == "linux" and os.environ.get("ALEXNET_MALLOC") != "default"
+    assert env["malloc_tuned"] is tuned
     assert (run / "checkpoints" / "best.pt").is_file()
     state = _state(run)
     assert state["epoch"] == 2 and state["step"] == 0 and state["num_classes"] == 3
@@ -287,8 +289,8 @@ def test_checkpoints_written_before_the_checkpoint_class_still_load(tmp_path):
     import math
 
     from alexnet import create_model
-    from alexnet.results.inference import load_for_inference
-    from alexnet.train.checkpoint import load_checkpoint
+    from alexnet.weights.checkpoint import load_checkpoint
+    from alexnet.weights.load import load_for_inference
 
     torch.manual_seed(0)
     model = create_model("paper", num_classes=3, init="kaiming", dropout=0.5)
@@ -500,7 +502,7 @@ def test_fine_tuning_refusals(tiny_store, tmp_path):
 
 
 def test_the_checkpointer_writes_last_and_best_and_never_non_finite_weights(tmp_path):
-    from alexnet.train.checkpoint import Checkpoint, Checkpointer
+    from alexnet.weights.checkpoint import Checkpoint, Checkpointer
 
     def ckpt(value):
         return Checkpoint(
@@ -564,7 +566,7 @@ def test_a_full_disk_under_torch_save_is_named(tmp_path, monkeypatch):
     import shutil as sh
 
     from alexnet.runtime.errors import UsageError
-    from alexnet.train.checkpoint import save_atomic
+    from alexnet.weights.checkpoint import save_atomic
 
     def zip_writer_fails(obj, fh):
         fh.write(b"x" * 100)
@@ -653,3 +655,11 @@ def test_a_six_conv_net_fine_tunes_from_a_five_conv_checkpoint(tiny_store, tmp_p
         3,
     )
     assert torch.equal(a["model"]["features.conv3.weight"], b["model"]["features.conv3.weight"])
+
+
+def test_the_cli_tunes_the_allocator_unless_told_not_to():
+    code = "from alexnet.runtime.allocator import tune_cpu_allocator as t; print(t())"
+    for setting, expected in (("", sys.platform == "linux"), ("default", False)):
+        env = {**os.environ, "ALEXNET_MALLOC": setting}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert r.stdout.strip() == str(expected), (setting, r.stderr)

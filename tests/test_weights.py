@@ -405,7 +405,7 @@ def test_caffe_by_name_predicts_and_fine_tunes(tmp_path, weights, monkeypatch):
     args += ["--epochs", "1", "--batch-size", "4", "--device", "cpu", "--workers", "0"]
     r = run_here("train", *args, "--freeze", "features", "--no-report")
     assert r.returncode == 0, r.stderr
-    from alexnet.train.checkpoint import load_checkpoint
+    from alexnet.weights.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt.variant == "caffe" and ckpt.normalization["channels"] == "bgr"

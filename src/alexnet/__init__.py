@@ -6,8 +6,11 @@ The package imports torch only when a name that needs it is first used (PEP 562)
 Where things are, in the order of the pipeline:
     data/      prepare (images -> store), the store, the loader and the augmentation
     model/     the network of §3, its LRN, the two-tower split, the layer table
-    train/     config and recipes, optimiser and schedules, state, checkpoint, the loop
-    results/   inference, evaluation, predictions, retrieval, figures, report, export
+    weights/   trained nets as files: our checkpoint format, the run directory, the
+               published ImageNet nets by name, Caffe's files, loading any of them
+    evaluation/  the top-k tally, a split's errors (1 or 10 crops) and fc7 features
+    train/     config and recipes, optimiser and schedules, state, the loop
+    results/   evaluate, predict, retrieval, features, figures, report, export
     bench/     throughput against baselines measured in the same run
     runtime/   device and precision, torch.distributed, allocator, files, errors, seeds
     cli.py     the `alexnet` command: argument wiring only
@@ -17,7 +20,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AlexNet": "alexnet.model",
-    "create_model": "alexnet.model",
+    "create_model": "alexnet.results.pretrained",
     "load": "alexnet.results.pretrained",
     "Pretrained": "alexnet.results.pretrained",
 }

@@ -22,8 +22,21 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import __version__
-from .options import CROPS, DECODES, MODEL_PARALLEL, PRECISIONS, STORE_FORMATS, VARIANTS
+from .options import (
+    DECODES,
+    EXPORT_FORMATS,
+    MODEL_PARALLEL,
+    PRECISIONS,
+    STORE_FORMATS,
+    VARIANTS,
+    WEIGHTS_HELP,
+)
 from .runtime.errors import UsageError
+
+
+def say_error(message: str) -> None:
+    """The one-line error every failure the user can act on ends in, on stderr."""
+    print(f"alexnet: error: {message}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,10 +93,24 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
             continue
         kind = f.type.replace(" | None", "")
         help_text = meta["help"] + ((extra_help or {}).get(f.name, ""))
-        if f.default is MISSING:
-            parser.add_argument(f.name, help=help_text, metavar=meta.get("metavar"))
-            continue
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        many = {"nargs": "+"} if kind == "list[str]" else {}  # one or more
+        if f.default is MISSING and meta.get("flag"):  # a flag the user must give
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                required=True,
+                help=help_text,
+                metavar=meta.get("metavar"),
+                **many,
+            )
+            continue
+        if f.default is MISSING:  # a positional argument
+            choices = meta.get("choices")
+            parser.add_argument(
+                f.name, help=help_text, metavar=meta.get("metavar"), choices=choices, **many
+            )
+            continue
         if kind == "bool":
             on = not f.default
             name = flag if on else "--no-" + flag[2:]
@@ -105,17 +132,17 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
         )
 
 
+def _checked(cfg):
+    """A verb's config, its values checked against their choices and ranges."""
+    cfg.check()
+    return cfg
+
+
 def config_from_args(config_cls, args, **overrides):
     """A config dataclass from parsed arguments (its fields' flags), plus overrides."""
     names = {f.name for f in fields(config_cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
     return config_cls(**{**values, **overrides})
-
-
-CKPT_HELP = (
-    "our checkpoint (.pt, .safetensors), torchvision's AlexNet .pth, a .caffemodel, or "
-    "'torchvision' / 'caffe': the published ImageNet nets (torch.hub's cache, downloaded once)"
-)
 
 
 def _for_people(obj):
@@ -239,7 +266,7 @@ def _cmd_train(args) -> int:
     try:
         summary = train(cfg, resume=args.resume)
     except TrainingDiverged as e:
-        print(f"alexnet: error: {e}", file=sys.stderr)
+        say_error(str(e))
         return 3
     if summary["rank"] != 0:
         return 0
@@ -278,6 +305,8 @@ def _train_summary_lines(summary: dict) -> list[str]:
 
 # ---------------------------------------------------------------- results (§6)
 def _add_evaluate(sub) -> None:
+    from .results.configs import EvaluateConfig
+
     p = _add(
         sub,
         "evaluate",
@@ -286,40 +315,20 @@ def _add_evaluate(sub) -> None:
         "examples:\n  alexnet evaluate caffe --data VAL_STORE --crops 1\n"
         "  alexnet evaluate A.pt B.pt C.pt D.pt E.pt --data STORE --crops 10   # 5 CNNs\n",
     )
-    p.add_argument(
-        "ckpt", nargs="+", help=CKPT_HELP + "; several: their softmax averaged (an ensemble)"
-    )
-    p.add_argument("--data", required=True, help="a prepared store")
-    p.add_argument(
-        "--split", default="val", help="the store's split to evaluate (test: ILSVRC-2010's)"
-    )
-    p.add_argument(
-        "--crops",
-        type=int,
-        default=10,
-        choices=CROPS,
-        help="centre crop, or the four corners and centre with their reflections",
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    _add_device(p, "auto")
+    add_config_flags(p, EvaluateConfig)
     _add_json(p)
 
 
 def _cmd_evaluate(args) -> int:
+    from .results.configs import EvaluateConfig
     from .results.evaluate import evaluate_checkpoint, evaluate_ensemble
 
-    run = evaluate_ensemble if len(args.ckpt) > 1 else evaluate_checkpoint
-    r = run(
-        args.ckpt if len(args.ckpt) > 1 else args.ckpt[0],
-        args.data,
-        args.split,
-        args.crops,
-        args.batch_size,
-        args.workers,
-        args.device,
-        progress=sys.stderr.isatty(),
-    )
+    cfg = _checked(config_from_args(EvaluateConfig, args))
+    options = {k: v for k, v in vars(cfg).items() if k != "ckpts"}
+    if len(cfg.ckpts) > 1:
+        r = evaluate_ensemble(cfg.ckpts, **options, progress=sys.stderr.isatty())
+    else:
+        r = evaluate_checkpoint(cfg.ckpts[0], **options, progress=sys.stderr.isatty())
     if args.json:
         _print_json(r)
         return 0
@@ -345,6 +354,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _add_predict(sub) -> None:
+    from .results.configs import PredictConfig
+
     p = _add(
         sub,
         "predict",
@@ -353,37 +364,31 @@ def _add_predict(sub) -> None:
         "examples:\n  alexnet predict caffe cat.jpg dog.jpg --figure top5.png\n"
         "  alexnet predict A.pt B.pt C.pt cat.jpg --json   # the mean of three nets\n",
     )
-    p.add_argument("ckpt", help=CKPT_HELP)
-    p.add_argument(
-        "images",
-        nargs="+",
-        help="image files; weights named before them (.pt, .safetensors, .pth, .caffemodel, "
-        "torchvision, caffe) join CKPT in an ensemble: their softmax averaged",
-    )
-    p.add_argument("--top", type=_positive_int, default=5, help="classes per image")
-    p.add_argument("--figure", metavar="PNG", help="draw the predictions with bars into this PNG")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    _add_device(p, "auto")
+    add_config_flags(p, PredictConfig)
     _add_json(p)
 
 
 def _cmd_predict(args) -> int:
-    from .results.inference import names_weights
+    from .results.configs import PredictConfig
     from .results.predict import predict_ensemble, write_predictions_figure
     from .runtime.files import check_output_file
+    from .weights.load import names_weights
 
-    ckpts, images = [args.ckpt], list(args.images)
+    cfg = _checked(config_from_args(PredictConfig, args))
+    ckpts, images = [cfg.ckpt], list(cfg.images)
     while len(images) > 1 and names_weights(images[0]):
         ckpts.append(images.pop(0))
-    if args.figure:
-        check_output_file(args.figure, reads=[*ckpts, *images])
-    results = predict_ensemble(ckpts, images, args.top, args.batch_size, args.device)
+    if cfg.figure:
+        check_output_file(cfg.figure, reads=[*ckpts, *images])
+    results = predict_ensemble(
+        ckpts, images, top=cfg.top, batch_size=cfg.batch_size, device=cfg.device
+    )
     if len(ckpts) == 1:
         for r in results:
             r.pop("members", None)
     failed = [r for r in results if "error" in r]
     for r in failed:
-        print(f"alexnet: error: {r['image']}: {r['error']}", file=sys.stderr)
+        say_error(f"{r['image']}: {r['error']}")
     if args.json:
         _print_json(results)
     else:
@@ -394,10 +399,10 @@ def _cmd_predict(args) -> int:
                 for t in r["top"]:
                     print(f"  {t['prob']:6.1%}  {t['name']}")
     ok = [r for r in results if "top" in r]
-    if args.figure and ok:
-        write_predictions_figure(args.figure, ok)
+    if cfg.figure and ok:
+        write_predictions_figure(cfg.figure, ok)
         if not args.json:
-            print(f"figure: {args.figure}")
+            print(f"figure: {cfg.figure}")
     return 0 if not failed else (1 if ok else 2)
 
 
@@ -441,15 +446,15 @@ def _add_kernels(sub) -> None:
         "the conv1 kernels as a grid, with each tower's colour index (Figure 3)",
         _cmd_kernels,
     )
-    p.add_argument("ckpt", help=CKPT_HELP)
+    p.add_argument("ckpt", help=WEIGHTS_HELP)
     p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
     _add_json(p, "the figure's path and each tower's colour index")
 
 
 def _cmd_kernels(args) -> int:
     from .results.figures import colour_index, colour_lines, kernels_png
-    from .results.inference import load_for_inference
     from .runtime.files import atomic_write_bytes, check_output_file
+    from .weights.load import load_for_inference
 
     check_output_file(args.out, reads=[args.ckpt])
     model = load_for_inference(args.ckpt).model
@@ -465,37 +470,19 @@ def _cmd_kernels(args) -> int:
 
 
 def _add_neighbors(sub) -> None:
+    from .results.configs import NeighborsConfig
+
     p = _add(sub, "neighbors", "nearest gallery images in fc7 space (Figure 4)", _cmd_neighbors)
-    p.add_argument("ckpt", help=CKPT_HELP)
-    p.add_argument("--gallery", required=True, help="a prepared store")
-    p.add_argument("--split", default="train", help="gallery split")
-    p.add_argument("--query", nargs="+", required=True, help="query image files")
-    p.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (at most 100)")
-    p.add_argument(
-        "--codes",
-        type=_positive_int,
-        metavar="BITS",
-        help="also search binary codes from an auto-encoder, and compare",
-    )
-    p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
-    _add_device(p, "auto")
+    add_config_flags(p, NeighborsConfig)
     _add_json(p)
 
 
 def _cmd_neighbors(args) -> int:
+    from .results.configs import NeighborsConfig
     from .results.retrieval import neighbors
 
-    r = neighbors(
-        args.ckpt,
-        args.gallery,
-        args.query,
-        k=args.k,
-        split=args.split,
-        out=args.out,
-        codes=args.codes,
-        device=args.device,
-        progress=sys.stderr.isatty(),
-    )
+    cfg = _checked(config_from_args(NeighborsConfig, args))
+    r = neighbors(**vars(cfg), progress=sys.stderr.isatty())
     if args.json:
         _print_json(r)
         return 0
@@ -504,7 +491,7 @@ def _cmd_neighbors(args) -> int:
         print(f"{q['image']}: {names}")
     if "codes" in r:
         c = r["codes"]
-        print(f"{c['bits']}-bit codes: top-{args.k} agreement with Euclidean {c['agreement']:.1%}")
+        print(f"{c['bits']}-bit codes: top-{cfg.k} agreement with Euclidean {c['agreement']:.1%}")
     print(r["figure"])
     return 0
 
@@ -533,12 +520,10 @@ def _add_export(sub) -> None:
         "  alexnet export runs/x/checkpoints/best.pt --out model.pt2\n"
         "  alexnet export runs/x/checkpoints/best.pt --out weights.safetensors\n",
     )
-    p.add_argument("ckpt", help=CKPT_HELP)
+    p.add_argument("ckpt", help=WEIGHTS_HELP)
     p.add_argument("--out", help="the file to write (its suffix picks the format)")
     p.add_argument("--onnx", metavar="FILE", help="the same as --out FILE --format onnx")
-    p.add_argument(
-        "--format", default="auto", choices=("auto", "onnx", "torch-export", "safetensors")
-    )
+    p.add_argument("--format", default="auto", choices=("auto", *EXPORT_FORMATS))
     p.add_argument(
         "--input-size", type=int, help="side of the square input (default: the net's, 224 or 227)"
     )
@@ -565,7 +550,7 @@ def _cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- ablate
 def _add_ablate(sub) -> None:
-    from .studies.ablate import STUDIES
+    from .studies.design import AblateConfig
 
     p = _add(
         sub,
@@ -576,31 +561,7 @@ def _add_ablate(sub) -> None:
         "  alexnet ablate towers lrn overlap augment pca dropout ten-crop --data STORE "
         "--out ablations --train-images 5000 --epochs 5\n",
     )
-    p.add_argument(
-        "studies",
-        nargs="+",
-        choices=tuple(STUDIES),
-        metavar="STUDY",
-        help=f"one or more of: {', '.join(STUDIES)}",
-    )
-    p.add_argument("--data", required=True, help="a prepared store")
-    p.add_argument("--out", required=True, help="the results folder (rerun: resumes)")
-    p.add_argument("--seeds", type=_positive_int, default=3)
-    p.add_argument(
-        "--epochs", type=_finite_float, default=5.0, help="per run (relu: the budget of each run)"
-    )
-    p.add_argument("--train-images", type=_positive_int, help="train on this many images")
-    p.add_argument("--val-images", type=_positive_int, help="validate on this many images")
-    p.add_argument(
-        "--target-error",
-        type=_finite_float,
-        default=0.25,
-        help="relu: the training error whose first crossing is timed",
-    )
-    p.add_argument("--recipe", default="demo", help="the AlexNet-scale runs' recipe")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="AlexNet-scale runs")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    _add_device(p, "auto")
+    add_config_flags(p, AblateConfig)
     _add_json(p, "the summary")
 
 
@@ -608,20 +569,7 @@ def _cmd_ablate(args) -> int:
     from .studies.ablate import AblateConfig, ablate
     from .studies.report import table_rows
 
-    cfg = AblateConfig(
-        args.studies,
-        args.data,
-        args.out,
-        args.seeds,
-        args.epochs,
-        args.train_images,
-        args.val_images,
-        args.target_error,
-        args.device,
-        args.recipe,
-        args.batch_size,
-        args.workers,
-    )
+    cfg = config_from_args(AblateConfig, args)
     summary = ablate(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
         _print_json(summary)
@@ -845,13 +793,13 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
-        print(f"alexnet: error: {_one_line(e)}", file=sys.stderr)
+        say_error(_one_line(e))
         return 2
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS or os.environ.get("ALEXNET_DEBUG"):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"alexnet: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        say_error(f"{where}{e.strerror or _one_line(e)}")
         return 2
     except KeyboardInterrupt as e:
         print(f"alexnet: {e or 'interrupted'}", file=sys.stderr)

@@ -6,7 +6,7 @@ help) from these names, and the modules that act on a choice import it from here
 
 from __future__ import annotations
 
-from dataclasses import MISSING, field
+from dataclasses import MISSING, field, fields
 from typing import Literal, get_args
 
 Variant = Literal["paper", "one-tower", "torchvision", "caffe", "six-conv"]
@@ -18,6 +18,7 @@ Schedule = Literal["plateau", "step", "warmup-cosine", "constant"]
 Optimizer = Literal["paper-sgd", "sgd", "adamw"]
 StoreFormat = Literal["auto", "raw", "jpeg"]
 Freeze = Literal["features", "fc7"]  # fine-tuning: train the classifier only, or fc8 only
+ExportFormat = Literal["onnx", "torch-export", "safetensors"]
 
 VARIANTS: tuple[str, ...] = get_args(Variant)
 INITS: tuple[str, ...] = get_args(Init)
@@ -28,8 +29,16 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
 FREEZES: tuple[str, ...] = get_args(Freeze)
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)
 MODEL_PARALLEL = (1, 2)  # 2: the paper's two towers on two processes (§3.2)
+
+
+WEIGHTS_HELP = (
+    "our checkpoint (.pt, .safetensors), torchvision's AlexNet .pth, a .caffemodel, or "
+    "'torchvision' / 'caffe': the published ImageNet nets (torch.hub's cache, downloaded once)"
+)
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
 
 
 def check_choice(name: str, value, choices) -> None:
@@ -51,3 +60,23 @@ def option(
     No default: a positional argument. `flag` names a flag other than --field-name."""
     meta = {"help": help, "choices": choices, "cli": cli, "metavar": metavar, "flag": flag}
     return field(default=default, metadata=meta)
+
+
+def check_choices(config) -> None:
+    """Raise ValueError for the first field of a config dataclass whose value is not one
+    of its option's choices (None, a field left to be decided, passes), naming the flag."""
+    for f in fields(config):
+        choices, value = f.metadata.get("choices"), getattr(config, f.name)
+        if choices is None or value is None:
+            continue
+        name = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        for one in value if isinstance(value, list) else [value]:
+            check_choice(name, one, choices)
+
+
+def check_at_least(config, **lows) -> None:
+    """Raise ValueError for the first field below its lower bound (None passes)."""
+    for name, low in lows.items():
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")

@@ -141,7 +141,7 @@ def _names_for(ids: list[str], class_names: dict[str, str] | None) -> list[str]:
         return [class_names.get(i, i) for i in ids]
     if len(ids) == 1000 and all(WNID.match(i) for i in ids):
         # The full ILSVRC-2012 set: the names the pretrained nets' classes carry
-        from ..weights.imagenet import imagenet_classes
+        from .imagenet import imagenet_classes
 
         names = {c["id"]: c["name"] for c in imagenet_classes()}
         return [names.get(i, i) for i in ids]

@@ -311,6 +311,12 @@ def is_store(path: str | Path) -> bool:
 META_KEYS = ("version", "format", "size", "classes", "splits")
 
 
+def class_ids(classes: list[dict]) -> list[str]:
+    """The ids of a class list ({index, id, name} entries; an entry without an id, from
+    an older checkpoint, by its name): what "the same classes" compares, everywhere."""
+    return [str(c["id"] if "id" in c else c["name"]) for c in classes]
+
+
 class Store:
     """A prepared store (see the module docstring for its files)."""
 

@@ -305,9 +305,7 @@ def output_layer(model: nn.Module) -> nn.Linear:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def create_model(
-    variant: str = "paper", num_classes: int = 1000, weights=None, **options
-) -> AlexNet:
+def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> AlexNet:
     """Build a variant by name: "paper", "one-tower", "torchvision", "caffe" or "six-conv"
     (the paper net with a sixth convolutional layer over pool5, §6's "1 CNN*").
 
@@ -315,16 +313,8 @@ def create_model(
     The torchvision layout has no LRN and keeps PyTorch's default init unless
     init="paper" is asked for. The caffe net is bvlc_alexnet's deploy.prototxt, fixed:
     of the options it takes dropout and init only ("paper" there means Caffe's fillers).
-
-    weights: a checkpoint path (ours, .pt or .safetensors, torchvision's AlexNet
-    state_dict, a .caffemodel) or "torchvision" / "caffe" (the published ImageNet nets).
-    The net is then the file's (its variant, class count and switches), in eval mode;
-    `alexnet.load(weights)` gives its class names and preprocessing too.
+    A fresh net: `alexnet.create_model(weights=...)` builds a trained one.
     """
-    if weights is not None:
-        from ..results.pretrained import load
-
-        return load(weights).model
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool):

@@ -1,77 +1,13 @@
-"""Evaluation of a model on a store split: centre crop or the paper's ten crops (§4.1)."""
+"""`alexnet evaluate`: a checkpoint, or an ensemble of them, on a store split, beside
+the paper's rows (the evaluation itself is ../evaluation/split.py's)."""
 
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
-from ..data.augment import BatchTransform
-from ..data.loader import eval_batches
-from ..data.store import StoreSplit
-from ..options import CROPS, check_choice
-from ..runtime.device import autocast
-from .metrics import Tally
+from ..evaluation.metrics import Tally
+from ..evaluation.split import evaluate_split, split_probabilities
 from .paper_rows import matching_rows, store_dataset
-
-
-@torch.no_grad()
-def split_probabilities(
-    model: torch.nn.Module,
-    split: StoreSplit,
-    transform: BatchTransform,
-    crops: int = 1,
-    batch_size: int = 128,
-    workers: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    progress: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-):
-    """(softmax probabilities, labels) per batch of a split, in store order; with crops=10
-    each image's ten patches are averaged (§4.1). The model is left in eval mode."""
-    check_choice("crops", crops, CROPS)
-    model.eval()
-    device = transform.device
-    batches = eval_batches(split, batch_size, workers, rank, world)
-    for images, labels in tqdm(
-        batches, desc=f"eval x{crops}", unit="batch", disable=not progress, leave=False
-    ):
-        n = len(images)
-        x = transform(images, transform.views(n, crops, split.size))
-        with autocast(device, autocast_dtype):
-            logits = model(x)
-        probs = logits.float().softmax(dim=1)
-        if crops == 10:
-            probs = probs.view(n, 10, -1).mean(dim=1)
-        yield probs, labels
-
-
-@torch.no_grad()
-def evaluate_split(
-    model: torch.nn.Module,
-    split: StoreSplit,
-    transform: BatchTransform,
-    num_classes: int,
-    crops: int = 1,
-    batch_size: int = 128,
-    workers: int = 0,
-    rank: int = 0,
-    world: int = 1,
-    progress: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-    group=None,
-) -> dict:
-    """Top-1/top-5 error and per-class accuracy. With crops=10 the softmax outputs of
-    the ten patches are averaged per image, as in §4.1."""
-    was_training = model.training
-    tally = Tally(num_classes)
-    for probs, labels in split_probabilities(
-        model, split, transform, crops, batch_size, workers, rank, world, progress, autocast_dtype
-    ):
-        tally.update(probs, labels)
-    tally.all_reduce(group)
-    model.train(was_training)
-    return {"crops": crops, **tally.result()}
 
 
 def _beside_the_paper(r: dict, store, split: str, variants: list[str]) -> dict:
@@ -97,7 +33,7 @@ def evaluate_ensemble(
     Each net's own errors are reported beside the ensemble's."""
     from ..data.store import Store
     from ..runtime.device import pick_device
-    from .inference import load_for_inference
+    from ..weights.load import load_for_inference
 
     store = Store(data)
     view = store.split(split)
@@ -140,7 +76,7 @@ def evaluate_checkpoint(
     names. The store must hold the classes the checkpoint was trained on."""
     from ..data.store import Store
     from ..runtime.device import pick_device
-    from .inference import load_for_inference
+    from ..weights.load import load_for_inference
 
     loaded = load_for_inference(ckpt, pick_device(device))
     store = Store(data)

@@ -17,10 +17,11 @@ import torch
 
 from ..model.info import layer_table
 from ..model.net import input_crop
+from ..options import EXPORT_FORMATS, check_choice
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
-from ..train.checkpoint import Checkpoint, model_options, save_safetensors
-from .inference import load_for_inference
+from ..weights.checkpoint import Checkpoint, model_options, save_safetensors
+from ..weights.load import load_for_inference
 
 
 def export_onnx(
@@ -79,11 +80,11 @@ def export_onnx(
     return result
 
 
-EXPORT_FORMATS = ("onnx", "torch-export", "safetensors")
-
-
 def export(ckpt: str, out: str, fmt: str = "auto", input_size: int | None = None) -> dict:
-    """Export in `fmt`; "auto" goes by the file name (.onnx, .pt2, .safetensors)."""
+    """Export in `fmt` (one of EXPORT_FORMATS); "auto" goes by the file name (.onnx,
+    .pt2, .safetensors)."""
+    if fmt != "auto":
+        check_choice("--format", fmt, EXPORT_FORMATS)
     if fmt == "auto":
         fmt = {".onnx": "onnx", ".pt2": "torch-export", ".safetensors": "safetensors"}.get(
             Path(out).suffix, ""

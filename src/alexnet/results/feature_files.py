@@ -176,7 +176,7 @@ def _meta(cfg: FeaturesConfig, loaded, layers: list[LayerRequest]) -> dict:
 
 def write_features(cfg: FeaturesConfig, device="cpu") -> dict:
     """`alexnet features` as a function: returns what was written."""
-    from .inference import load_for_inference
+    from ..weights.load import load_for_inference
 
     if cfg.out is None:
         raise UsageError("give the file to write: --out FILE.npz or FILE.h5")

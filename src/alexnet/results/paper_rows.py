@@ -47,10 +47,10 @@ def store_dataset(store) -> str | None:
         return "ILSVRC-2010"
     if store.num_classes != 1000:
         return None
-    from ..weights.imagenet import imagenet_classes
+    from ..data.imagenet import imagenet_classes
+    from ..data.store import class_ids
 
-    ids = [str(c["id"]) for c in store.classes]
-    return "ILSVRC-2012" if ids == [c["id"] for c in imagenet_classes()] else None
+    return "ILSVRC-2012" if class_ids(store.classes) == class_ids(imagenet_classes()) else None
 
 
 def matching_rows(

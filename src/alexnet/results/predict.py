@@ -9,7 +9,7 @@ import torch
 
 from ..data.images import BadImage, center_view, load_for_store
 from ..runtime.errors import UsageError
-from .inference import Loaded, load_for_inference
+from ..weights.load import Loaded, load_for_inference
 
 
 def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:

@@ -20,8 +20,9 @@ import torch
 
 from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
+from ..model.net import create_model as fresh_model
 from ..model.net import input_crop
-from .inference import Loaded, load_for_inference
+from ..weights.load import Loaded, load_for_inference
 
 
 class ImageTransform:
@@ -121,3 +122,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     ("torchvision", "caffe": torch.hub's cache, downloaded once) into an eval-ready model,
     with its classes and its preprocessing. Loads no code from the file."""
     return Pretrained(load_for_inference(path, device))
+
+
+def create_model(variant: str = "paper", num_classes: int = 1000, weights=None, **options):
+    """`alexnet.create_model`: a fresh net of a variant (model/net.py's create_model,
+    whose options it passes on), or with `weights` (a checkpoint path: ours, .pt or
+    .safetensors, torchvision's AlexNet state_dict, a .caffemodel; or "torchvision" /
+    "caffe", the published ImageNet nets) the file's trained net, in eval mode.
+    `alexnet.load(weights)` gives its class names and preprocessing too."""
+    if weights is not None:
+        return load(weights).model
+    return fresh_model(variant, num_classes=num_classes, **options)

@@ -17,11 +17,13 @@ import torch
 
 from ..data.images import center_view
 from ..data.store import Store
+from ..evaluation.embed import split_features
+from ..evaluation.split import evaluate_split
 from ..runtime.device import pick_device
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
-from ..train.rundir import RunDir
-from .evaluate import evaluate_split
+from ..weights.load import load_for_inference
+from ..weights.rundir import RunDir
 from .figures import (
     colour_index,
     colour_lines,
@@ -30,10 +32,9 @@ from .figures import (
     neighbors_png,
     predictions_png,
 )
-from .inference import load_for_inference
 from .paper_rows import PaperRow, matching_rows, store_dataset
 from .predict import predict_stored
-from .retrieval import features, nearest, split_features
+from .retrieval import features, nearest
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from ..data.loader import eval_batches
 from ..data.store import Store, StoreSplit
+from ..evaluation.embed import split_features
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_save_npy, cache_dir, check_output_file
-from .inference import Loaded
+from ..weights.load import Loaded
 
 
 def checkpoint_key(path: str | Path) -> str:
@@ -34,25 +33,6 @@ def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     transform = loaded.transform(device)
     x = transform(images_u8, transform.views(len(images_u8)))
     return loaded.model.last_hidden(x).float().cpu()
-
-
-@torch.no_grad()
-def split_features(
-    model: nn.Module, split: StoreSplit, transform, batch_size: int = 64, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 4096) float32 fc7 features of a split's (or a subset's) centre crops, in its
-    order, and its labels, both on the model's device: the gallery for neighbours and the
-    cached input of a linear probe. The model is evaluated in eval mode and left as it was."""
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    batches = eval_batches(split, batch_size)
-    for images, y in tqdm(batches, desc="features", disable=not progress):
-        x = transform(images, transform.views(len(images), 1, split.size))
-        feats.append(model.last_hidden(x).float())
-        labels.append(y.to(x.device))
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
 
 
 def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
@@ -190,7 +170,7 @@ def neighbors(
     progress: bool = False,
 ) -> dict:
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
-    from .inference import load_for_inference
+    from ..weights.load import load_for_inference
 
     if not 1 <= k <= MAX_K:
         raise UsageError(f"--k must be between 1 and {MAX_K}, not {k}")

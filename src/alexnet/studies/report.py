@@ -8,21 +8,16 @@ import html
 from pathlib import Path
 
 from ..runtime.files import atomic_write_bytes, atomic_write_json
-from .ablate import STUDIES, AblateConfig, Results
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
+from .design import STUDIES, AblateConfig, Results, mean_sd
 
 
 def _arm_cell(values: list) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    m = sum(values) / len(values)
+    m, sd = mean_sd(values)
     if len(values) == 1:  # no spread to show
         return f"{100 * m:.2f}"
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 

@@ -7,7 +7,8 @@ import math
 import shutil
 from pathlib import Path
 
-from .ablate import AblateConfig, Results, Study, row_id
+from ..weights.rundir import RunDir
+from .design import AblateConfig, Results, Study, row_id
 
 
 def run_small_study(cfg: AblateConfig, study: Study, seed: int, results: Results, log) -> None:
@@ -134,7 +135,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         **cfg.extra,
         **switch,
     )
-    resume = str(out) if (out / "checkpoints" / "last.pt").is_file() else None
+    resume = str(out) if RunDir(out).last.is_file() else None
     if resume is None and out.exists():  # killed before its first checkpoint: start again
         shutil.rmtree(out)
     history = train(base, resume=resume)["history"]
@@ -157,14 +158,14 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
 def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
     """One crop vs ten on the paper arm's checkpoint (trained first if need be)."""
     from ..data.store import Store, fixed_subset
-    from ..results.evaluate import evaluate_split
-    from ..results.inference import load_for_inference
+    from ..evaluation.split import evaluate_split
+    from ..weights.load import load_for_inference
 
     ids = {c: row_id("ten-crop", "ten-crops" if c == 10 else "one-crop", seed) for c in (10, 1)}
     if all(i in results.rows for i in ids.values()):
         return
     run_train(cfg, "paper", {}, seed, results, log)
-    loaded = load_for_inference(run_dir(cfg, "paper", seed) / "checkpoints" / "last.pt", cfg.device)
+    loaded = load_for_inference(RunDir(run_dir(cfg, "paper", seed)).last, cfg.device)
     val = fixed_subset(Store(cfg.data).split("val"), cfg.val_images)
     for crops, rid in ids.items():
         r = evaluate_split(loaded.model, val, loaded.transform(), loaded.num_classes, crops=crops)
@@ -184,7 +185,7 @@ def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
 def pending_trains(cfg: AblateConfig, results: Results) -> list[tuple[str, dict, int]]:
     """The AlexNet-scale runs the chosen studies need and results.jsonl lacks (the paper
     arm once per seed, shared)."""
-    from .ablate import STUDIES
+    from .design import STUDIES
 
     jobs: dict[str, tuple[str, dict, int]] = {}
     for name in cfg.studies:

@@ -21,10 +21,11 @@ from ..options import (
     PRECISIONS,
     SCHEDULES,
     VARIANTS,
+    check_choices,
     option,
 )
 from ..runtime.errors import UsageError
-from .recipes import RECIPE_FIELDS, RECIPES
+from .recipes import RECIPE_FIELDS, RECIPES, choose_recipe
 
 
 @dataclass
@@ -119,7 +120,9 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill what the recipe decides; check every value. Raises UsageError."""
-        recipe_name = self.recipe or ("demo" if self.data is None else "paper")
+        recipe_name, _ = choose_recipe(
+            self.recipe, demo_data=self.data is None, starting_weights=self.weights is not None
+        )
         if recipe_name not in RECIPES:
             raise UsageError(f"unknown recipe {recipe_name!r}; choose one of {', '.join(RECIPES)}")
         values = asdict(self)
@@ -132,7 +135,12 @@ class TrainConfig:
         return cfg
 
     def check(self) -> None:
-        """Raise UsageError naming the first value out of its range (a resolved config)."""
+        """Raise UsageError naming the first value out of its choices (every field that
+        has them, in one loop) or its range (a resolved config)."""
+        try:
+            check_choices(self)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         for ok, message in self._checks():
             if not ok:
                 raise UsageError(message)
@@ -153,10 +161,6 @@ class TrainConfig:
         ]
         return [
             (
-                self.variant in VARIANTS,
-                f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}",
-            ),
-            (
                 not finite,
                 f"--{finite[0].replace('_', '-')} must be a finite number" if finite else "",
             ),
@@ -172,13 +176,6 @@ class TrainConfig:
             (self.warmup_epochs >= 0, "--warmup-epochs must be non-negative"),
             (self.input_scale > 0, f"--input-scale must be positive, not {self.input_scale}"),
             (self.patience >= 0, "--patience must be non-negative"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}"),
-            (self.init in INITS, f"unknown init {self.init!r}"),
-            (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}"),
-            (
-                self.precision in PRECISIONS,
-                f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
-            ),
             (
                 self.precision != "fp16",
                 "--precision fp16 does not train here: without a gradient scaler small "
@@ -198,15 +195,7 @@ class TrainConfig:
             (self.val_images is None or self.val_images >= 1, "--val-images must be at least 1"),
             (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
-            (
-                self.decode in DECODES,
-                f"--decode must be one of {', '.join(DECODES)}, not {self.decode!r}",
-            ),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
-            (
-                self.model_parallel in MODEL_PARALLEL,
-                f"--model-parallel must be 1 or 2 (the paper's two towers), not {self.model_parallel}",
-            ),
             (
                 self.freeze is None or self.weights is not None,
                 "--freeze needs --weights: a frozen random layer learns nothing",

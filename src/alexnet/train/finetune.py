@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from ..evaluation.embed import split_features
 from ..model import LAYER_NAMES, learned_layers, output_layer
-from ..results.inference import load_for_inference
-from ..results.retrieval import split_features
+from ..weights.load import load_for_inference
 from .config import TrainConfig
 
 
@@ -47,9 +47,9 @@ class StartingWeights:
         return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm, loaded.class_ids)
 
     def configure(self, cfg: TrainConfig) -> TrainConfig:
-        """The run's config with the file's net, and `finetune` as the default recipe; a
-        five-conv paper net asked to grow a sixth (--variant six-conv) keeps that variant:
-        §6's pre-train, then fine-tune."""
+        """The run's config with the file's net (the recipe: recipes.choose_recipe's
+        `finetune` by default); a five-conv paper net asked to grow a sixth (--variant
+        six-conv) keeps that variant: §6's pre-train, then fine-tune."""
         grows = cfg.variant == "six-conv" and self.variant == "paper"
         return replace(
             cfg,
@@ -58,7 +58,6 @@ class StartingWeights:
             lrn_alpha_over_n=self.options.lrn_alpha_over_n,
             overlap_pool=self.options.overlap_pool,
             activation=self.options.activation,
-            recipe=cfg.recipe or "finetune",
             input_scale=float(self.norm.get("scale") or 1.0),
         )
 
@@ -163,7 +162,7 @@ def probe_evaluate(
     head: nn.Module, features: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> dict:
     """evaluate_split's result for a probe: the head on cached validation features."""
-    from ..results.metrics import Tally
+    from ..evaluation.metrics import Tally
 
     tally = Tally(num_classes)
     for x, y in zip(features.split(1024), labels.split(1024), strict=True):

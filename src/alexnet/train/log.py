@@ -10,7 +10,7 @@ import time
 from tqdm import tqdm
 
 from ..runtime.files import atomic_write_bytes
-from .rundir import RunDir
+from ..weights.rundir import RunDir
 
 EPOCH_SCALARS = ("train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr")
 

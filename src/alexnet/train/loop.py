@@ -10,7 +10,6 @@ format checkpoint.py's, the position in the run state.py's.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -24,7 +23,9 @@ from tqdm import tqdm
 
 from ..data.augment import BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
-from ..data.store import Store, fixed_subset
+from ..data.store import Store, class_ids, fixed_subset
+from ..evaluation.embed import split_features
+from ..evaluation.split import evaluate_split
 from ..model import create_model
 from ..model.net import input_crop
 from ..model.towers import (
@@ -34,8 +35,6 @@ from ..model.towers import (
     load_full_optimizer_state,
     make_layout,
 )
-from ..results.evaluate import evaluate_split
-from ..results.retrieval import split_features
 from ..runtime.device import (
     autocast,
     autocast_dtype,
@@ -47,7 +46,8 @@ from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutd
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
-from .checkpoint import Checkpoint, Checkpointer, load_checkpoint, model_options
+from ..weights.checkpoint import Checkpoint, Checkpointer, load_checkpoint, model_options
+from ..weights.rundir import RunDir
 from .config import TrainConfig, config_for_resume
 from .finetune import (
     FeatureFeed,
@@ -60,8 +60,7 @@ from .finetune import (
 )
 from .log import MetricsLog, StepLog
 from .optim import build_optimizer, build_schedule
-from .recipes import RECIPES, SMALL_STORE
-from .rundir import RunDir
+from .recipes import RECIPES, choose_recipe
 from .state import TrainState
 
 
@@ -115,11 +114,18 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     else:
         weights = StartingWeights.read(cfg.weights) if cfg.weights else None
         cfg = weights.configure(cfg) if weights else cfg
-        cfg, why = _with_default_recipe(cfg)
-        cfg = cfg.resolved()
+        recipe, why = choose_recipe(
+            cfg.recipe,
+            demo_data=cfg.data is None,
+            starting_weights=weights is not None,
+            train_images=None if cfg.data is None else len(Store(cfg.data).split("train")),
+            store=str(cfg.data),
+        )
+        cfg = replace(cfg, recipe=recipe).resolved()
     device = pick_device(cfg.device)
     cfg = replace(cfg, precision=_run_precision(cfg.precision, device, resumed=ckpt is not None))
     dist_info = init_from_env(device.type)
+    cfg = _settled_paths(cfg, dist_info)  # what config.json records, before setup reads it
     try:
         trainer = setup(cfg, ckpt, device, dist_info, weights)
         if why and dist_info.is_main:  # said once the run has started, not before an error
@@ -156,23 +162,6 @@ def _run_precision(precision: str, device: torch.device, resumed: bool) -> str:
     return resolve_precision(precision, device)
 
 
-def _with_default_recipe(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
-    """The paper's recipe is the default for ILSVRC-sized stores only: on small data it
-    stays at ln(classes) (docs/paper.md §5). Below SMALL_STORE training images, a store
-    without --recipe trains with `demo`; returns the config and why, to be printed."""
-    if cfg.recipe is not None or cfg.data is None:
-        return cfg, None
-    n = len(Store(cfg.data).split("train"))
-    if n >= SMALL_STORE:
-        return replace(cfg, recipe="paper"), None
-    why = (
-        f"recipe: demo, since {cfg.data} has {n:,} training images (fewer than "
-        f"{SMALL_STORE:,}), where the paper's recipe barely leaves ln(classes); "
-        "--recipe paper to use it anyway"
-    )
-    return replace(cfg, recipe="demo"), why
-
-
 def setup(
     cfg: TrainConfig,
     ckpt: Checkpoint | None,
@@ -181,12 +170,14 @@ def setup(
     weights: StartingWeights | None = None,
 ) -> Trainer:
     """Everything one process of a run holds, built and checked before the first step."""
-    store = _open_store(cfg, ckpt, di)
+    store = _open_store(cfg, ckpt)
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
     train_split, val_split = _checked_splits(cfg, store, replicas)
     run = _run_dir(cfg, ckpt, device, di)
-    model, net = _build_model(cfg, store, ckpt, weights, layout, device, replicas)
+    model, net = _build_model(
+        cfg, store, ckpt, weights, layout, device, replicas, verbose=di.is_main
+    )
     sampler = EpochSampler(
         len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
     )
@@ -201,26 +192,26 @@ def setup(
     amp = autocast_dtype(cfg.precision, device)
     log = MetricsLog(run, cfg.progress) if di.is_main else None
     trainer = Trainer(
-        cfg,
-        device,
-        di,
-        layout,
-        store,
-        run,
-        model,
-        net,
-        transform,
-        feed,
-        optimizer,
-        schedule,
-        amp,
-        TrainState(),
-        log,
+        cfg=cfg,
+        device=device,
+        dist=di,
+        layout=layout,
+        store=store,
+        run=run,
+        model=model,
+        net=net,
+        transform=transform,
+        feed=feed,
+        optimizer=optimizer,
+        schedule=schedule,
+        amp=amp,
+        state=TrainState(),
+        log=log,
         norm=norm,
         probe=probe,
         val_split=val_split,
+        checkpointer=Checkpointer(run.last, run.best),
     )
-    trainer.checkpointer = Checkpointer(run.last, run.best)
     if ckpt is not None:
         _restore(trainer, ckpt)
     if trainer.log:  # rewritten from the checkpoint: a resume never doubles a line
@@ -423,10 +414,10 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
         logits = t.net(x)
         loss = nn.functional.cross_entropy(logits.float(), y)
     if t.device.type == "cpu" and not torch.isfinite(loss).all():
-        raise TrainingDiverged(
+        raise diverged(
+            t,
             f"non-finite loss ({loss.item()}) at epoch {s.epoch + 1}, step {step + 1} "
-            f"(global step {s.global_step + 1}); the last good checkpoint is kept in "
-            f"{t.run.checkpoints}; lower --lr or check the data"
+            f"(global step {s.global_step + 1})",
         )
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -464,12 +455,19 @@ def log_step(t: Trainer, lr: float) -> dict:
     return {"loss": f"{record['train_loss']:.3f}", "lr": f"{lr:.2g}", "img_s": f"{rate:.1f}"}
 
 
+def diverged(t: Trainer, what: str) -> TrainingDiverged:
+    """A run that went non-finite: what happened, where the last good checkpoint is, and
+    what to try (exit code 3)."""
+    return TrainingDiverged(
+        f"{what}; the last good checkpoint is kept in {t.run.checkpoints}; "
+        "lower --lr or check the data"
+    )
+
+
 def _check_finite(t: Trainer) -> None:
     if not math.isfinite(t.state.running.loss_sum):
-        raise TrainingDiverged(
-            f"non-finite loss in epoch {t.state.epoch + 1}, by global step "
-            f"{t.state.global_step}; the last good checkpoint is kept in {t.run.checkpoints}; "
-            "lower --lr or check the data"
+        raise diverged(
+            t, f"non-finite loss in epoch {t.state.epoch + 1}, by global step {t.state.global_step}"
         )
 
 
@@ -544,10 +542,7 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
     if not t.dist.is_main:
         return
     if not t.checkpointer.save(_checkpoint(t, model_state, optimizer_state), is_best):
-        raise TrainingDiverged(
-            f"the weights became non-finite by global step {t.state.global_step}; the last "
-            f"good checkpoint is kept in {t.run.checkpoints}; lower --lr or check the data"
-        )
+        raise diverged(t, f"the weights became non-finite by global step {t.state.global_step}")
 
 
 def close(t: Trainer) -> None:
@@ -582,17 +577,26 @@ def _restore(t: Trainer, ckpt: Checkpoint) -> None:
     t.state = TrainState.from_state_dict(ckpt.train_state)
 
 
-def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None, di: DistInfo) -> Store:
-    if cfg.data is None:  # the embedded demo: built once, by rank 0
+def _settled_paths(cfg: TrainConfig, di: DistInfo) -> TrainConfig:
+    """The config with its store and run directory decided: the embedded demo store
+    (built once, by rank 0) when no --data was given, runs/<date-time> without --out."""
+    data, out = cfg.data, cfg.out
+    if data is None:
         from ..data.demo import ensure_demo_store
 
         if di.is_main:
             ensure_demo_store(cfg.progress, log=lambda line: tqdm.write(line, file=sys.stderr))
         if di.enabled:
             torch.distributed.barrier()
-        cfg.data = str(ensure_demo_store(progress=False))
+        data = str(ensure_demo_store(progress=False))
+    if out is None:
+        out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+    return replace(cfg, data=data, out=out)
+
+
+def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None) -> Store:
     store = Store(cfg.data)
-    if ckpt is not None and [c["id"] for c in store.classes] != [c["id"] for c in ckpt.classes]:
+    if ckpt is not None and class_ids(store.classes) != class_ids(ckpt.classes):
         raise UsageError(
             f"{cfg.data} does not hold the classes the run was trained on "
             f"({store.num_classes} vs {ckpt.num_classes}); resume with --data "
@@ -602,8 +606,6 @@ def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None, di: DistInfo) -> Stor
 
 
 def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) -> RunDir:
-    if cfg.out is None:
-        cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
     run = RunDir(cfg.out)
     if not di.is_main:
         return run
@@ -624,6 +626,7 @@ def _build_model(
     layout: Layout | None,
     device: torch.device,
     replicas: int,
+    verbose: bool,
 ) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(cfg.seed)
     model = create_model(
@@ -639,10 +642,10 @@ def _build_model(
     if ckpt is not None:
         model.load_state_dict(ckpt.model)
     elif weights is not None:
-        same_classes = weights.class_ids == [str(c["id"]) for c in store.classes]
+        same_classes = weights.class_ids == class_ids(store.classes)
         same_net = weights.variant == cfg.variant  # a grown net's fc8 starts afresh too
         loaded, fresh = load_matching(model, weights.state, keep_head=same_classes and same_net)
-        if os.environ.get("RANK", "0") == "0":
+        if verbose:
             print(
                 f"weights {weights.path} ({weights.kind}): loaded {', '.join(loaded)}; "
                 f"initialised afresh: {', '.join(fresh) or 'none'}",

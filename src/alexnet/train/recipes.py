@@ -125,3 +125,32 @@ RECIPES = {
         ),
     )
 }
+
+
+def choose_recipe(
+    asked: str | None,
+    *,
+    demo_data: bool,
+    starting_weights: bool,
+    train_images: int | None = None,
+    store: str = "the store",
+) -> tuple[str, str | None]:
+    """The recipe a run trains with, decided here only, and why when the run should say
+    it: the one asked for; `finetune` from starting weights; `demo` on the demo data,
+    or on a store of fewer than SMALL_STORE training images (the paper's recipe stays at
+    ln(classes) there, docs/paper.md §5); else the paper's. `train_images` None (not
+    counted) counts as ILSVRC-sized."""
+    if asked is not None:
+        return asked, None
+    if starting_weights:
+        return "finetune", None
+    if demo_data:
+        return "demo", None
+    if train_images is not None and train_images < SMALL_STORE:
+        why = (
+            f"recipe: demo, since {store} has {train_images:,} training images (fewer than "
+            f"{SMALL_STORE:,}), where the paper's recipe barely leaves ln(classes); "
+            "--recipe paper to use it anyway"
+        )
+        return "demo", why
+    return "paper", None

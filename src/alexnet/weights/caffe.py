@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.imagenet import imagenet_classes
 from ..model.net import CAFFE_MEAN_BGR, HIDDEN, LAYER_NAMES, PAPER_CONVS, POOLED_SIZE
 from ..runtime.errors import UsageError
 from ..runtime.files import cache_dir
-from ..train.checkpoint import MAX_CLASSES, Checkpoint, model_options, save_safetensors
-from .imagenet import imagenet_classes
+from .checkpoint import MAX_CLASSES, Checkpoint, model_options, save_safetensors
 
 SUFFIX = ".caffemodel"
 MAX_FILE_BYTES = 4 << 30  # bvlc_alexnet is 233 MB; a larger file is not an AlexNet
@@ -269,7 +269,7 @@ def converted_path(path: Path) -> Path:
 def read_converted(path: str | Path) -> dict:
     """A .caffemodel as our checkpoint dict, converted once and cached (when the cache
     folder can be written; else converted each time)."""
-    from ..train.checkpoint import read_file
+    from .checkpoint import read_file
 
     path = Path(path)
     if not path.is_file():

@@ -17,20 +17,21 @@ from pathlib import Path
 import torch
 
 from ..data.augment import BatchTransform
+from ..data.imagenet import imagenet_classes
 from ..data.images import STORE_SIZE, load_for_store
+from ..data.store import class_ids
 from ..model import AlexNet, create_model
 from ..model.net import input_crop
 from ..runtime.device import model_device, pick_device
 from ..runtime.errors import UsageError
-from ..train.checkpoint import (
+from . import caffe, hub
+from .checkpoint import (
     CHECKPOINT_FORMAT,
     MAX_CLASSES,
     Checkpoint,
     first_non_finite,
     read_file,
 )
-from ..weights import caffe, hub
-from ..weights.imagenet import imagenet_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,7 +75,7 @@ class Loaded:
         """Refuse, in one line, a store of images of another size than this net's (and,
         with `classes`, one of other classes)."""
         name = self.source or self.path
-        ids = [str(c["id"]) for c in store.classes]
+        ids = class_ids(store.classes)
         if classes and (
             store.num_classes != self.num_classes or (self.class_ids and self.class_ids != ids)
         ):
@@ -139,7 +140,7 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
         "caffe" if "converted_from" in ckpt.config else "alexnet",
         norm,
         str(path),
-        [str(c.get("id", c["name"])) for c in ckpt.classes],
+        class_ids(ckpt.classes),
     )
 
 

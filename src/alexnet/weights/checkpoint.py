@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..model.net import MAX_CLASSES, ModelOptions
 from ..options import VARIANTS
@@ -210,17 +209,6 @@ class Checkpointer:
         if is_best:
             atomic_duplicate(self.last, self.best)
         return True
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP and torch.compile wrappers: what a checkpoint saves."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:

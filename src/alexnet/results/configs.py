@@ -1,0 +1,67 @@
+"""What `alexnet evaluate`, `predict` and `neighbors` are asked to do, each option
+defined once: the command line builds their flags from these fields, and the verbs'
+functions take them as keywords. Importable without torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import CROPS, DEVICE_HELP, WEIGHTS_HELP, check_at_least, check_choices, option
+
+
+class _Checked:
+    def check(self) -> None:
+        """Raise ValueError for a value out of its choices or its range."""
+        check_choices(self)
+        check_at_least(self, **self.LOWS)
+
+
+@dataclass
+class EvaluateConfig(_Checked):
+    """What `alexnet evaluate` is asked to do; each field is also its flag."""
+
+    ckpts: list[str] = option(
+        help=WEIGHTS_HELP + "; several: their softmax averaged (an ensemble)", metavar="CKPT"
+    )
+    data: str = option(help="a prepared store", flag="--data")
+    split: str = option("val", "the store's split to evaluate (test: ILSVRC-2010's)")
+    crops: int = option(
+        10, "centre crop, or the four corners and centre with their reflections", CROPS
+    )
+    batch_size: int = option(64, "images per forward pass")
+    workers: int = option(2, "data loading processes")
+    device: str = option("auto", DEVICE_HELP)
+    LOWS = {"batch_size": 1, "workers": 0}
+
+
+@dataclass
+class PredictConfig(_Checked):
+    """What `alexnet predict` is asked to do; each field is also its flag."""
+
+    ckpt: str = option(help=WEIGHTS_HELP)
+    images: list[str] = option(
+        help="image files; weights named before them (.pt, .safetensors, .pth, .caffemodel, "
+        "torchvision, caffe) join CKPT in an ensemble: their softmax averaged"
+    )
+    top: int = option(5, "classes per image")
+    figure: str | None = option(None, "draw the predictions with bars into this PNG", metavar="PNG")
+    batch_size: int = option(32, "images per forward pass")
+    device: str = option("auto", DEVICE_HELP)
+    LOWS = {"top": 1, "batch_size": 1}
+
+
+@dataclass
+class NeighborsConfig(_Checked):
+    """What `alexnet neighbors` is asked to do; each field is also its flag."""
+
+    ckpt: str = option(help=WEIGHTS_HELP)
+    gallery: str = option(help="a prepared store", flag="--gallery")
+    queries: list[str] = option(help="query image files", flag="--query", metavar="IMAGE")
+    out: str = option(help="PNG to write", flag="--out", metavar="PNG")
+    split: str = option("train", "gallery split")
+    k: int = option(5, "neighbours per query (at most 100)")
+    codes: int | None = option(
+        None, "also search binary codes from an auto-encoder, and compare", metavar="BITS"
+    )
+    device: str = option("auto", DEVICE_HELP)
+    LOWS = {"k": 1, "codes": 1}

@@ -1,0 +1,27 @@
+"""The shape of the package: its import graph has no cycle, and no stage imports one
+above it (scripts/import_graph.py's order: options, runtime, data, model, weights,
+evaluation, results, train, studies, bench, the command line)."""
+
+import importlib.util
+from pathlib import Path
+
+
+def _graph_tool():
+    path = Path(__file__).resolve().parent.parent / "scripts" / "import_graph.py"
+    spec = importlib.util.spec_from_file_location("import_graph", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_import_graph_has_no_cycle_and_no_upward_edge(capsys):
+    assert _graph_tool().main() == 0, capsys.readouterr().out
+
+
+def test_the_tool_finds_a_cycle_and_an_upward_edge():
+    tool = _graph_tool()
+    graph = {"a.x": {"a.y"}, "a.y": {"a.x"}, "a.z": set()}
+    assert tool.cycles(graph) == [["a.x", "a.y"]]
+    assert tool.stage("alexnet.model.net") == "model" and tool.stage("alexnet.cli") == "top"
+    ranks = {s: i for i, s in enumerate(tool.STAGES)}
+    assert ranks["model"] < ranks["weights"] < ranks["results"] < ranks["train"]
