@@ -23,11 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from .options import (
-    DECODES,
     EXPORT_FORMATS,
-    MODEL_PARALLEL,
-    PRECISIONS,
-    STORE_FORMATS,
     VARIANTS,
     WEIGHTS_HELP,
 )
@@ -590,71 +586,31 @@ def _add_bench(sub) -> None:
 
 
 def _add_bench_prepare(what) -> None:
+    from .bench.configs import BenchPrepareConfig
+
     pp = _add(
         what,
         "prepare",
         "prepare's img/s and the CPU per image of its coordinator and workers",
         _cmd_bench_prepare,
     )
-    pp.add_argument("src", help="an image source, as prepare takes it")
-    pp.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
-    pp.add_argument("--format", default="jpeg", choices=STORE_FORMATS)
+    add_config_flags(pp, BenchPrepareConfig)
     _add_json(pp)
 
 
 def _add_bench_data(what) -> None:
+    from .bench.configs import BenchDataConfig
+
     d = _add(what, "data", "our loader vs torchvision's usual pipeline", _cmd_bench_data)
-    d.add_argument("--data", required=True, help="a prepared store")
-    d.add_argument("--source", required=True, help="the original image folder of that store")
-    d.add_argument("--workers", type=int, default=1, help="loader processes (both pipelines)")
-    d.add_argument("--batch-size", type=_positive_int, default=64)
-    d.add_argument("--batches", type=_positive_int, default=20, help="timed batches each")
+    add_config_flags(d, BenchDataConfig)
     _add_json(d)
 
 
 def _add_bench_train(what) -> None:
+    from .bench.configs import BenchTrainConfig
+
     t = _add(what, "train", "training img/s: ours vs naive eager vs torchvision", _cmd_bench_train)
-    _add_device(t, "auto")
-    t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument(
-        "--steps",
-        type=_positive_int,
-        help="steps per timed pass (default 2; end to end: 20 in one pass)",
-    )
-    t.add_argument(
-        "--rounds",
-        type=_positive_int,
-        default=3,
-        help="round-robin passes over the models; each keeps its best",
-    )
-    t.add_argument("--precision", default="auto", choices=PRECISIONS)
-    t.add_argument("--compile", action="store_true", help="torch.compile every model")
-    t.add_argument("--profile", action="store_true", help="name the top operators")
-    t.add_argument(
-        "--model-parallel",
-        type=int,
-        default=1,
-        choices=MODEL_PARALLEL,
-        help="2: the paper's two towers on two processes vs one device",
-    )
-    e2e = t.add_argument_group("end to end, from a prepared store")
-    e2e.add_argument(
-        "--data",
-        metavar="STORE",
-        help="time the whole path from this store, "
-        "with the feed alone and the step alone as its bounds",
-    )
-    e2e.add_argument(
-        "--source",
-        metavar="FOLDER",
-        help="the store's original image folder: "
-        "adds torchvision's alexnet fed by the pytorch/examples pipeline",
-    )
-    e2e.add_argument("--workers", type=int, default=2, help="loader processes (both pipelines)")
-    e2e.add_argument(
-        "--decode", default="auto", choices=DECODES, help="where a JPEG store is decoded"
-    )
-    e2e.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    add_config_flags(t, BenchTrainConfig)
     _add_json(t)
 
 
@@ -667,54 +623,55 @@ def _print_result(r, as_json: bool) -> int:
 
 
 def _cmd_bench_data(args) -> int:
+    from .bench.configs import BenchDataConfig
     from .bench.data import bench_data
 
-    return _print_result(
-        bench_data(args.data, args.source, args.workers, args.batch_size, args.batches), args.json
+    cfg = _checked(config_from_args(BenchDataConfig, args))
+    r = bench_data(
+        cfg.data, cfg.source, workers=cfg.workers, batch_size=cfg.batch_size, batches=cfg.batches
     )
+    return _print_result(r, args.json)
 
 
 def _cmd_bench_prepare(args) -> int:
+    from .bench.configs import BenchPrepareConfig
     from .bench.prepare import bench_prepare
 
-    return _print_result(bench_prepare(args.src, args.workers, args.format), args.json)
+    cfg = _checked(config_from_args(BenchPrepareConfig, args))
+    return _print_result(bench_prepare(cfg.src, workers=cfg.workers, fmt=cfg.format), args.json)
 
 
 def _cmd_bench_train(args) -> int:
-    if args.source and not args.data:
-        raise UsageError("--source needs --data (the store prepared from it)")
-    if args.model_parallel == 2:
+    from .bench.configs import BenchTrainConfig
+
+    cfg = _checked(config_from_args(BenchTrainConfig, args))
+    common = {"device": cfg.device, "batch_size": cfg.batch_size, "precision": cfg.precision}
+    if cfg.model_parallel == 2:
         from .bench.model_parallel import bench_model_parallel
 
-        r = bench_model_parallel(
-            args.device, args.batch_size, args.steps or 2, args.precision, args.rounds
-        )
-    elif args.data:
+        r = bench_model_parallel(**common, steps=cfg.steps or 2, rounds=cfg.rounds)
+    elif cfg.data:
         from .bench.end_to_end import bench_end_to_end
 
         r = bench_end_to_end(
-            args.data,
-            args.source,
-            args.device,
-            args.batch_size,
-            args.steps or 20,
-            args.warmup,
-            args.workers,
-            args.precision,
-            args.compile,
-            args.decode,
+            cfg.data,
+            cfg.source,
+            **common,
+            steps=cfg.steps or 20,
+            warmup=cfg.warmup,
+            workers=cfg.workers,
+            compile=cfg.compile,
+            decode=cfg.decode,
         )
     else:
         from .bench.step import bench_step
 
         r = bench_step(
-            args.device,
-            args.batch_size,
-            args.steps or 2,
-            args.precision,
-            args.compile,
-            args.profile,
-            args.rounds,
+            **common,
+            steps=cfg.steps or 2,
+            compile=cfg.compile,
+            profile=cfg.profile,
+            rounds=cfg.rounds,
         )
     return _print_result(r, args.json)
 
