@@ -79,4 +79,5 @@ def check_at_least(config, **lows) -> None:
     for name, low in lows.items():
         value = getattr(config, name)
         if value is not None and value < low:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")
+            bound = "non-negative" if low == 0 else f"at least {low}"
+            raise ValueError(f"--{name.replace('_', '-')} must be {bound}, not {value}")
