@@ -60,7 +60,9 @@ def stopped_and_resumed(args, tmp_path):
 
 # `alexnet evaluate` on one crop, in this process's CPU threads: what tests that only
 # need an evaluation to run (not its numbers) pass
-EVAL_FAST = ("--crops", "1", "--workers", "0", "--device", "cpu")
+# evaluate, fast and exact: the centre crop, no loader processes, float32 (auto would be
+# bf16 on a CPU with AMX, and the tests compare with float32 references)
+EVAL_FAST = ("--crops", "1", "--workers", "0", "--device", "cpu", "--precision", "fp32")
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,62 @@ def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(store, tmp_path):
     assert [h["val_top1_error"] for h in a["history"]] == [
         h["val_top1_error"] for h in b["history"]
     ]
+
+
+def test_the_inference_verbs_take_the_same_choice(store, tmp_path, monkeypatch, image_folder):
+    """evaluate, predict, neighbors and features run in the precision asked for, auto as
+    train resolves it (here: a CPU said to have AMX), and agree with float32 within
+    bf16's rounding; evaluate records what it ran in."""
+    monkeypatch.setattr(dev, "cpu_flags", lambda: {"amx_bf16"})
+    args = ["--data", store, "--epochs", "1", "--batch-size", "4", "--max-steps", "2", *FAST]
+    assert run_here("train", *args, "--out", tmp_path / "run").returncode == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    base = ["--data", store, "--crops", "1", "--workers", "0", "--device", "cpu", "--json"]
+    runs = {
+        p: json.loads(run_here("evaluate", ckpt, *base, "--precision", p).stdout)
+        for p in ("fp32", "bf16", "auto")
+    }
+    assert [runs[p]["precision"] for p in runs] == ["fp32", "bfloat16", "bfloat16"]
+    assert (
+        abs(runs["bf16"]["top1_error"] - runs["fp32"]["top1_error"]) <= 2 / runs["fp32"]["images"]
+    )
+    image = next(image_folder.rglob("*.jpg"))
+    probs = {}
+    for p in ("fp32", "bf16"):
+        out = json.loads(run_here("predict", ckpt, image, "--json", "--precision", p).stdout)
+        probs[p] = {t["name"]: t["prob"] for t in out[0]["top"]}
+    assert probs["bf16"] == pytest.approx(probs["fp32"], abs=0.03)
+    for p in ("fp32", "bf16"):
+        r = run_here(
+            "features",
+            ckpt,
+            image,
+            "--layers",
+            "fc7",
+            "--precision",
+            p,
+            "--out",
+            tmp_path / f"f-{p}.npz",
+        )
+        assert r.returncode == 0, r.stderr
+    import numpy as np
+
+    with np.load(tmp_path / "f-fp32.npz") as a, np.load(tmp_path / "f-bf16.npz") as b:
+        fa, fb = a["fc7"], b["fc7"]
+    assert fa.dtype == fb.dtype == np.float32 and not np.array_equal(fa, fb)
+    assert np.abs(fa - fb).max() <= 0.05 * max(1.0, np.abs(fa).max())
+    r = run_here(
+        "neighbors",
+        ckpt,
+        "--gallery",
+        store,
+        "--query",
+        image,
+        "--precision",
+        "bf16",
+        "--out",
+        tmp_path / "n.png",
+        "--device",
+        "cpu",
+    )
+    assert r.returncode == 0, r.stderr

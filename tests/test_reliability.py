@@ -808,3 +808,10 @@ def test_a_garbled_steps_log_does_not_stop_a_resume(world, tmp_path, capsys):
     assert cli(capsys, "train", "--resume", run, "--max-steps", "2", *FAST)[0] == 0
     lines = (run / "steps.jsonl").read_text().splitlines()
     assert all(json.loads(x)["global_step"] <= 2 for x in lines)
+
+
+def test_a_run_is_never_written_inside_a_store_or_another_run(world, capsys):
+    for inside in (world / "store" / "runs" / "x", world / "run" / "sub"):
+        code, err = cli(capsys, "train", "--data", world / "store", "--out", inside, *FAST)
+        assert code == 2 and "is inside the" in err, err
+        assert not inside.exists()

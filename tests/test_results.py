@@ -179,7 +179,7 @@ def test_neighbors_cli_cache_and_codes(trained, tmp_path):
     assert res["codes"]["agreement"] == pytest.approx(len(euclid & hamming) / 3)
     # the cache lives under the user's cache directory; the gallery store is never written
     assert not (trained / "store" / "features").exists()
-    cache = list((tmp_path / "cache" / "alexnet" / "features").glob("*-train.npy"))
+    cache = list((tmp_path / "cache" / "alexnet" / "features").glob("*-train-*.npy"))
     assert len(cache) == 1
     feats = np.load(cache[0])
     assert feats.shape == (len(Store(trained / "store").split("train")), 4096)

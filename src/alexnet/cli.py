@@ -334,7 +334,8 @@ def _cmd_evaluate(args) -> int:
         )
     nets = f"the mean of {r['nets']} nets, " if "nets" in r else ""
     print(
-        f"{r['images']} images, {r['crops']} crop(s), {nets}top-1 error {r['top1_error']:.4f}, "
+        f"{r['images']} images, {r['crops']} crop(s), {r['precision']}, {nets}"
+        f"top-1 error {r['top1_error']:.4f}, "
         f"top-5 error {r['top5_error']:.4f}"
     )
     for row in r["paper"]:
@@ -377,7 +378,12 @@ def _cmd_predict(args) -> int:
     if cfg.figure:
         check_output_file(cfg.figure, reads=[*ckpts, *images])
     results = predict_ensemble(
-        ckpts, images, top=cfg.top, batch_size=cfg.batch_size, device=cfg.device
+        ckpts,
+        images,
+        top=cfg.top,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        precision=cfg.precision,
     )
     if len(ckpts) == 1:
         for r in results:

@@ -9,11 +9,17 @@ from tqdm import tqdm
 
 from ..data.loader import eval_batches
 from ..data.store import StoreSplit
+from ..runtime.device import autocast
 
 
 @torch.no_grad()
 def split_features(
-    model: nn.Module, split: StoreSplit, transform, batch_size: int = 64, progress: bool = False
+    model: nn.Module,
+    split: StoreSplit,
+    transform,
+    batch_size: int = 64,
+    progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 4096) float32 fc7 features of a split's (or a subset's) centre crops, in its
     order, and its labels, both on the model's device: the gallery for neighbours and the
@@ -24,7 +30,8 @@ def split_features(
     batches = eval_batches(split, batch_size)
     for images, y in tqdm(batches, desc="features", disable=not progress):
         x = transform(images, transform.views(len(images), 1, split.size))
-        feats.append(model.last_hidden(x).float())
+        with autocast(x.device, autocast_dtype):
+            feats.append(model.last_hidden(x).float())
         labels.append(y.to(x.device))
     model.train(was_training)
     return torch.cat(feats), torch.cat(labels)

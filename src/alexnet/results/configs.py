@@ -6,7 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import CROPS, DEVICE_HELP, WEIGHTS_HELP, check_at_least, check_choices, option
+from ..options import (
+    CROPS,
+    DEVICE_HELP,
+    PRECISIONS,
+    WEIGHTS_HELP,
+    check_at_least,
+    check_choices,
+    option,
+)
+
+PRECISION_HELP = (
+    "autocast precision of the forwards (auto: bf16 on cuda and on CPUs with AMX or "
+    "AVX512-BF16, else fp32, as train resolves it); fp32 insists on float32"
+)
 
 
 class _Checked:
@@ -31,6 +44,7 @@ class EvaluateConfig(_Checked):
     batch_size: int = option(64, "images per forward pass")
     workers: int = option(2, "data loading processes")
     device: str = option("auto", DEVICE_HELP)
+    precision: str = option("auto", PRECISION_HELP, PRECISIONS)
     LOWS = {"batch_size": 1, "workers": 0}
 
 
@@ -47,6 +61,7 @@ class PredictConfig(_Checked):
     figure: str | None = option(None, "draw the predictions with bars into this PNG", metavar="PNG")
     batch_size: int = option(32, "images per forward pass")
     device: str = option("auto", DEVICE_HELP)
+    precision: str = option("auto", PRECISION_HELP, PRECISIONS)
     LOWS = {"top": 1, "batch_size": 1}
 
 
@@ -64,4 +79,5 @@ class NeighborsConfig(_Checked):
         None, "also search binary codes from an auto-encoder, and compare", metavar="BITS"
     )
     device: str = option("auto", DEVICE_HELP)
+    precision: str = option("auto", PRECISION_HELP, PRECISIONS)
     LOWS = {"k": 1, "codes": 1}

@@ -7,6 +7,7 @@ import torch
 
 from ..evaluation.metrics import Tally
 from ..evaluation.split import evaluate_split, split_probabilities
+from ..runtime.device import autocast_dtype, pick_device, precision_name
 from .paper_rows import matching_rows, store_dataset
 
 
@@ -26,13 +27,13 @@ def evaluate_ensemble(
     workers: int = 2,
     device: str = "auto",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Several nets' predictions averaged (the paper's "5 CNNs", §6): each net's softmax,
     its own crops averaged first and its own preprocessing, then the mean over nets.
     One net is in memory at a time; the running sum of probabilities is N x classes.
     Each net's own errors are reported beside the ensemble's."""
     from ..data.store import Store
-    from ..runtime.device import pick_device
     from ..weights.load import load_for_inference
 
     store = Store(data)
@@ -41,12 +42,19 @@ def evaluate_ensemble(
     labels = torch.from_numpy(view.labels.astype("int64"))
     members, variants = [], []
     for ckpt in ckpts:
-        loaded = load_for_inference(ckpt, pick_device(device))
+        loaded = load_for_inference(ckpt, pick_device(device), precision)
         loaded.check_store(store)
         variants.append(loaded.model.variant)
         tally, start = Tally(loaded.num_classes), 0
         for probs, y in split_probabilities(
-            loaded.model, view, loaded.transform(), crops, batch_size, workers, progress=progress
+            loaded.model,
+            view,
+            loaded.transform(),
+            crops,
+            batch_size,
+            workers,
+            progress=progress,
+            autocast_dtype=loaded.amp,
         ):
             tally.update(probs, y)
             total[start : start + len(y)] += probs.cpu()
@@ -59,6 +67,7 @@ def evaluate_ensemble(
     r = ensemble.result()
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
     r = {"crops": crops, "nets": len(ckpts), "members": members, **r}
+    r["precision"] = precision_name(autocast_dtype(precision, pick_device(device)))
     return _beside_the_paper(r, store, split, variants)
 
 
@@ -71,14 +80,14 @@ def evaluate_checkpoint(
     workers: int = 2,
     device: str = "auto",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """`alexnet evaluate`: a checkpoint on a store's split, per class under the store's
     names. The store must hold the classes the checkpoint was trained on."""
     from ..data.store import Store
-    from ..runtime.device import pick_device
     from ..weights.load import load_for_inference
 
-    loaded = load_for_inference(ckpt, pick_device(device))
+    loaded = load_for_inference(ckpt, pick_device(device), precision)
     store = Store(data)
     loaded.check_store(store)
     r = evaluate_split(
@@ -90,6 +99,8 @@ def evaluate_checkpoint(
         batch_size=batch_size,
         workers=workers,
         progress=progress,
+        autocast_dtype=loaded.amp,
     )
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
+    r["precision"] = precision_name(loaded.amp)
     return _beside_the_paper(r, store, split, [loaded.model.variant])

@@ -184,11 +184,11 @@ def write_features(cfg: FeaturesConfig, device="cpu") -> dict:
     if out.suffix not in SUFFIXES:
         raise UsageError(f"--out {out}: name it .npz or .h5 (HDF5)")
     ids, source = _stimuli(cfg)
-    loaded = load_for_inference(cfg.weights, device)
+    loaded = load_for_inference(cfg.weights, device, cfg.precision)
     layers = parse_layers(loaded.model, cfg.layers)
     meta = _meta(cfg, loaded, layers)
     writer = (NpzWriter if out.suffix == ".npz" else H5Writer)(out, len(ids), ids, meta)
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    amp = loaded.amp
     try:
         for start, x in _progress(
             _inputs(loaded, source, ids, cfg.batch_size, cfg.crops), len(ids), cfg

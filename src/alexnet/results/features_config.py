@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..options import CROPS, option
+from ..options import CROPS, PRECISIONS, option
 
 POOLINGS = ("none", "mean", "max")  # over the positions of each map
 
@@ -35,7 +35,10 @@ class FeaturesConfig:
     crops: int = option(1, "1: the centre; 10: §4.1's ten views, averaged", CROPS)
     batch_size: int = option(64, "images per forward pass")
     precision: str = option(
-        "fp32", "fp32, or bf16 autocast (outputs stay float32)", ("fp32", "bf16")
+        "fp32",
+        "the forwards' autocast precision (outputs stay float32); fp32 by default, so that "
+        "the activations are the net's exactly; auto: as train resolves it",
+        PRECISIONS,
     )
     images: list = field(default_factory=list, metadata={"cli": False, "help": ""})
     progress: bool = option(True, "progress bar", cli=False)

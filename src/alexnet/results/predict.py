@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..data.images import BadImage, center_view, load_for_store
+from ..runtime.device import autocast
 from ..runtime.errors import UsageError
 from ..weights.load import Loaded, load_for_inference
 
@@ -41,7 +42,8 @@ def file_probabilities(
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 errors[slot] = "no such file"
         if slots:
-            logits = loaded.model(torch.cat(inputs).to(loaded.device))
+            with autocast(loaded.device, loaded.amp):
+                logits = loaded.model(torch.cat(inputs).to(loaded.device))
             probs[slots] = logits.float().softmax(1).cpu()
     return probs, errors
 
@@ -55,7 +57,12 @@ def _results(paths, probs: torch.Tensor, errors: dict, classes: list[str], top: 
 
 
 def predict_ensemble(
-    ckpts: list[str], paths: list[str], top: int = 5, batch_size: int = 32, device="cpu"
+    ckpts: list[str],
+    paths: list[str],
+    top: int = 5,
+    batch_size: int = 32,
+    device="cpu",
+    precision: str = "fp32",
 ) -> list[dict]:
     """The nets' softmax averaged (§6's "CNNs"), each net with its own preprocessing, one
     net in memory at a time. Each entry: {image, top: the ensemble's, members: [{checkpoint,
@@ -63,7 +70,7 @@ def predict_ensemble(
     classes (by id where known)."""
     total, members, first = None, [], None
     for ckpt in ckpts:
-        loaded = load_for_inference(ckpt, device)
+        loaded = load_for_inference(ckpt, device, precision)
         classes = (loaded.class_ids or loaded.classes, loaded.classes)
         if first is None:
             first = (str(ckpt), *classes)

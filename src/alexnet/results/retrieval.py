@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data.store import Store, StoreSplit
 from ..evaluation.embed import split_features
+from ..runtime.device import autocast, precision_name
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_save_npy, cache_dir, check_output_file
 from ..weights.load import Loaded
@@ -32,7 +33,8 @@ def features(loaded: Loaded, images_u8: torch.Tensor) -> torch.Tensor:
     device = loaded.device
     transform = loaded.transform(device)
     x = transform(images_u8, transform.views(len(images_u8)))
-    return loaded.model.last_hidden(x).float().cpu()
+    with autocast(device, loaded.amp):
+        return loaded.model.last_hidden(x).float().cpu()
 
 
 def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
@@ -40,7 +42,8 @@ def feature_cache_path(loaded: Loaded, store: Store, split: str) -> Path:
     the checkpoint's bytes: a store may be read-only, and is never written to."""
     h = hashlib.sha256(str(store.root.resolve()).encode())
     h.update((store.root / "meta.json").read_bytes())
-    name = f"{h.hexdigest()[:16]}-{checkpoint_key(loaded.path)}-{split}.npy"
+    precision = precision_name(loaded.amp)  # features in another precision are others
+    name = f"{h.hexdigest()[:16]}-{checkpoint_key(loaded.path)}-{split}-{precision}.npy"
     return cache_dir() / "features" / name
 
 
@@ -59,7 +62,7 @@ def gallery_features(
         except (OSError, ValueError):
             pass  # a damaged cache entry: computed again below
     feats = split_features(
-        loaded.model, store.split(split), loaded.transform(), batch_size, progress
+        loaded.model, store.split(split), loaded.transform(), batch_size, progress, loaded.amp
     )
     feats = feats[0].cpu().numpy()
     try:
@@ -168,6 +171,7 @@ def neighbors(
     codes: int | None = None,
     device="cpu",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """The `alexnet neighbors` command as a function: search, optionally codes, figure."""
     from ..weights.load import load_for_inference
@@ -178,7 +182,7 @@ def neighbors(
         raise UsageError(f"--codes must be between 1 and {MAX_CODE_BITS} bits, not {codes}")
     if out:
         check_output_file(out, reads=[ckpt, *queries])
-    loaded = load_for_inference(ckpt, device)
+    loaded = load_for_inference(ckpt, device, precision)
     q_images = _query_images(queries, loaded.image_size)
     store = Store(gallery)
     loaded.check_store(store)

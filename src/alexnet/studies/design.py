@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import check_choices, option
+from ..options import PRECISIONS, check_choices, option
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes
 from ..train.recipes import RECIPES
@@ -122,6 +122,12 @@ class AblateConfig:
     val_images: int | None = option(None, "validate on this many images")
     target_error: float = option(0.25, "relu: the training error whose first crossing is timed")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = option(
+        "auto",
+        "the AlexNet-scale runs' autocast precision, as train's --precision (the small "
+        "CIFAR-net studies train in float32)",
+        PRECISIONS,
+    )
     # small data: the paper's recipe does not learn there
     recipe: str = option("demo", "the AlexNet-scale runs' recipe", tuple(RECIPES))
     batch_size: int = option(32, "the AlexNet-scale runs' batch size")

@@ -127,6 +127,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         epochs=math.ceil(cfg.epochs),
         batch_size=cfg.batch_size,
         device=cfg.device,
+        precision=cfg.precision,
         workers=cfg.workers,
         train_images=cfg.train_images,
         val_images=cfg.val_images,

@@ -22,7 +22,7 @@ from ..data.images import STORE_SIZE, load_for_store
 from ..data.store import class_ids
 from ..model import AlexNet, create_model
 from ..model.net import input_crop
-from ..runtime.device import model_device, pick_device
+from ..runtime.device import autocast_dtype, model_device, pick_device
 from ..runtime.errors import UsageError
 from . import caffe, hub
 from .checkpoint import (
@@ -48,6 +48,7 @@ class Loaded:
     path: str = ""  # the file the weights were read from
     class_ids: list[str] = field(default_factory=list)  # the store's class ids, when known
     source: str = ""  # what the user named: a path, or "torchvision" / "caffe"
+    amp: torch.dtype | None = None  # the autocast dtype its forwards run in (None: float32)
 
     def transform(self, device=None) -> BatchTransform:
         """Stored uint8 images -> this model's input, on `device` (default: the model's)."""
@@ -162,10 +163,17 @@ def read_weights(spec: str | Path) -> tuple[dict, Path]:
     return read_file(path), path
 
 
-def load_for_inference(path: str | Path, device="cpu") -> Loaded:
+def load_for_inference(path: str | Path, device="cpu", precision: str = "fp32") -> Loaded:
     """Our checkpoint, a torchvision AlexNet state_dict, a .caffemodel, or "torchvision"
-    / "caffe" by name, eval-ready on `device`."""
+    / "caffe" by name, eval-ready on `device`; its forwards to run in `precision`
+    ("auto": bf16 on CUDA and on CPUs with native bf16, as training resolves it)."""
     device = pick_device(device) if isinstance(device, str) else device
+    loaded = _loaded(path, device)
+    loaded.amp = autocast_dtype(precision, device)
+    return loaded
+
+
+def _loaded(path: str | Path, device: torch.device) -> Loaded:
     source = str(path)
     obj, path = read_weights(path)
     if obj.get("format") == CHECKPOINT_FORMAT:

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from ..runtime.errors import UsageError
+from ..runtime.files import owning_directory
 
 
 class RunDir:
@@ -56,6 +57,12 @@ class RunDir:
             raise UsageError(
                 f"--out {self.root} already holds a run: continue it with "
                 f"--resume {self.root}, or choose a new --out"
+            )
+        owner = owning_directory(self.root / "config.json")
+        if owner:  # a run inside a store or another run would be taken for part of it
+            raise UsageError(
+                f"--out {self.root} is inside the {owner[0]} {owner[1]}: choose a folder "
+                "outside it"
             )
         if self.root.is_dir() and any(self.root.iterdir()):  # a run starts in a new folder
             first = sorted(self.root.iterdir())[0]
