@@ -3,17 +3,19 @@
 The package imports torch only when a name that needs it is first used (PEP 562), so
 `alexnet --version` and `alexnet VERB --help` answer at once.
 
-Where things are, in the order of the pipeline:
-    data/      prepare (images -> store), the store, the loader and the augmentation
-    model/     the network of §3, its LRN, the two-tower split, the layer table
-    weights/   trained nets as files: our checkpoint format, the run directory, the
-               published ImageNet nets by name, Caffe's files, loading any of them
+Where things are, each stage importing only the ones before it
+(scripts/import_graph.py checks it):
+    runtime/     device and precision, torch.distributed, allocator, files, errors, seeds
+    data/        prepare (images -> store), the store, the loader and the augmentation
+    model/       the network of §3, its LRN, the two-tower split, the layer table
+    weights/     trained nets as files: our checkpoint format, the run directory, the
+                 published ImageNet nets by name, Caffe's files, loading any of them
     evaluation/  the top-k tally, a split's errors (1 or 10 crops) and fc7 features
-    train/     config and recipes, optimiser and schedules, state, the loop
-    results/   evaluate, predict, retrieval, features, figures, report, export
-    bench/     throughput against baselines measured in the same run
-    runtime/   device and precision, torch.distributed, allocator, files, errors, seeds
-    cli.py     the `alexnet` command: argument wiring only
+    results/     evaluate, predict, retrieval, features, figures, report, export
+    train/       config and recipes, optimiser and schedules, state, the loop
+    studies/     the ablation studies
+    bench/       throughput against baselines measured in the same run
+    cli.py       the `alexnet` command: argument wiring only
 """
 
 __version__ = "0.1.0"
