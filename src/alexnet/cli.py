@@ -22,11 +22,6 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import __version__
-from .options import (
-    EXPORT_FORMATS,
-    VARIANTS,
-    WEIGHTS_HELP,
-)
 from .runtime.errors import UsageError
 
 
@@ -165,19 +160,19 @@ def _add(sub, name: str, help: str, func, epilog: str | None = None):
 
 # ---------------------------------------------------------------- info
 def _add_info(sub) -> None:
+    from .results.configs import InfoConfig
+
     p = _add(sub, "info", "layer table of a variant (the paper's Figure 2 in text)", _cmd_info)
-    p.add_argument("--variant", default="paper", choices=VARIANTS)
-    p.add_argument(
-        "--input-size", type=int, help="side of the square input (default: 224; caffe: 227)"
-    )
-    p.add_argument("--num-classes", type=_positive_int, default=1000)
+    add_config_flags(p, InfoConfig)
     _add_json(p)
 
 
 def _cmd_info(args) -> int:
     from .model.info import format_info, model_info
+    from .results.configs import InfoConfig
 
-    info = model_info(args.variant, args.input_size, args.num_classes)
+    cfg = _checked(config_from_args(InfoConfig, args))
+    info = model_info(cfg.variant, cfg.input_size, cfg.num_classes)
     _print_json(info) if args.json else print(format_info(info))
     return 0
 
@@ -442,30 +437,33 @@ def _cmd_features(args) -> int:
 
 
 def _add_kernels(sub) -> None:
+    from .results.configs import KernelsConfig
+
     p = _add(
         sub,
         "kernels",
         "the conv1 kernels as a grid, with each tower's colour index (Figure 3)",
         _cmd_kernels,
     )
-    p.add_argument("ckpt", help=WEIGHTS_HELP)
-    p.add_argument("--out", required=True, metavar="PNG", help="PNG to write")
+    add_config_flags(p, KernelsConfig)
     _add_json(p, "the figure's path and each tower's colour index")
 
 
 def _cmd_kernels(args) -> int:
+    from .results.configs import KernelsConfig
     from .results.figures import colour_index, colour_lines, kernels_png
     from .runtime.files import atomic_write_bytes, check_output_file
     from .weights.load import load_for_inference
 
-    check_output_file(args.out, reads=[args.ckpt])
-    model = load_for_inference(args.ckpt).model
-    atomic_write_bytes(args.out, kernels_png(model))
+    cfg = _checked(config_from_args(KernelsConfig, args))
+    check_output_file(cfg.out, reads=[cfg.ckpt])
+    model = load_for_inference(cfg.ckpt).model
+    atomic_write_bytes(cfg.out, kernels_png(model))
     index = colour_index(model)
     if args.json:
-        _print_json({"out": str(args.out), "colour_index": index})
+        _print_json({"out": str(cfg.out), "colour_index": index})
         return 0
-    print(args.out)
+    print(cfg.out)
     for line in colour_lines(index):
         print(f"  {line}")
     return 0
@@ -499,20 +497,24 @@ def _cmd_neighbors(args) -> int:
 
 
 def _add_report(sub) -> None:
+    from .results.configs import ReportConfig
+
     p = _add(sub, "report", "one self-contained HTML report of a run", _cmd_report)
-    p.add_argument("run_dir", help="a run directory")
-    p.add_argument("--out", help="default RUN_DIR/report.html")
-    _add_device(p, "auto")
+    add_config_flags(p, ReportConfig)
 
 
 def _cmd_report(args) -> int:
+    from .results.configs import ReportConfig
     from .results.report import build_report
 
-    print(build_report(args.run_dir, args.out, device=args.device))
+    cfg = _checked(config_from_args(ReportConfig, args))
+    print(build_report(cfg.run_dir, cfg.out, device=cfg.device))
     return 0
 
 
 def _add_export(sub) -> None:
+    from .results.configs import ExportConfig
+
     p = _add(
         sub,
         "export",
@@ -522,23 +524,17 @@ def _add_export(sub) -> None:
         "  alexnet export runs/x/checkpoints/best.pt --out model.pt2\n"
         "  alexnet export runs/x/checkpoints/best.pt --out weights.safetensors\n",
     )
-    p.add_argument("ckpt", help=WEIGHTS_HELP)
-    p.add_argument("--out", help="the file to write (its suffix picks the format)")
-    p.add_argument("--onnx", metavar="FILE", help="the same as --out FILE --format onnx")
-    p.add_argument("--format", default="auto", choices=("auto", *EXPORT_FORMATS))
-    p.add_argument(
-        "--input-size", type=int, help="side of the square input (default: the net's, 224 or 227)"
-    )
+    add_config_flags(p, ExportConfig)
     _add_json(p)
 
 
 def _cmd_export(args) -> int:
+    from .results.configs import ExportConfig
     from .results.export import export
 
-    if bool(args.out) == bool(args.onnx):
-        raise UsageError("give the file to write: --out FILE (or --onnx FILE)")
-    fmt = "onnx" if args.onnx else args.format
-    r = export(args.ckpt, args.out or args.onnx, fmt, args.input_size)
+    cfg = _checked(config_from_args(ExportConfig, args))
+    fmt = "onnx" if cfg.onnx else cfg.format
+    r = export(cfg.ckpt, cfg.out or cfg.onnx, fmt, cfg.input_size)
     if args.json:
         _print_json(r)
         return 0

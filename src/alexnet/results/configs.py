@@ -1,6 +1,7 @@
-"""What `alexnet evaluate`, `predict` and `neighbors` are asked to do, each option
-defined once: the command line builds their flags from these fields, and the verbs'
-functions take them as keywords. Importable without torch."""
+"""What `alexnet info`, `evaluate`, `predict`, `neighbors`, `kernels`, `report` and
+`export` are asked to do, each option defined once: the command line builds their flags
+from these fields, and the verbs' functions take them as keywords. Importable without
+torch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from ..options import (
     CROPS,
     DEVICE_HELP,
+    EXPORT_FORMATS,
     PRECISIONS,
+    VARIANTS,
     WEIGHTS_HELP,
     check_at_least,
     check_choices,
@@ -81,3 +84,51 @@ class NeighborsConfig(_Checked):
     device: str = option("auto", DEVICE_HELP)
     precision: str = option("auto", PRECISION_HELP, PRECISIONS)
     LOWS = {"k": 1, "codes": 1}
+
+
+@dataclass
+class InfoConfig(_Checked):
+    """What `alexnet info` is asked to do; each field is also its flag."""
+
+    variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
+    input_size: int | None = option(None, "side of the square input (default: 224; caffe: 227)")
+    num_classes: int = option(1000, "classes of the output layer")
+    LOWS = {"num_classes": 1}
+
+
+@dataclass
+class KernelsConfig(_Checked):
+    """What `alexnet kernels` is asked to do; each field is also its flag."""
+
+    ckpt: str = option(help=WEIGHTS_HELP)
+    out: str = option(help="PNG to write", flag="--out", metavar="PNG")
+    LOWS = {}
+
+
+@dataclass
+class ReportConfig(_Checked):
+    """What `alexnet report` is asked to do; each field is also its flag."""
+
+    run_dir: str = option(help="a run directory")
+    out: str | None = option(None, "default RUN_DIR/report.html")
+    device: str = option("auto", DEVICE_HELP)
+    LOWS = {}
+
+
+@dataclass
+class ExportConfig(_Checked):
+    """What `alexnet export` is asked to do; each field is also its flag."""
+
+    ckpt: str = option(help=WEIGHTS_HELP)
+    out: str | None = option(None, "the file to write (its suffix picks the format)")
+    onnx: str | None = option(None, "the same as --out FILE --format onnx", metavar="FILE")
+    format: str = option("auto", "the format (auto: by the suffix)", ("auto", *EXPORT_FORMATS))
+    input_size: int | None = option(
+        None, "side of the square input (default: the net's, 224 or 227)"
+    )
+    LOWS = {"input_size": 1}
+
+    def check(self) -> None:
+        super().check()
+        if bool(self.out) == bool(self.onnx):
+            raise ValueError("give the file to write: --out FILE (or --onnx FILE)")

@@ -61,8 +61,7 @@ class RunDir:
         owner = owning_directory(self.root / "config.json")
         if owner:  # a run inside a store or another run would be taken for part of it
             raise UsageError(
-                f"--out {self.root} is inside the {owner[0]} {owner[1]}: choose a folder "
-                "outside it"
+                f"--out {self.root} is inside the {owner[0]} {owner[1]}: choose a folder outside it"
             )
         if self.root.is_dir() and any(self.root.iterdir()):  # a run starts in a new folder
             first = sorted(self.root.iterdir())[0]
