@@ -22,6 +22,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import __version__
+from .options import DEVICE_HELP
 from .runtime.errors import UsageError
 
 
@@ -45,7 +46,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
 
 
 def _add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    p.add_argument("--device", default=default, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default=default, help=DEVICE_HELP)
 
 
 def _add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from ..evaluation.metrics import Tally
-from ..evaluation.split import evaluate_split, split_probabilities
-from ..runtime.device import autocast_dtype, pick_device, precision_name
+from ..evaluation.split import split_probabilities
+from ..runtime.device import pick_device, precision_name
 from .paper_rows import matching_rows, store_dataset
 
 
@@ -45,6 +45,7 @@ def evaluate_ensemble(
         loaded = load_for_inference(ckpt, pick_device(device), precision)
         loaded.check_store(store)
         variants.append(loaded.model.variant)
+        amp = loaded.amp
         tally, start = Tally(loaded.num_classes), 0
         for probs, y in split_probabilities(
             loaded.model,
@@ -67,7 +68,7 @@ def evaluate_ensemble(
     r = ensemble.result()
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
     r = {"crops": crops, "nets": len(ckpts), "members": members, **r}
-    r["precision"] = precision_name(autocast_dtype(precision, pick_device(device)))
+    r["precision"] = precision_name(amp)  # every net ran in it
     return _beside_the_paper(r, store, split, variants)
 
 
@@ -83,24 +84,9 @@ def evaluate_checkpoint(
     precision: str = "fp32",
 ) -> dict:
     """`alexnet evaluate`: a checkpoint on a store's split, per class under the store's
-    names. The store must hold the classes the checkpoint was trained on."""
-    from ..data.store import Store
-    from ..weights.load import load_for_inference
-
-    loaded = load_for_inference(ckpt, pick_device(device), precision)
-    store = Store(data)
-    loaded.check_store(store)
-    r = evaluate_split(
-        loaded.model,
-        store.split(split),
-        loaded.transform(),
-        loaded.num_classes,
-        crops=crops,
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-        autocast_dtype=loaded.amp,
+    names (an ensemble of one, without the ensemble's fields). The store must hold the
+    classes the checkpoint was trained on."""
+    r = evaluate_ensemble(
+        [ckpt], data, split, crops, batch_size, workers, device, progress, precision
     )
-    r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
-    r["precision"] = precision_name(loaded.amp)
-    return _beside_the_paper(r, store, split, [loaded.model.variant])
+    return {k: v for k, v in r.items() if k not in ("nets", "members")}

@@ -149,6 +149,7 @@ def collect_report(
     gal = split_features(loaded.model, train.subset(gallery_idx), loaded.transform())[0].cpu()
     _, nn_idx = nearest(features(loaded, torch.from_numpy(images[:4])), gal, k)
     rows = [[gallery_idx[j] for j in r] for r in nn_idx.tolist()]
+    dataset = store_dataset(store)
     return ReportData(
         run=run.root,
         config=config,
@@ -157,13 +158,11 @@ def collect_report(
         val_images=len(val),
         checkpoint=ckpt.name,
         results=results,
-        dataset=store_dataset(store),
+        dataset=dataset,
         paper=[
             row
             for r in results
-            for row in matching_rows(
-                store_dataset(store), "val", r["crops"], [loaded.model.variant]
-            )
+            for row in matching_rows(dataset, "val", r["crops"], [loaded.model.variant])
         ],
         kernels=kernels_png(loaded.model),
         colour=colour_lines(colour_index(loaded.model)),

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import PRECISIONS, check_choices, option
+from ..options import DEVICE_HELP, PRECISIONS, check_choices, option
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes
 from ..train.recipes import RECIPES
@@ -121,7 +121,7 @@ class AblateConfig:
     train_images: int | None = option(None, "train on this many images")
     val_images: int | None = option(None, "validate on this many images")
     target_error: float = option(0.25, "relu: the training error whose first crossing is timed")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    device: str = option("auto", DEVICE_HELP)
     precision: str = option(
         "auto",
         "the AlexNet-scale runs' autocast precision, as train's --precision (the small "

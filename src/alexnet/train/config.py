@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from ..options import (
     ACTIVATIONS,
     DECODES,
+    DEVICE_HELP,
     FREEZES,
     INITS,
     MODEL_PARALLEL,
@@ -91,7 +92,7 @@ class TrainConfig:
     overlap_pool: bool = option(True, "overlapping 3/2 max-pooling (§3.4); off: 2/2")
     activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)
     seed: int = option(0, "seeds the init, the data order, the crops and the dropout masks")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    device: str = option("auto", DEVICE_HELP)
     precision: str = option(
         "auto",
         "autocast precision (auto: bf16 on cuda and on CPUs with AMX or AVX512-BF16, else "

@@ -214,16 +214,22 @@ def setup(
     )
     if ckpt is not None:
         _restore(trainer, ckpt)
-    if trainer.log:  # rewritten from the checkpoint: a resume never doubles a line
-        trainer.log.write(trainer.state.history)
-        trainer.steps_log = StepLog(
-            run,
-            cfg.log_every,
-            sampler.steps_per_epoch(),
-            print_lines=not cfg.progress,
-            resumed_at=trainer.state.global_step,
-        )
+    _start_logs(trainer, sampler)
     return trainer
+
+
+def _start_logs(t: Trainer, sampler: EpochSampler) -> None:
+    """Rank 0's metrics and steps logs, rewritten from where the run stands: a resume
+    never doubles a line."""
+    if t.log:
+        t.log.write(t.state.history)
+        t.steps_log = StepLog(
+            t.run,
+            t.cfg.log_every,
+            sampler.steps_per_epoch(),
+            print_lines=not t.cfg.progress,
+            resumed_at=t.state.global_step,
+        )
 
 
 def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampler):
