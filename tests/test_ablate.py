@@ -62,6 +62,10 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
     assert towers["top1_delta"][0] == pytest.approx(t1["one-tower"][0] - t1["paper"][0])
     assert towers["same_sign"] == (towers["top1_delta"][0] > 0)
     assert set(towers["generalisation_gap"]) == {"paper", "one-tower"}
+    dropout = summary["dropout"]
+    assert dropout["epochs_to_converge"] == {"paper": [1], "no-dropout": [1]}  # one epoch
+    assert dropout["convergence_ratio"] == 1.0 and dropout["paper_convergence_ratio"] == 2.0
+    assert "epochs to within 1 point of its final error" in (out / "ablations.md").read_text()
     ten = summary["ten-crop"]["top1_error"]
     assert set(ten) == {"ten-crops", "one-crop"}
     table = (out / "ablations.md").read_text()
@@ -85,14 +89,36 @@ def test_relu_study_times_both_arms_and_draws_figure_1(store, tmp_path):
         "3",
         "--target-error",
         "0.7",
+        "--targets",
+        "0.5",
+        "0.6",
+        "--lrs",
+        "0.01",
+        "0.1",
+        "1",
     )
     assert r.returncode == 0, r.stderr
     relu = json.loads((out / "summary.json").read_text())["studies"]["relu"]
     assert set(relu["epochs_to_target"]) == {"relu", "tanh"} and relu["paper_speedup"] == 6.0
-    assert set(relu["chosen_lr"]) == {"relu", "tanh"}
+    assert set(relu["chosen_lr"]) == {"relu", "tanh"} and relu["lr_grid"] == [0.01, 0.1, 1]
+    assert set(relu["epochs_by_target"]) == {"0.7", "0.6", "0.5"}
+    assert relu["epochs_by_target"]["0.7"] == relu["epochs_to_target"]
     rows = _rows(out)
+    for target, by_arm in relu["epochs_by_target"].items():  # read off each run's curve
+        for arm, (epochs,) in by_arm.items():
+            curve = rows[f"relu:{arm}:seed0:best"]["curve"]
+            assert epochs == next((at for at, e in curve if e <= float(target)), None)
+        expected = (
+            None
+            if None in by_arm["relu"] + by_arm["tanh"]
+            else by_arm["tanh"][0] / by_arm["relu"][0]
+        )
+        assert relu["speedup_by_target"][target] == pytest.approx(expected)
+    table = (out / "ablations.md").read_text()
+    at = [table.index(f"| relu (§3.1, Figure 1) to {t} |") for t in ("70%", "60%", "50%")]
+    assert at == sorted(at)  # a row per target, the paper's first
     sweep = [r for r in rows.values() if r["config"].get("sweep")]
-    assert len(sweep) == 2 * 4  # both arms, the whole grid, on seed 0
+    assert len(sweep) == 2 * 3  # both arms, the whole grid, on seed 0
     for arm in ("relu", "tanh"):  # the chosen rate is the arm's fastest
         reached = {
             r["config"]["lr"]: r["final"]["epochs_to_target"] for r in sweep if r["arm"] == arm
@@ -138,10 +164,31 @@ def test_a_killed_ablate_resumes_and_keeps_what_finished(store, tmp_path):
     r = run_here("ablate", "lrn", "--data", store, "--out", out, *TINY, "--epochs", "2")
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
-    assert set(rows) == {"alexnet:paper:seed0", "alexnet:no-lrn:seed0"}
+    assert set(rows) == {
+        "alexnet:paper:seed0",
+        "alexnet:no-lrn:seed0",
+        "alexnet:alpha-undivided:seed0",
+    }
     for rid, row in first.items():
         assert rows[rid] == row  # finished runs are kept as they were
     assert all(len(r["curve"]) == 2 for r in rows.values())
+    paper = rows["alexnet:paper:seed0"]["config"]
+    other = rows["alexnet:alpha-undivided:seed0"]["config"]  # the other LRN convention
+    assert {k for k in paper if k != "out" and paper[k] != other[k]} == {"lrn_alpha_over_n"}
+    assert paper["lrn_alpha_over_n"] is True
+    lrn = json.loads((out / "summary.json").read_text())["studies"]["lrn"]
+    assert set(lrn["top1_delta_by_arm"]) == {"no-lrn", "alpha-undivided"}
+    table = (out / "ablations.md").read_text()
+    assert "no-lrn " in table and "alpha-undivided " in table
+
+
+def test_epochs_to_converge_is_the_first_epoch_within_a_point_of_the_last():
+    from alexnet.studies.ablate import epochs_to_converge
+
+    errors = [0.5, 0.3, 0.205, 0.25, 0.2]  # epoch 3 is within a point, epoch 4 is not
+    history = [{"epoch": i + 1, "val_top1_error": e} for i, e in enumerate(errors)]
+    assert epochs_to_converge(history) == 3
+    assert epochs_to_converge(history[:1]) == 1
 
 
 def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):

@@ -106,7 +106,10 @@ def test_hdf5_streams_a_set_larger_than_a_batch_and_equals_the_npz(
         == ["img0.jpg", "img2.jpg", "img4.jpg", "sub/img1.jpg", "sub/img3.jpg"]
     )
     for name in ("conv1", "fc7:pre", "conv3.tower0"):
-        assert np.allclose(h5[name][:], npz[name], atol=1e-5), name
+        # batches of 2 and of 5 take different float32 kernels on some CPUs: equal to
+        # within float32 rounding carried through the layers, relative to the layer's scale
+        a, b = h5[name][:], npz[name]
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
     assert h5["conv3.tower0"].shape == (5, 192, 13, 13)
     meta = json.loads(h5.attrs["meta"])
     assert meta["weights"]["file"] == "paper.pt" and len(meta["weights"]["sha256"]) == 64

@@ -143,6 +143,13 @@ def test_both_conventions_reach_the_net_and_follow_the_formula():
                 out[:, i] = x[:, i] / (K + ALPHA / N * s) ** BETA
             ref = out
         assert torch.allclose(lrn(x), ref, rtol=1e-12)
+    # the default is the authors' code, in the paper net and the small CIFAR net alike
+    assert create_model("paper").features.norm1.alpha == pytest.approx(ALPHA / N)
+    from alexnet.studies.cifar_net import four_layer_net
+
+    for over_n, coefficient in ((True, ALPHA / N), (False, ALPHA)):
+        small = four_layer_net(lrn=True, alpha_over_n=over_n)
+        assert small.norm1.alpha == small.norm2.alpha == pytest.approx(coefficient)
 
 
 def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logits(tmp_path):
@@ -150,8 +157,8 @@ def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logi
     from alexnet.weights.checkpoint import Checkpoint, save_atomic
     from alexnet.weights.load import load_for_inference
 
-    torch.manual_seed(0)
-    net = create_model("paper", num_classes=3, init="kaiming").eval()
+    torch.manual_seed(0)  # the net as the code before the option built it: alpha undivided
+    net = create_model("paper", num_classes=3, init="kaiming", lrn_alpha_over_n=False).eval()
     ckpt = Checkpoint(
         model=net.state_dict(),
         variant="paper",

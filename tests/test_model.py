@@ -97,7 +97,8 @@ def test_paper_layer_order():
         "pool5",
     ]
     f = create_model("paper").features
-    assert (f.norm1.size, f.norm1.alpha, f.norm1.beta, f.norm1.k) == (5, 1e-4, 0.75, 2.0)
+    # alpha / n, as cuda-convnet computed it (docs/paper.md §3.3)
+    assert (f.norm1.size, f.norm1.alpha, f.norm1.beta, f.norm1.k) == (5, 1e-4 / 5, 0.75, 2.0)
     assert f.norm1.groups == f.norm2.groups == 2  # each tower normalises its own maps
     assert create_model("one-tower").features.norm1.groups == 1
     assert f.pool1.kernel_size == 3 and f.pool1.stride == 2

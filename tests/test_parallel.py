@@ -14,10 +14,18 @@ from PIL import Image
 from alexnet import create_model
 from conftest import prepare_store, run_cli
 
+HIDDEN = 256  # fc6 and fc7 narrowed from 4096: the slicing is by shape, and 4 float64
+# workers of the full-width net held 13 GB between them
+
 
 def _full(num_classes=7):
     torch.manual_seed(0)
-    model = create_model("paper", num_classes=num_classes, dropout=0.0).double()
+    model = create_model("paper", num_classes=num_classes, dropout=0.0)
+    c = model.classifier
+    c.fc6 = torch.nn.Linear(c.fc6.in_features, HIDDEN)
+    c.fc7 = torch.nn.Linear(HIDDEN, HIDDEN)
+    c.fc8 = torch.nn.Linear(HIDDEN, num_classes)
+    model = model.double()
     for p in model.parameters():  # random biases too, so that a mis-sliced one shows
         p.data.normal_(0, 0.02)
     return model
@@ -103,9 +111,9 @@ def test_two_towers_times_two_replicas_equal_the_grouped_model(tmp_path):
         for k, v in s.items():
             assert torch.allclose(got["opt"]["state"][i][k], v, rtol=1e-9, atol=1e-15), (i, k)
     assert got["reloaded"]
-    # activations rank 0 sends per image: pool2 128x13x13, pool5 128x6x6, fc6 and fc7
-    # 2048 each, and its 4 of the 7 logits, in float64; 2 images per replica
-    per_image = (128 * 13 * 13 + 128 * 6 * 6 + 2048 + 2048 + 4) * 8
+    # activations rank 0 sends per image: pool2 128x13x13, pool5 128x6x6, its half of
+    # fc6 and of fc7, and its 4 of the 7 logits, in float64; 2 images per replica
+    per_image = (128 * 13 * 13 + 128 * 6 * 6 + HIDDEN // 2 * 2 + 4) * 8
     assert got["bytes"] == per_image * 2
 
 

@@ -86,7 +86,10 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
         kind = f.type.replace(" | None", "")
         help_text = meta["help"] + ((extra_help or {}).get(f.name, ""))
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        many = {"nargs": "+"} if kind == "list[str]" else {}  # one or more
+        if kind == "tuple[float, ...]":  # one or more numbers
+            kind, many = "float", {"nargs": "+"}
+        else:
+            many = {"nargs": "+"} if kind == "list[str]" else {}  # one or more
         if f.default is MISSING and meta.get("flag"):  # a flag the user must give
             parser.add_argument(
                 flag,
@@ -121,6 +124,7 @@ def add_config_flags(parser, config_cls, extra_help=None) -> None:
             choices=meta.get("choices"),
             metavar=meta.get("metavar"),
             help=help_text,
+            **many,
         )
 
 

@@ -27,7 +27,6 @@ CAFFE_DIFFERENCES = (
     "no PCA lighting in its training",
     "227x227 crops (the paper: 224, with cuda-convnet's rounding up)",
     "LRN k = 1 (the paper: 2)",
-    "LRN alpha divided by the window size, 5 (the paper prints it undivided)",
     "conv1 is ungrouped, so LRN 1's window crosses the towers (the paper: each GPU's own maps)",
     "BGR input, 0..255 minus a per-channel mean (the paper: RGB minus the mean image)",
     "max-pooling rounds its output size up (ceil mode)",

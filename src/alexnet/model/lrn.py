@@ -3,7 +3,9 @@ and fast.
 
     b[i] = a[i] / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a[j]^2) ** beta
 
-The sum is *not* divided by n (nn.LocalResponseNorm and Caffe divide alpha by n).
+`alpha` is the coefficient on the sum as given: the paper net passes 1e-4 / n, as
+cuda-convnet computed it, or 1e-4 as the paper prints it (model/net.py chooses;
+nn.LocalResponseNorm and Caffe take alpha and divide it by n themselves).
 
 Why a custom autograd function: nn.LocalResponseNorm builds the window sum with
 avg_pool3d over a padded copy and lets autograd record every intermediate, which

@@ -23,8 +23,8 @@ from ..options import ACTIVATIONS, INITS, VARIANTS, check_choice
 from .lrn import LocalResponseNorm
 
 # §3.3 Local response normalisation: k, n, alpha, beta. The paper prints alpha on the
-# sum undivided; cuda-convnet, which trained the paper's net, divides it by n (docs/paper.md
-# §3.3): ModelOptions.lrn_alpha_over_n chooses.
+# sum undivided; cuda-convnet, which trained the paper's net, divides it by n, and so do
+# we by default (docs/paper.md §3.3): ModelOptions.lrn_alpha_over_n chooses.
 LRN_K = 2.0
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
@@ -94,9 +94,10 @@ class ModelOptions:
     """Switches for the paper's ablations (§3.1, §3.3, §3.4)."""
 
     lrn: bool = True
-    # the coefficient on LRN's window sum: alpha / n as cuda-convnet computed it, or the
-    # printed formula's alpha (False: every checkpoint written before this option existed)
-    lrn_alpha_over_n: bool = False
+    # the coefficient on LRN's window sum: alpha / n as cuda-convnet computed it (the net
+    # behind the published errors), or the printed formula's alpha (False: every
+    # checkpoint written before this option existed, which loads so)
+    lrn_alpha_over_n: bool = True
     overlap_pool: bool = True
     activation: str = "relu"  # "relu" or "tanh" (§3.1, Figure 1)
     dropout: float = DROPOUT_P

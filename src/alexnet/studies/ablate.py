@@ -4,12 +4,15 @@ seed, schedule, the images each run sees).
 
 Small-net studies (the four-layer CIFAR net of cifar_net.py, 32x32 images):
     relu       §3.1, Figure 1: epochs until the training error first reaches
-               --target-error, ReLU vs tanh, each at its fastest learning rate of a grid
-    lrn-cifar  §3.3: test error with and without response normalisation
+               --target-error (and each of --targets), ReLU vs tanh, each at its
+               fastest learning rate to --target-error of the grid --lrs
+    lrn-cifar  §3.3: test error with and without response normalisation, and with
+               the other convention for alpha
 AlexNet-scale studies (`alexnet train` runs; the paper net against one switch off):
-    towers, lrn, overlap, augment, pca, dropout; and ten-crop (evaluation only: one
-    crop vs ten on the paper arm's checkpoint). The paper arm is trained once per seed
-    and shared by these studies.
+    towers, lrn (with a third arm: the other convention for alpha), overlap, augment,
+    pca, dropout (with the epochs each arm needs to converge); and ten-crop (evaluation
+    only: one crop vs ten on the paper arm's checkpoint). The paper arm is trained once
+    per seed and shared by these studies.
 
 DIR holds results.jsonl (one row per finished run), summary.json, ablations.md,
 figure1.png, report.html and runs/ (the AlexNet-scale run directories), all written
@@ -23,10 +26,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .design import (
+    CONVERGED_WITHIN,
     STUDIES,
     AblateConfig,
     Results,
     Study,
+    all_targets,
     claim_results_folder,
     mean_sd,
     row_id,
@@ -109,20 +114,34 @@ def _ids(cfg: AblateConfig, study: Study, arm: str) -> list[str]:
 
 
 def _summarise_relu(cfg: AblateConfig, rows: dict) -> dict:
-    epochs = {arm: [r["final"]["epochs_to_target"] for r in rs] for arm, rs in rows.items()}
-    lrs = {arm: [r["config"]["lr"] for r in rs] for arm, rs in rows.items()}
-    reached = {arm: [e for e in es if e is not None] for arm, es in epochs.items()}
-    speedup = None
-    if reached["relu"] and reached["tanh"]:
-        speedup = mean_sd(reached["tanh"])[0] / mean_sd(reached["relu"])[0]
+    from .cifar_net import first_crossing
+
+    by_target = {
+        f"{t:g}": {arm: [first_crossing(r["curve"], t) for r in rs] for arm, rs in rows.items()}
+        for t in all_targets(cfg)
+    }
+    speedups = {t: _speedup(epochs) for t, epochs in by_target.items()}
+    speedup = speedups[f"{cfg.target_error:g}"]
     return {
         "target_error": cfg.target_error,
-        "epochs_to_target": epochs,
-        "chosen_lr": lrs,
+        "epochs_to_target": by_target[f"{cfg.target_error:g}"],
+        "epochs_by_target": by_target,  # target -> arm -> epochs per seed (None: not reached)
+        "speedup_by_target": speedups,  # target -> tanh epochs / ReLU epochs (means)
+        "budget_epochs": cfg.epochs,
+        "chosen_lr": {arm: [r["config"]["lr"] for r in rs] for arm, rs in rows.items()},
+        "lr_grid": list(cfg.lrs),
         "speedup": speedup,
         "paper_speedup": 6.0,
         "same_sign": None if speedup is None else speedup > 1,
     }
+
+
+def _speedup(epochs: dict) -> float | None:
+    """tanh's mean epochs over ReLU's, when every seed of both reached the target."""
+    relu, tanh = epochs.get("relu") or [], epochs.get("tanh") or []
+    if not relu or not tanh or None in relu + tanh:
+        return None
+    return mean_sd(tanh)[0] / mean_sd(relu)[0]
 
 
 def _summarise_errors(study: Study, rows: dict) -> dict:
@@ -145,4 +164,30 @@ def _summarise_errors(study: Study, rows: dict) -> dict:
         if all(v is not None for v in top5[base][:n] + top5[off][:n]):
             out["top5_delta"] = mean_sd([top5[off][i] - top5[base][i] for i in range(n)])
         out["same_sign"] = out["top1_delta"][0] > 0  # the paper: switching it off hurts
+    out["top1_delta_by_arm"] = {  # every other arm against the first, paired by seed
+        a: mean_sd([x - y for x, y in zip(top1[a], top1[base], strict=False)])
+        for a in arms[1:]
+        if top1[a] and top1[base]
+    }
+    if study.kind == "alexnet":
+        out.update(_convergence(study, rows))
     return out
+
+
+def _convergence(study: Study, rows: dict) -> dict:
+    """Epochs each arm's run needs to come within CONVERGED_WITHIN of its own final
+    validation error; for dropout, the ratio the paper puts at about 2."""
+    epochs = {a: [epochs_to_converge(r["curve"]) for r in rs] for a, rs in rows.items()}
+    out = {"converged_within": CONVERGED_WITHIN, "epochs_to_converge": epochs}
+    if study.name == "dropout" and epochs["paper"] and epochs["no-dropout"]:
+        out["convergence_ratio"] = mean_sd(epochs["paper"])[0] / mean_sd(epochs["no-dropout"])[0]
+        out["paper_convergence_ratio"] = 2.0
+    return out
+
+
+def epochs_to_converge(history: list[dict]) -> int:
+    """The first epoch whose validation error is within CONVERGED_WITHIN of the last's."""
+    final = history[-1]["val_top1_error"]
+    return next(
+        h["epoch"] for h in history if h["val_top1_error"] <= final + CONVERGED_WITHIN + 1e-12
+    )

@@ -6,8 +6,9 @@ example nets are the likely source; this is the shape of its `layers-18pct` net,
 learned layers: three 5x5 convolutions of 32, 32 and 64 maps, each followed by its
 activation and a 3/2 pooling (max after the first, average after the others), then one
 fully connected layer to the classes. The `lrn` switch adds §3.3's response
-normalisation (the paper's constants) after the first two activations, as the paper's
-"four-layer CNN" with and without normalisation. docs/results.md says the same.
+normalisation (the paper's constants, alpha divided by n as cuda-convnet computed it, or
+undivided as printed) after the first two activations, as the paper's "four-layer CNN"
+with and without normalisation. docs/results.md says the same.
 
 Training: plain SGD with momentum 0.9, batch 128, no weight decay, no dropout, no
 augmentation ("no regularization of any kind", §3.1); inputs are the mean-subtracted
@@ -34,9 +35,13 @@ BATCH = 128
 MOMENTUM = 0.9
 
 
-def four_layer_net(activation: str = "relu", lrn: bool = False, num_classes: int = 10) -> nn.Module:
-    """The four-layer CIFAR net of §3.1 (see the module docstring), ReLU or tanh, with or without LRN."""
+def four_layer_net(
+    activation: str = "relu", lrn: bool = False, num_classes: int = 10, alpha_over_n: bool = True
+) -> nn.Module:
+    """The four-layer CIFAR net of §3.1 (see the module docstring), ReLU or tanh, with or
+    without LRN (its alpha divided by n, or not)."""
     act = nn.ReLU if activation == "relu" else nn.Tanh
+    alpha = LRN_ALPHA / LRN_SIZE if alpha_over_n else LRN_ALPHA
     layers: list[tuple[str, nn.Module]] = []
     in_ch = 3
     for i, (out_ch, pool) in enumerate(
@@ -45,7 +50,7 @@ def four_layer_net(activation: str = "relu", lrn: bool = False, num_classes: int
         layers.append((f"conv{i}", nn.Conv2d(in_ch, out_ch, 5, padding=2)))
         layers.append((f"{activation}{i}", act()))
         if lrn and i <= 2:
-            layers.append((f"norm{i}", LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)))
+            layers.append((f"norm{i}", LocalResponseNorm(LRN_SIZE, alpha, LRN_BETA, LRN_K)))
         layers.append((f"pool{i}", pool(3, 2, padding=1)))
         in_ch = out_ch
     layers += [("flatten", nn.Flatten()), ("fc4", nn.Linear(64 * 4 * 4, num_classes))]
@@ -100,11 +105,12 @@ def train_small(
     target_error: float,
     samples_per_epoch: int = 20,
     stop_at_target: bool = False,
+    alpha_over_n: bool = True,
 ) -> SmallRun:
     """Train; sample the training error (over the batches since the last sample) at
     least `samples_per_epoch` times an epoch."""
     torch.manual_seed(seed)
-    net = four_layer_net(activation, lrn, data.num_classes)
+    net = four_layer_net(activation, lrn, data.num_classes, alpha_over_n)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
     n = len(data.train_y)
     batch = min(BATCH, n)
@@ -136,6 +142,11 @@ def train_small(
         run.train_error = epoch_wrong / max(1, steps * batch)
     run.test_error = test_error(net, data)
     return run
+
+
+def first_crossing(curve: list, target: float) -> float | None:
+    """The first sampled epoch whose training error is at or below `target`, or None."""
+    return next((at for at, err in curve if err <= target), None)
 
 
 @torch.no_grad()

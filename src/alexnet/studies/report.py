@@ -32,39 +32,63 @@ def table_rows(summary: dict) -> list[list[str]]:
     """study | the paper's claim | ours, mean ± sd over seeds | delta | same sign?"""
     rows = []
     for name, s in summary["studies"].items():
-        if name == "relu":
-            e = s["epochs_to_target"]
-            ours = "; ".join(f"{arm} {_epochs(v)}" for arm, v in e.items())
-            delta = "-" if s["speedup"] is None else f"{s['speedup']:.2f}x"
-            rows.append(
-                [
-                    f"relu ({s['section']})",
-                    s["claim"],
-                    f"epochs to {s['target_error']:.0%} training error: {ours}",
-                    f"speed-up {delta}",
-                    _sign(s.get("same_sign")),
-                ]
-            )
-            continue
-        arms = list(s["top1_error"])
-        ours = "; ".join(f"{a} {_arm_cell(s['top1_error'][a])}" for a in arms)
-        d = s.get("top1_delta")
-        n = min(len(v) for v in s["top1_error"].values())
-        spread = f" ± {100 * d[1]:.2f}" if d is not None and n > 1 else ""
-        delta = "-" if d is None else f"{100 * d[0]:+.2f}{spread}"
-        paper = (
-            "" if s["paper_top1_delta"] is None else f" (paper: {100 * s['paper_top1_delta']:+.1f})"
-        )
+        rows += _relu_rows(s) if name == "relu" else [_error_row(name, s)]
+    return rows
+
+
+def _relu_rows(s: dict) -> list[list[str]]:
+    """One row per training-error target; the paper's (the one choosing the rates) first."""
+    rows = []
+    for target, epochs in (s.get("epochs_by_target") or {}).items():
+        ours = "; ".join(f"{arm} {_epochs(v)}" for arm, v in epochs.items())
+        speedup = s["speedup_by_target"][target]
+        is_paper = float(target) == s["target_error"]
         rows.append(
             [
-                f"{name} ({s['section']})",
-                s["claim"],
-                f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}{_gaps(s)}",
-                delta + paper,
-                _sign(s.get("same_sign")),
+                f"relu ({s['section']}) to {float(target):.0%}",
+                s["claim"]
+                if is_paper
+                else f"(a lower target, of a {s['budget_epochs']:g}-epoch budget)",
+                f"epochs to {float(target):.0%} training error: {ours}",
+                "speed-up " + ("-" if speedup is None else f"{speedup:.2f}x"),
+                _sign(None if speedup is None else speedup > 1),
             ]
         )
     return rows
+
+
+def _error_row(name: str, s: dict) -> list[str]:
+    arms = list(s["top1_error"])
+    ours = "; ".join(f"{a} {_arm_cell(s['top1_error'][a])}" for a in arms)
+    n = min(len(v) for v in s["top1_error"].values())
+    paper = "" if s["paper_top1_delta"] is None else f" (paper: {100 * s['paper_top1_delta']:+.1f})"
+    deltas = s.get("top1_delta_by_arm") or {}
+    cells = [
+        (f"{arm} " if len(deltas) > 1 else "") + _delta(d, n) + (paper if arm == arms[1] else "")
+        for arm, d in deltas.items()
+    ]
+    return [
+        f"{name} ({s['section']})",
+        s["claim"],
+        f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}{_gaps(s)}{_converged(s)}",
+        "; ".join(cells) or "-",
+        _sign(s.get("same_sign")),
+    ]
+
+
+def _delta(d, n: int) -> str:
+    return f"{100 * d[0]:+.2f}" + (f" ± {100 * d[1]:.2f}" if n > 1 else "")
+
+
+def _converged(s: dict) -> str:
+    """Epochs to within a point of each arm's own final error (dropout: their ratio)."""
+    if "convergence_ratio" not in s:
+        return ""
+    cells = ", ".join(f"{a} {', '.join(map(str, v))}" for a, v in s["epochs_to_converge"].items())
+    return (
+        f"; epochs to within {100 * s['converged_within']:g} point of its final error: {cells} "
+        f"(ratio {s['convergence_ratio']:.2f}x; paper: about {s['paper_convergence_ratio']:g}x)"
+    )
 
 
 def _epochs(values: list) -> str:

@@ -23,8 +23,11 @@ def run_small_study(cfg: AblateConfig, study: Study, seed: int, results: Results
             continue
         data = data or SmallData.from_store(Store(cfg.data), cfg.train_images)
         activation, lrn = switch.get("activation", "relu"), switch.get("lrn", False)
+        over_n = switch.get("lrn_alpha_over_n", True)
         lr = _chosen_lr(cfg, study, arm, data, results, log) if study.name == "relu" else 0.01
-        run = train_small(data, activation, lrn, lr, cfg.epochs, seed, cfg.target_error)
+        run = train_small(
+            data, activation, lrn, lr, cfg.epochs, seed, cfg.target_error, alpha_over_n=over_n
+        )
         results.add(
             {
                 "id": best_id,
@@ -34,6 +37,7 @@ def run_small_study(cfg: AblateConfig, study: Study, seed: int, results: Results
                 "config": {
                     "activation": activation,
                     "lrn": lrn,
+                    "lrn_alpha_over_n": over_n if lrn else None,
                     "lr": lr,
                     "epochs": cfg.epochs,
                     "train_images": len(data.train_y),

@@ -85,9 +85,9 @@ class TrainConfig:
     )
     lrn: bool = option(True, "local response normalisation after conv1 and conv2 (§3.3)")
     lrn_alpha_over_n: bool = option(
-        False,
-        "LRN's alpha divided by the window size n, as cuda-convnet computed it "
-        "(docs/paper.md §3.3); off: alpha on the sum as the paper prints it",
+        True,
+        "LRN's alpha divided by the window size n, as cuda-convnet computed it for the "
+        "published errors (docs/paper.md §3.3); off: alpha on the sum as the paper prints it",
     )
     overlap_pool: bool = option(True, "overlapping 3/2 max-pooling (§3.4); off: 2/2")
     activation: str = option("relu", "non-linearity of every hidden layer (§3.1)", ACTIVATIONS)

@@ -78,7 +78,7 @@ class Checkpoint:
             variant=obj["variant"],
             classes=list(obj["classes"]),
             normalization=obj["normalization"],
-            model_options=dict(obj.get("model_options") or {}),
+            model_options=_with_old_defaults(obj.get("model_options") or {}),
             config=dict(obj.get("config") or {}),
             optimizer=obj.get("optimizer"),
             schedule=obj.get("schedule"),
@@ -100,7 +100,6 @@ class Checkpoint:
         return first_non_finite(self.model) is None
 
 
-# the ModelOptions a checkpoint keeps; one without lrn_alpha_over_n predates it (False)
 def first_non_finite(state: dict) -> str | None:
     """The name of the first floating-point tensor with a NaN or an infinity, or None:
     weights like that are refused wherever weights are loaded."""
@@ -110,7 +109,13 @@ def first_non_finite(state: dict) -> str | None:
     return None
 
 
+# the ModelOptions a checkpoint keeps; one without lrn_alpha_over_n predates it (False)
 SAVED_OPTIONS = ("dropout", "lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
+
+
+def _with_old_defaults(saved: dict) -> dict:
+    # one saved before lrn_alpha_over_n existed was trained with alpha undivided
+    return {"lrn_alpha_over_n": False, **saved}
 
 
 def model_options(source) -> dict:
