@@ -30,6 +30,12 @@ LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
 
+
+def lrn_coefficient(alpha_over_n: bool) -> float:
+    """The coefficient on LRN's window sum: alpha / n (cuda-convnet) or alpha (as printed)."""
+    return LRN_ALPHA / LRN_SIZE if alpha_over_n else LRN_ALPHA
+
+
 # §3.2 + §3.3: the GPUs communicate only at conv3 and the fully connected layers, so
 # each tower normalises over its own maps: the window never crosses the tower boundary
 # (as in cuda-convnet's two-GPU layer definitions, one response-norm layer per GPU).
@@ -174,7 +180,7 @@ def _paper_features(convs, options: ModelOptions, towers: int) -> nn.Sequential:
         layers.append((name, nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)))
         layers.append((f"{options.activation}{i}", _activation(options)))
         if i in (1, 2) and options.lrn:  # §3.3: after the ReLU of layers 1 and 2
-            alpha = LRN_ALPHA / LRN_SIZE if options.lrn_alpha_over_n else LRN_ALPHA
+            alpha = lrn_coefficient(options.lrn_alpha_over_n)
             norm = LocalResponseNorm(LRN_SIZE, alpha, LRN_BETA, LRN_K, groups=towers)
             layers.append((f"norm{i}", norm))
         if i in (1, 2, 5):  # §3.4: after both normalisations and after conv5

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.store import fixed_subset
 from ..model.lrn import LocalResponseNorm
-from ..model.net import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from ..model.net import LRN_BETA, LRN_K, LRN_SIZE, lrn_coefficient
 from ..runtime.seeds import generator_for
 
 SIDE = 32
@@ -41,7 +41,7 @@ def four_layer_net(
     """The four-layer CIFAR net of §3.1 (see the module docstring), ReLU or tanh, with or
     without LRN (its alpha divided by n, or not)."""
     act = nn.ReLU if activation == "relu" else nn.Tanh
-    alpha = LRN_ALPHA / LRN_SIZE if alpha_over_n else LRN_ALPHA
+    alpha = lrn_coefficient(alpha_over_n)
     layers: list[tuple[str, nn.Module]] = []
     in_ch = 3
     for i, (out_ch, pool) in enumerate(
