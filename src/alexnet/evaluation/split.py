@@ -28,11 +28,15 @@ def split_probabilities(
     autocast_dtype: torch.dtype | None = None,
 ):
     """(softmax probabilities, labels) per batch of a split, in store order; with crops=10
-    each image's ten patches are averaged (§4.1). The model is left in eval mode."""
+    each image's ten patches are averaged (§4.1). The model is left in eval mode.
+
+    batch_size counts patches per forward pass, so ten crops read a tenth as many images
+    a batch: the memory of a pass does not grow tenfold (128 images of ten crops held
+    11 GB of conv1 and LRN maps at once on a CPU)."""
     check_choice("crops", crops, CROPS)
     model.eval()
     device = transform.device
-    batches = eval_batches(split, batch_size, workers, rank, world)
+    batches = eval_batches(split, max(1, batch_size // crops), workers, rank, world)
     for images, labels in tqdm(
         batches, desc=f"eval x{crops}", unit="batch", disable=not progress, leave=False
     ):

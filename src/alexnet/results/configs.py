@@ -44,7 +44,7 @@ class EvaluateConfig(_Checked):
     crops: int = option(
         10, "centre crop, or the four corners and centre with their reflections", CROPS
     )
-    batch_size: int = option(64, "images per forward pass")
+    batch_size: int = option(128, "patches per forward pass (ten crops: a tenth as many images)")
     workers: int = option(2, "data loading processes")
     device: str = option("auto", DEVICE_HELP)
     precision: str = option("auto", PRECISION_HELP, PRECISIONS)
