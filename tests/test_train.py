@@ -294,7 +294,9 @@ def test_checkpoints_written_before_the_checkpoint_class_still_load(tmp_path):
 
     torch.manual_seed(0)
     # Saved before the LRN option: such a file was written by the undivided net.
-    model = create_model("paper", num_classes=3, init="kaiming", dropout=0.5, lrn_alpha_over_n=False)
+    model = create_model(
+        "paper", num_classes=3, init="kaiming", dropout=0.5, lrn_alpha_over_n=False
+    )
     classes = [{"index": i, "id": f"c{i}", "name": f"class {i}"} for i in range(3)]
     old = {
         "format": "alexnet-checkpoint-1",
