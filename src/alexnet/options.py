@@ -31,6 +31,8 @@ STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
 FREEZES: tuple[str, ...] = get_args(Freeze)
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)
+# evaluation's forward pass counts patches, so that ten crops do not hold ten times the maps
+PATCHES_PER_PASS = 128
 MODEL_PARALLEL = (1, 2)  # 2: the paper's two towers on two processes (§3.2)
 
 

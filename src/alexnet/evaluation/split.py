@@ -9,7 +9,7 @@ from tqdm import tqdm
 from ..data.augment import BatchTransform
 from ..data.loader import eval_batches
 from ..data.store import StoreSplit
-from ..options import CROPS, check_choice
+from ..options import CROPS, PATCHES_PER_PASS, check_choice
 from ..runtime.device import autocast
 from .metrics import Tally
 
@@ -20,7 +20,7 @@ def split_probabilities(
     split: StoreSplit,
     transform: BatchTransform,
     crops: int = 1,
-    batch_size: int = 128,
+    batch_size: int = PATCHES_PER_PASS,
     workers: int = 0,
     rank: int = 0,
     world: int = 1,
@@ -57,7 +57,7 @@ def evaluate_split(
     transform: BatchTransform,
     num_classes: int,
     crops: int = 1,
-    batch_size: int = 128,
+    batch_size: int = PATCHES_PER_PASS,
     workers: int = 0,
     rank: int = 0,
     world: int = 1,

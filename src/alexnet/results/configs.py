@@ -11,6 +11,7 @@ from ..options import (
     CROPS,
     DEVICE_HELP,
     EXPORT_FORMATS,
+    PATCHES_PER_PASS,
     PRECISIONS,
     VARIANTS,
     WEIGHTS_HELP,
@@ -44,7 +45,9 @@ class EvaluateConfig(_Checked):
     crops: int = option(
         10, "centre crop, or the four corners and centre with their reflections", CROPS
     )
-    batch_size: int = option(128, "patches per forward pass (ten crops: a tenth as many images)")
+    batch_size: int = option(
+        PATCHES_PER_PASS, "patches per forward pass (ten crops: a tenth as many images)"
+    )
     workers: int = option(2, "data loading processes")
     device: str = option("auto", DEVICE_HELP)
     precision: str = option("auto", PRECISION_HELP, PRECISIONS)

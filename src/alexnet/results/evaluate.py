@@ -7,6 +7,7 @@ import torch
 
 from ..evaluation.metrics import Tally
 from ..evaluation.split import split_probabilities
+from ..options import PATCHES_PER_PASS
 from ..runtime.device import pick_device, precision_name
 from .paper_rows import matching_rows, store_dataset
 
@@ -23,7 +24,7 @@ def evaluate_ensemble(
     data: str,
     split: str = "val",
     crops: int = 10,
-    batch_size: int = 128,
+    batch_size: int = PATCHES_PER_PASS,
     workers: int = 2,
     device: str = "auto",
     progress: bool = False,
@@ -77,7 +78,7 @@ def evaluate_checkpoint(
     data: str,
     split: str = "val",
     crops: int = 10,
-    batch_size: int = 128,
+    batch_size: int = PATCHES_PER_PASS,
     workers: int = 2,
     device: str = "auto",
     progress: bool = False,
