@@ -120,8 +120,16 @@ def test_hdf5_streams_a_set_larger_than_a_batch_and_equals_the_npz(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5", "f.npz"]
 
 
-def test_ten_crops_and_a_store_split(ckpt, image_folder, tmp_path):
+def test_ten_crops_and_a_store_split(ckpt, image_folder, tmp_path, monkeypatch):
     from conftest import prepare_store
+
+    rows = []
+    write = feature_files.NpzWriter.write
+    monkeypatch.setattr(
+        feature_files.NpzWriter,
+        "write",
+        lambda self, s, b: (rows.append(len(b["fc8"])), write(self, s, b)),
+    )
 
     prepare_store(image_folder, tmp_path / "store")
     args = [
@@ -135,8 +143,11 @@ def test_ten_crops_and_a_store_split(ckpt, image_folder, tmp_path):
         "--device",
         "cpu",
     ]
-    r = run_here("features", *args, "--crops", "10", "--out", tmp_path / "ten.npz")
+    r = run_here(
+        "features", *args, "--crops", "10", "--batch-size", "20", "--out", tmp_path / "ten.npz"
+    )
     assert r.returncode == 0, r.stderr
+    assert rows == [2, 2, 2]  # 20 patches a pass: 2 images of ten crops, not 20 (200 patches)
     ten = np.load(tmp_path / "ten.npz")
     from alexnet.data.store import Store
 

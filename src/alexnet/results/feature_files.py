@@ -124,7 +124,10 @@ def _stimuli(cfg: FeaturesConfig):
 
 
 def _inputs(loaded, source, ids: list[str], batch_size: int, crops: int):
-    """(start, preprocessed batch) for the stimuli, in order."""
+    """(start, preprocessed batch) for the stimuli, in order. batch_size counts patches,
+    as evaluation's does: ten crops read a tenth as many images a pass, so the pass (and
+    the hooks' copies of its maps) does not grow tenfold."""
+    batch_size = max(1, batch_size // crops)
     if isinstance(source, list):
         for start, paths in zip(range(0, len(ids), batch_size), batches_of(source, batch_size)):
             yield start, torch.cat([_preprocessed(loaded, p, crops) for p in paths])

@@ -33,7 +33,7 @@ class FeaturesConfig:
     split: str = option("val", "the store's split, with --data")
     pooling: str = option("none", "over the positions of each map", POOLINGS)
     crops: int = option(1, "1: the centre; 10: §4.1's ten views, averaged", CROPS)
-    batch_size: int = option(64, "images per forward pass")
+    batch_size: int = option(64, "patches per forward pass (ten crops: a tenth as many images)")
     precision: str = option(
         "fp32",
         "the forwards' autocast precision (outputs stay float32); fp32 by default, so that "
