@@ -201,30 +201,37 @@ class TowerParallelAlexNet(nn.Module):
             for name, p in zip(self.full_names(), self.parameters(), strict=True):
                 p.copy_(shard(state[name], self.tower))
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
+    def full_state_dict(self, keep: bool = True) -> dict[str, torch.Tensor]:
         """The whole net's state_dict, as the single-device `paper` model names it,
-        assembled from both towers (a collective: both ranks call it)."""
-        return {
-            name: unshard(p.detach(), self.group)
-            for name, p in zip(self.full_names(), self.parameters(), strict=True)
-        }
+        assembled from both towers (a collective: both ranks call it). keep=False: take
+        part without holding the result (the rank that does not write it), so that a
+        second full copy of the net is never held, one tensor at a time at most."""
+        full = {}
+        for name, p in zip(self.full_names(), self.parameters(), strict=True):
+            t = unshard(p.detach(), self.group)
+            if keep:
+                full[name] = t
+        return full
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer, group=None) -> dict:
+def full_optimizer_state(optimizer: torch.optim.Optimizer, group=None, keep: bool = True) -> dict:
     """The optimiser's state_dict as the single-device model's optimiser would hold it.
 
     The tower's parameters come in the full model's order (conv1..fc8, weight then
     bias), so parameter indices agree; per-parameter tensors are reassembled like the
-    parameters and scalars (Adam's step) are the same on both towers. A collective.
+    parameters and scalars (Adam's step) are the same on both towers. A collective;
+    keep=False as for `full_state_dict`.
     """
     state = optimizer.state_dict()
     full = {}
     for idx in sorted(state["state"]):
-        full[idx] = {
-            k: unshard(v, group) if torch.is_tensor(v) and v.dim() > 0 else v
-            for k, v in sorted(state["state"][idx].items())
-        }
-    return {"state": full, "param_groups": state["param_groups"]}
+        entry = {}
+        for k, v in sorted(state["state"][idx].items()):
+            t = unshard(v, group) if torch.is_tensor(v) and v.dim() > 0 else v
+            if keep:
+                entry[k] = t
+        full[idx] = entry
+    return {"state": full if keep else {}, "param_groups": state["param_groups"]}
 
 
 def load_full_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, tower: int) -> None:

@@ -540,9 +540,11 @@ def save_checkpoint(t: Trainer, is_best: bool = False) -> None:
     """Write last.pt (and best.pt) from rank 0. Under model parallelism both towers take
     part in assembling the full state. Weights that are not all finite are never
     written: the run stops, and the last good checkpoint stays."""
-    if t.layout:
-        model_state = t.model.full_state_dict()
-        optimizer_state = full_optimizer_state(t.optimizer, t.layout.pair)
+    if t.layout and t.layout.replica != 0:
+        return  # rank 0 writes, from its own pair's towers: the other pairs hold no copy
+    if t.layout:  # rank 0's partner tower sends its half and keeps nothing
+        model_state = t.model.full_state_dict(keep=t.dist.is_main)
+        optimizer_state = full_optimizer_state(t.optimizer, t.layout.pair, keep=t.dist.is_main)
     else:
         model_state, optimizer_state = t.model.state_dict(), t.optimizer.state_dict()
     if not t.dist.is_main:
