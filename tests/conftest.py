@@ -14,6 +14,13 @@ from PIL import Image
 # blocks for speed, runtime/allocator.py) would let this one long process, and every
 # process it starts, hold its peak heap for the rest of the run. Tests time nothing.
 os.environ.setdefault("ALEXNET_MALLOC", "default")
+# Under pytest-xdist (scripts/test runs two workers) the cores are shared out among the
+# workers, before torch is imported: OpenMP threads beyond the cores spin against each
+# other. The processes a test starts inherit it, so a run and its resumption (one in
+# this process, one in a child) compute with the same threads, as bit-exact resumes need.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 
 def run_here(*args):
@@ -42,13 +49,13 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     )
 
 
-def stopped_and_resumed(args, tmp_path):
-    """(uninterrupted, stopped after 3 steps and resumed): the last.pt dicts of two runs
-    of `alexnet train ARGS`, the second resumed in this process's CPU threads."""
+def stopped_and_resumed(args, tmp_path, stop_after=3):
+    """(uninterrupted, stopped after `stop_after` steps and resumed): the last.pt dicts of
+    two runs of `alexnet train ARGS`, the second resumed in this process's CPU threads."""
     import torch
 
     assert run_here("train", *args, "--out", tmp_path / "full").returncode == 0
-    r = run_here("train", *args, "--out", tmp_path / "half", "--max-steps", "3")
+    r = run_here("train", *args, "--out", tmp_path / "half", "--max-steps", stop_after)
     assert r.returncode == 0, r.stderr
     r = run_here("train", "--resume", tmp_path / "half", "--device", "cpu", "--workers", "0")
     assert r.returncode == 0, r.stderr
