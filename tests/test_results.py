@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import re
@@ -362,6 +363,54 @@ def test_torch_export_program_matches(trained, tmp_path):
     x = torch.randn(3, 3, 224, 224)  # another batch size than the export's
     with torch.no_grad():
         assert torch.allclose(program(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_export_in_a_low_precision(trained, tmp_path):
+    """bf16 / fp16 files: safetensors at half the size, the weights rounded once; a
+    torch.export program computing in bf16; ONNX in fp16, checked against onnxruntime;
+    ONNX in bf16 (which onnxruntime cannot run) refused in one line, writing nothing."""
+    ckpt = trained / "run" / "checkpoints" / "last.pt"
+    full, half = tmp_path / "w32.safetensors", tmp_path / "w16.safetensors"
+    for out, p in ((full, "fp32"), (half, "bf16")):
+        r = run_here("export", ckpt, "--out", out, "--precision", p, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["precision"] == p
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    a, b = load_for_inference(full), load_for_inference(half)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(b.model.state_dict()[k], v.to(torch.bfloat16).float()), k
+    assert torch.equal(a.norm["mean"], b.norm["mean"])  # the normalisation stays float32
+    r = run_here("predict", half, write_image(tmp_path / "q.jpg"), "--json")
+    assert r.returncode == 0, r.stderr
+
+    r = run_here("export", ckpt, "--out", tmp_path / "m.pt2", "--precision", "bf16", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["checked"] is True
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    model = load_for_inference(ckpt).model.to(torch.bfloat16).eval()
+    x = torch.randn(3, 3, 224, 224, dtype=torch.bfloat16)  # another batch size than the export's
+    with torch.no_grad():
+        got, want = program(x), model(x)
+    assert got.dtype == torch.bfloat16 and torch.allclose(got.float(), want.float(), atol=0.05)
+
+    if importlib.util.find_spec("onnxruntime"):
+        r = run_here("export", ckpt, "--onnx", tmp_path / "m.onnx", "--precision", "fp16", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["checked"] and out["precision"] == "fp16"
+    r = run_here("export", ckpt, "--onnx", tmp_path / "b.onnx", "--precision", "bf16")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no bf16 convolution" in r.stderr and not (tmp_path / "b.onnx").exists()
+    big = torch.load(ckpt, weights_only=True)  # a weight beyond fp16's 65504
+    big["model"]["features.conv1.weight"][0, 0, 0, 0] = 1e6
+    torch.save(big, tmp_path / "big.pt")
+    r = run_here(
+        "export", tmp_path / "big.pt", "--out", tmp_path / "b.safetensors", "--precision", "fp16"
+    )
+    assert r.returncode == 2 and "features.conv1.weight does not fit fp16" in r.stderr, r.stderr
+    r = run_here("export", ckpt, "--out", tmp_path / "b.safetensors", "--precision", "auto")
+    assert r.returncode == 2 and "invalid choice" in r.stderr  # a file's type is named
+    assert not (tmp_path / "b.safetensors").exists()
 
 
 def test_torch_hub_loads_from_the_repository(trained):

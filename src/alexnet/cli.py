@@ -539,14 +539,16 @@ def _cmd_export(args) -> int:
 
     cfg = _checked(config_from_args(ExportConfig, args))
     fmt = "onnx" if cfg.onnx else cfg.format
-    r = export(cfg.ckpt, cfg.out or cfg.onnx, fmt, cfg.input_size)
+    r = export(cfg.ckpt, cfg.out or cfg.onnx, fmt, cfg.input_size, cfg.precision)
     if args.json:
         _print_json(r)
         return 0
     if r["checked"]:
-        state = f"outputs match PyTorch (max abs diff {r['max_abs_diff']:.2e})"
+        state = (
+            f"outputs match PyTorch's in {r['precision']} (max abs diff {r['max_abs_diff']:.2e})"
+        )
     else:
-        state = r.get("note", f"{r.get('bytes', 0) / 2**20:.0f} MiB of weights")
+        state = r.get("note", f"{r.get('bytes', 0) / 2**20:.0f} MiB of {r['precision']} weights")
     print(f"{r.get('out', r.get('onnx'))}: {state}")
     return 0
 

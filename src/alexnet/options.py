@@ -30,6 +30,8 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
 FREEZES: tuple[str, ...] = get_args(Freeze)
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+# an exported file's number type: named, never "auto" (a file outlives the CPU it was made on)
+EXPORT_PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)
 # evaluation's forward pass counts patches, so that ten crops do not hold ten times the maps
 PATCHES_PER_PASS = 128

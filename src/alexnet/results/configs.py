@@ -11,6 +11,7 @@ from ..options import (
     CROPS,
     DEVICE_HELP,
     EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
     PATCHES_PER_PASS,
     PRECISIONS,
     VARIANTS,
@@ -128,6 +129,12 @@ class ExportConfig(_Checked):
     format: str = option("auto", "the format (auto: by the suffix)", ("auto", *EXPORT_FORMATS))
     input_size: int | None = option(
         None, "side of the square input (default: the net's, 224 or 227)"
+    )
+    precision: str = option(
+        "fp32",
+        "the file's weights and arithmetic (no auto: a file outlives the CPU it was made "
+        "on); ONNX takes fp32 or fp16, onnxruntime having no bf16 convolution",
+        EXPORT_PRECISIONS,
     )
     LOWS = {"input_size": 1}
 

@@ -17,28 +17,65 @@ import torch
 
 from ..model.info import layer_table
 from ..model.net import input_crop
-from ..options import EXPORT_FORMATS, check_choice
+from ..options import EXPORT_FORMATS, EXPORT_PRECISIONS, check_choice
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
 from ..weights.checkpoint import Checkpoint, model_options, save_safetensors
 from ..weights.load import load_for_inference
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# how far an exported program's outputs may be from PyTorch's, relative to the largest
+# logit (a few units of the type's last place; the program runs PyTorch's own kernels);
+# onnxruntime's kernels sum in other orders: ten times as far (a randomly initialised
+# net, 2026-12-02: 6.0e-4 in fp32, 9.8e-4 in fp16, one fp16 unit at 1.0)
+TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2, "fp16": 2e-3}
+ONNX_LEEWAY = 10
+
+
+def _net_and_input(ckpt: str, input_size: int | None, precision: str):
+    """(loaded weights, the net in eval mode and `precision`, a fixed random batch of 2)."""
+    check_choice("--precision", precision, EXPORT_PRECISIONS)
+    loaded = load_for_inference(ckpt)
+    input_size = input_size or input_crop(loaded.model.variant)
+    layer_table(loaded.model, input_size)  # a too-small input: the same one line as `info`
+    dtype = DTYPES[precision]
+    model = loaded.model.to(dtype).eval().to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    return loaded, model, x.to(dtype)
+
+
+def _check_close(
+    got: torch.Tensor, expected: torch.Tensor, precision: str, what: str, leeway: float = 1
+) -> float:
+    """The largest difference; UsageError when it is beyond the type's rounding."""
+    diff = float((got.float() - expected.float()).abs().max())
+    limit = leeway * TOLERANCE[precision] * max(1.0, float(expected.float().abs().max()))
+    if not diff <= limit:
+        raise UsageError(f"{what} outputs differ from PyTorch's by {diff} ({precision})")
+    return diff
+
 
 def export_onnx(
-    ckpt: str, out: str, input_size: int | None = None, check: bool = True, opset: int = 17
+    ckpt: str,
+    out: str,
+    input_size: int | None = None,
+    check: bool = True,
+    opset: int = 17,
+    precision: str = "fp32",
 ) -> dict:
     """Write the net as ONNX (a dynamic batch axis) and, with onnxruntime installed,
     compare its outputs with PyTorch's on the same random batch."""
     check_output_file(out, reads=[ckpt])
+    if precision == "bf16":
+        raise UsageError(
+            "ONNX in bf16 does not run: onnxruntime has no bf16 convolution; export "
+            "--precision fp16 or fp32, or bf16 as .pt2 or .safetensors"
+        )
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
         raise UsageError('ONNX export needs the onnx extra: pip install "alexnet[onnx]"') from None
-    loaded = load_for_inference(ckpt)
-    input_size = input_size or input_crop(loaded.model.variant)
-    layer_table(loaded.model, input_size)  # a too-small input: the same one line as `info`
-    model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
-    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    loaded, model, x = _net_and_input(ckpt, input_size, precision)
     out_path = Path(out)
     buf = io.BytesIO()  # serialised in memory first: a full disk fails in Python, cleanly
     with torch.no_grad(), warnings.catch_warnings():
@@ -56,12 +93,13 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
-        expected = model(x).numpy()
+        expected = model(x)
     atomic_write_bytes(out_path, buf.getvalue())
     result = {
         "onnx": str(out_path),
         "out": str(out_path),
         "format": "onnx",
+        "precision": precision,
         "classes": loaded.num_classes,
         "checked": False,
     }
@@ -72,17 +110,22 @@ def export_onnx(
             result["note"] = "onnxruntime not installed: outputs not compared"
             return result
         sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-        got = sess.run(["logits"], {"image": x.numpy()})[0]
-        diff = float(abs(got - expected).max())
-        if diff > 1e-3 * max(1.0, float(abs(expected).max())):
-            raise UsageError(f"ONNX outputs differ from PyTorch's by {diff}")
+        got = torch.from_numpy(sess.run(["logits"], {"image": x.numpy()})[0])
+        diff = _check_close(got, expected, precision, "ONNX", ONNX_LEEWAY)
         result.update(checked=True, max_abs_diff=diff)
     return result
 
 
-def export(ckpt: str, out: str, fmt: str = "auto", input_size: int | None = None) -> dict:
-    """Export in `fmt` (one of EXPORT_FORMATS); "auto" goes by the file name (.onnx,
-    .pt2, .safetensors)."""
+def export(
+    ckpt: str,
+    out: str,
+    fmt: str = "auto",
+    input_size: int | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """Export in `fmt` (one of EXPORT_FORMATS) and `precision` (one of
+    EXPORT_PRECISIONS); "auto" goes by the file name (.onnx, .pt2, .safetensors)."""
+    check_choice("--precision", precision, EXPORT_PRECISIONS)
     if fmt != "auto":
         check_choice("--format", fmt, EXPORT_FORMATS)
     if fmt == "auto":
@@ -95,21 +138,19 @@ def export(ckpt: str, out: str, fmt: str = "auto", input_size: int | None = None
                 ".safetensors, or give --format"
             )
     if fmt == "onnx":
-        return export_onnx(ckpt, out, input_size)
+        return export_onnx(ckpt, out, input_size, precision=precision)
     if fmt == "torch-export":
-        return export_program(ckpt, out, input_size)
-    return export_safetensors(ckpt, out)
+        return export_program(ckpt, out, input_size, precision)
+    return export_safetensors(ckpt, out, precision)
 
 
-def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
+def export_program(
+    ckpt: str, out: str, input_size: int | None = None, precision: str = "fp32"
+) -> dict:
     """torch.export with a dynamic batch, saved with torch.export.save and checked by
     running the saved program against the model."""
     check_output_file(out, reads=[ckpt])
-    loaded = load_for_inference(ckpt)
-    input_size = input_size or input_crop(loaded.model.variant)
-    layer_table(loaded.model, input_size)
-    model = loaded.model.float().eval().to(memory_format=torch.contiguous_format)
-    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    loaded, model, x = _net_and_input(ckpt, input_size, precision)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
@@ -121,21 +162,23 @@ def export_program(ckpt: str, out: str, input_size: int | None = None) -> dict:
     atomic_write_bytes(out, buf.getvalue())
     with torch.no_grad():
         got = torch.export.load(out).module()(x)
-    diff = float((got - expected).abs().max())
-    if diff > 1e-4 * max(1.0, float(expected.abs().max())):
-        raise UsageError(f"the exported program's outputs differ from PyTorch's by {diff}")
+    diff = _check_close(got, expected, precision, "the exported program's")
     return {
         "out": str(out),
         "format": "torch-export",
+        "precision": precision,
         "classes": loaded.num_classes,
         "checked": True,
         "max_abs_diff": diff,
     }
 
 
-def export_safetensors(ckpt: str, out: str) -> dict:
-    """The weights with their classes and normalisation, from any checkpoint we load."""
+def export_safetensors(ckpt: str, out: str, precision: str = "fp32") -> dict:
+    """The weights with their classes and normalisation, from any checkpoint we load;
+    in bf16 or fp16, half the file (the normalisation stays float32). Every loader of
+    ours computes in float32 from them unless told otherwise (--precision)."""
     check_output_file(out, reads=[ckpt])
+    check_choice("--precision", precision, EXPORT_PRECISIONS)
     loaded = load_for_inference(ckpt)
     model = loaded.model
     norm = {
@@ -145,7 +188,14 @@ def export_safetensors(ckpt: str, out: str) -> dict:
     }
     norm["kind"] = "mean-image" if norm["mean"].dim() == 3 else "channel"
     ids = loaded.class_ids or [str(i) for i in range(loaded.num_classes)]
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    dtype = DTYPES[precision]
+    state = {
+        k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    for k, v in state.items():  # fp16 tops out at 65504: a larger weight would load as inf
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UsageError(f"{k} does not fit {precision}: export it as bf16 or fp32")
     save_safetensors(
         Checkpoint(
             model=state,
@@ -162,6 +212,7 @@ def export_safetensors(ckpt: str, out: str) -> dict:
     return {
         "out": str(out),
         "format": "safetensors",
+        "precision": precision,
         "classes": loaded.num_classes,
         "bytes": Path(out).stat().st_size,
         "checked": False,
