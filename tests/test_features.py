@@ -82,16 +82,19 @@ def test_several_layers_in_one_pass_equal_each_alone_and_towers_are_halves(ckpt)
     assert torch.equal(pooled, w.extract(x, ["conv5"])["conv5"].amax(dim=(2, 3)))
 
 
+def _rows_written(monkeypatch, writer, layer: str) -> list[int]:
+    """The number of images in each batch `writer` is given, as it is given them."""
+    rows, write = [], writer.write
+    monkeypatch.setattr(
+        writer, "write", lambda self, s, b: (rows.append(len(b[layer])), write(self, s, b))
+    )
+    return rows
+
+
 def test_hdf5_streams_a_set_larger_than_a_batch_and_equals_the_npz(
     ckpt, stimuli, tmp_path, monkeypatch
 ):
-    rows = []
-    write = feature_files.H5Writer.write
-    monkeypatch.setattr(
-        feature_files.H5Writer,
-        "write",
-        lambda self, s, b: (rows.append(len(b["conv1"])), write(self, s, b)),
-    )
+    rows = _rows_written(monkeypatch, feature_files.H5Writer, "conv1")
     args = [ckpt, "--images", stimuli, "--layers", "conv1,fc7:pre,conv3.tower0", "--device", "cpu"]
     r = run_here("features", *args, "--batch-size", "2", "--out", tmp_path / "f.h5")
     assert r.returncode == 0, r.stderr
@@ -123,14 +126,7 @@ def test_hdf5_streams_a_set_larger_than_a_batch_and_equals_the_npz(
 def test_ten_crops_and_a_store_split(ckpt, image_folder, tmp_path, monkeypatch):
     from conftest import prepare_store
 
-    rows = []
-    write = feature_files.NpzWriter.write
-    monkeypatch.setattr(
-        feature_files.NpzWriter,
-        "write",
-        lambda self, s, b: (rows.append(len(b["fc8"])), write(self, s, b)),
-    )
-
+    rows = _rows_written(monkeypatch, feature_files.NpzWriter, "fc8")
     prepare_store(image_folder, tmp_path / "store")
     args = [
         ckpt,
