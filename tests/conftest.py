@@ -22,6 +22,33 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(_threads)
 
+# The files whose tests hold several paper nets at once (multi-process training, the
+# interleaved benchmarks, ablation arms) share one xdist group, so they run one after
+# another on one worker and never beside each other; every other file is its own group
+# (scripts/test: --dist loadgroup), so a module's fixtures are built once.
+HEAVY = {"test_parallel.py", "test_bench.py", "test_ablate.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("heavy" if name in HEAVY else name))
+
+
+@pytest.fixture(autouse=True)
+def _give_memory_back():
+    """After each test, hand the heap's freed pages back to the system: a worker runs a
+    hundred tests, and glibc keeps what each one freed unless asked."""
+    yield
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import gc
+
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
 
 def run_here(*args):
     """`alexnet ARGS` in this process (faster than a subprocess: torch is imported once),
