@@ -36,18 +36,28 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group("heavy" if name in HEAVY else name))
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library, another system)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    return None
+
+
+_MALLOC_TRIM = _malloc_trim() if sys.platform.startswith("linux") else None
+
+
 @pytest.fixture(autouse=True)
 def _give_memory_back():
     """After each test, hand the heap's freed pages back to the system: a worker runs a
     hundred tests, and glibc keeps what each one freed unless asked."""
     yield
-    if sys.platform.startswith("linux"):
-        import ctypes
+    if _MALLOC_TRIM is not None:
         import gc
 
         gc.collect()
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        _MALLOC_TRIM(0)
 
 
 def run_here(*args):

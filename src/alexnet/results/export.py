@@ -125,7 +125,6 @@ def export(
 ) -> dict:
     """Export in `fmt` (one of EXPORT_FORMATS) and `precision` (one of
     EXPORT_PRECISIONS); "auto" goes by the file name (.onnx, .pt2, .safetensors)."""
-    check_choice("--precision", precision, EXPORT_PRECISIONS)
     if fmt != "auto":
         check_choice("--format", fmt, EXPORT_FORMATS)
     if fmt == "auto":
