@@ -2,11 +2,13 @@
 recorded, never written as "auto"; bf16 runs resume bit-identical; fp16 training refused."""
 
 import json
+import warnings
 
 import pytest
 import torch
 
 from alexnet.runtime import device as dev
+from alexnet.runtime.errors import Notice
 from alexnet.train.loop import _run_precision
 from conftest import prepare_store, run_here, stopped_and_resumed, write_image
 
@@ -26,6 +28,41 @@ def test_auto_is_bf16_only_where_the_cpu_computes_bf16(monkeypatch, flags, expec
     assert dev.autocast_dtype("auto", cpu) == (torch.bfloat16 if expected == "bf16" else None)
     info = dev.cpu_info()
     assert info["amx_bf16"] == ("amx_bf16" in flags) and "cpu_model" in info
+
+
+@pytest.mark.parametrize(
+    "flags, precision, noted",
+    [
+        ({"avx2"}, "bf16", True),
+        ({"avx2"}, "fp16", True),
+        ({"avx512_bf16"}, "fp16", True),
+        ({"avx512_bf16"}, "bf16", False),
+        ({"amx_bf16", "amx_fp16"}, "fp16", False),
+        ({"avx2"}, "auto", False),  # auto never picks an emulated type
+        ({"avx2"}, "fp32", False),
+    ],
+)
+def test_a_precision_the_cpu_only_emulates_is_noted(monkeypatch, flags, precision, noted):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: flags)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dev.resolve_precision(precision, torch.device("cpu"))
+        dev.resolve_precision(precision, torch.device("cuda"))  # a GPU: never noted
+    notes = [str(w.message) for w in caught if issubclass(w.category, Notice)]
+    assert len(notes) == noted, notes
+    if noted:
+        assert f"{precision} is emulated" in notes[0] and "auto chooses fp32" in notes[0]
+
+
+def test_the_cli_says_the_note_once_in_one_line(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: {"avx2"})
+    args = ["--data", store, "--epochs", "1", "--batch-size", "1", "--max-steps", "1", *FAST]
+    r = run_here("train", *args, "--precision", "bf16", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("alexnet: note: ")]
+    assert len(notes) == 1 and "bf16 is emulated" in notes[0], r.stderr
+    r = run_here("train", *args, "--out", tmp_path / "auto")  # auto: fp32 here, nothing said
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
 
 
 def test_a_run_saved_as_auto_resumes_as_auto_then_meant(monkeypatch):

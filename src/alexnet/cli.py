@@ -18,17 +18,34 @@ import json
 import math
 import os
 import sys
+import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import __version__
 from .options import DEVICE_HELP
-from .runtime.errors import UsageError
+from .runtime.errors import Notice, UsageError
 
 
 def say_error(message: str) -> None:
     """The one-line error every failure the user can act on ends in, on stderr."""
     print(f"alexnet: error: {message}", file=sys.stderr)
+
+
+def _say_notices(show=warnings.showwarning):
+    """A showwarning that prints each of the library's Notices once, as one line
+    (`alexnet: note: ...`), and hands every other warning to Python's own."""
+    said = set()
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Notice):
+            if str(message) not in said:
+                said.add(str(message))
+                print(f"alexnet: note: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -746,7 +763,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime.allocator import tune_cpu_allocator
 
         tune_cpu_allocator()  # before the first big tensor; see runtime/allocator.py
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", Notice)  # _say_notices says each once
+            warnings.showwarning = _say_notices()
+            return args.func(args)
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
     except (

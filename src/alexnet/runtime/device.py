@@ -6,12 +6,13 @@ import contextlib
 import os
 import platform
 import sys
+import warnings
 
 import torch
 from torch import nn
 
 from ..options import PRECISIONS, check_choice
-from .errors import UsageError
+from .errors import Notice, UsageError
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -45,6 +46,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo: bf16 computed in hardware
+NATIVE_FP16_FLAGS = ("amx_fp16", "avx512_fp16")  # the same for fp16
 
 
 def cpu_flags() -> set[str]:
@@ -93,10 +95,30 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     An explicit choice is returned as it is."""
     check_choice("--precision", precision, PRECISIONS)
     if precision != "auto":
+        if device.type == "cpu":
+            _note_if_emulated(precision)
         return precision
     if device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu()):
         return "bf16"
     return "fp32"
+
+
+def _note_if_emulated(precision: str) -> None:
+    """Warn (a Notice) where a low precision asked for by name is one this CPU emulates:
+    oneDNN has no bf16 or fp16 convolution without the units, so PyTorch falls back to
+    slow generic kernels (bf16 on an AVX2 EPYC: 23x slower than fp32 for training, 10x
+    for inference; docs/benchmarks.md)."""
+    units = {"bf16": NATIVE_BF16_FLAGS, "fp16": NATIVE_FP16_FLAGS}.get(precision)
+    if units is None or cpu_flags() & set(units):
+        return
+    warnings.warn(
+        Notice(
+            f"--precision {precision}: this CPU ({cpu_model()}) has no {' or '.join(units)}, "
+            f"so {precision} is emulated and runs many times slower than fp32 "
+            "(--precision auto chooses fp32 here)"
+        ),
+        stacklevel=2,
+    )
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -72,7 +72,7 @@ class TrainState:
         self.epoch, self.step, self.running = self.epoch + 1, 0, EpochStats()
 
     def state_dict(self) -> dict:
-        # the key names are the checkpoint format's (train/checkpoint.py)
+        # the key names are the checkpoint format's (weights/checkpoint.py)
         """The checkpoint's training-state fields."""
         return {
             "epoch": self.epoch,
