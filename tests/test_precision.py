@@ -40,6 +40,7 @@ def test_auto_is_bf16_only_where_the_cpu_computes_bf16(monkeypatch, flags, expec
         ({"amx_bf16", "amx_fp16"}, "fp16", False),
         ({"avx2"}, "auto", False),  # auto never picks an emulated type
         ({"avx2"}, "fp32", False),
+        (set(), "bf16", False),  # flags unknown (not Linux on x86): nothing claimed
     ],
 )
 def test_a_precision_the_cpu_only_emulates_is_noted(monkeypatch, flags, precision, noted):

@@ -109,7 +109,8 @@ def _note_if_emulated(precision: str) -> None:
     slow generic kernels (bf16 on an AVX2 EPYC: 23x slower than fp32 for training, 10x
     for inference; docs/benchmarks.md)."""
     units = {"bf16": NATIVE_BF16_FLAGS, "fp16": NATIVE_FP16_FLAGS}.get(precision)
-    if units is None or cpu_flags() & set(units):
+    flags = cpu_flags()  # empty where unknown (no /proc/cpuinfo, or an ARM CPU's): say nothing
+    if units is None or not flags or flags & set(units):
         return
     warnings.warn(
         Notice(
