@@ -122,6 +122,40 @@ def test_bf16_band_matmul_path_per_tower_and_layouts(groups):
             assert torch.equal(lrn(x), y.detach())  # inference and training paths agree
 
 
+@pytest.mark.parametrize("channels,groups,size", [(256, 2, 5), (150, 1, 5), (200, 4, 3)])
+def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels, groups, size):
+    """Above 2 * BLOCK channels the window sums run per block of output channels over
+    overlapping views: the same sums as the whole band, bit for bit, forward and backward,
+    with the windows clipped at the channels' ends and at the towers' edges."""
+    from alexnet.model import lrn as lrn_module
+
+    torch.manual_seed(0)
+    x64 = (torch.randn(2, channels, 3, 4, dtype=torch.float64) * 60).relu()
+    g = torch.randn_like(x64).to(torch.bfloat16)
+    lrn = LocalResponseNorm(size, ALPHA, BETA, K, groups=groups)
+
+    def run():
+        x = x64.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        y = lrn(x)
+        return y, torch.autograd.grad(y, x, g)[0]
+
+    assert lrn_module.band_blocks(channels, size, groups, torch.float32, "cpu").shape[0] > 1
+    blocked = run()
+    monkeypatch.setattr(lrn_module, "BLOCK", channels)  # one block: the whole band
+    assert lrn_module.band_blocks(channels, size, groups, torch.float32, "cpu").shape[0] == 1
+    whole = run()
+    assert torch.equal(blocked[0], whole[0]) and torch.equal(blocked[1], whole[1])
+    per = channels // groups
+    ref = torch.empty_like(x64)
+    for i in range(channels):  # the formula with this size, written out again
+        first = (i // per) * per
+        lo, hi = max(first, i - size // 2), min(first + per - 1, i + size // 2)
+        s = (x64.to(torch.bfloat16).double()[:, lo : hi + 1] ** 2).sum(dim=1)
+        ref[:, i] = x64.to(torch.bfloat16).double()[:, i] / (K + ALPHA * s) ** BETA
+    assert torch.allclose(blocked[0].double(), ref, rtol=1e-2, atol=1e-4)
+
+
 def test_both_conventions_reach_the_net_and_follow_the_formula():
     """lrn_alpha_over_n: the coefficient on the window sum is alpha / n (cuda-convnet's)
     or alpha as printed; each layer computes the formula with its coefficient."""
