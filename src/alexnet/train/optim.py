@@ -51,12 +51,49 @@ class PaperSGD(Optimizer):
                 if "velocity" not in state:
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 vs.append(state["velocity"])
-            torch._foreach_mul_(vs, m)
-            if wd:
-                torch._foreach_add_(vs, params, alpha=-wd * lr)
-            torch._foreach_add_(vs, grads, alpha=-lr)
-            torch._foreach_add_(params, vs)
+            if params[0].device.type == "cpu":
+                for w, v, g in zip(params, vs, grads):
+                    for wc, vc, gc in _cache_sized_chunks(w, v, g):
+                        _update([wc], [vc], [gc], lr, m, wd)
+            else:
+                _update(params, vs, grads, lr, m, wd)
         return loss
+
+
+def _update(ws, vs, gs, lr: float, m: float, wd: float) -> None:
+    """The rule on lists of tensors, one pass per term."""
+    torch._foreach_mul_(vs, m)
+    if wd:
+        torch._foreach_add_(vs, ws, alpha=-wd * lr)
+    torch._foreach_add_(vs, gs, alpha=-lr)
+    torch._foreach_add_(ws, vs)
+
+
+# Elements per chunk of a CPU update: the rule's four passes then run over a
+# parameter's chunk while it sits in the cache (three float32 tensors, 12 MB), so its
+# 61 M parameters cross memory once instead of four times: 25 ms a step instead of
+# 36-48 (2-core AVX512-BF16 EPYC, 32 MiB L3, 2026-12-03). Each element sees the same
+# operations in the same order, so the result is the same bit for bit.
+CHUNK = 1 << 20
+
+
+def _cache_sized_chunks(*tensors: torch.Tensor):
+    """Matching flat chunks of tensors laid out alike (any memory format), in memory
+    order; the whole tensors when their layouts differ or are not dense."""
+    flat = [_flat(t) for t in tensors]
+    if any(f is None for f in flat) or len({t.stride() for t in tensors}) > 1:
+        yield tensors
+        return
+    for i in range(0, flat[0].numel(), CHUNK):
+        yield tuple(f[i : i + CHUNK] for f in flat)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of t in memory order (a channels_last weight included), or None when
+    its elements do not fill its memory densely."""
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    p = t.permute(order)
+    return p.view(-1) if p.is_contiguous() else None
 
 
 class Schedule:
@@ -169,7 +206,12 @@ def build_optimizer(
         fused = device.type in ("cpu", "cuda") or None
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        # fused on the CPU too: 22 ms a step for the paper net against 36 for the loop
+        # over tensors (AVX512-BF16 EPYC, 2026-12-03)
+        fused = device.type in ("cpu", "cuda") or None
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused
+        )
     return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
