@@ -177,3 +177,22 @@ def test_the_inference_verbs_take_the_same_choice(store, tmp_path, monkeypatch, 
         "cpu",
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_inference_in_bf16_holds_the_weights_in_bf16_with_autocasts_outputs(tmp_path):
+    """load_for_inference casts the weights once: the outputs are those of float32
+    weights cast by autocast at every forward, bit for bit."""
+    import torchvision
+
+    from alexnet.runtime.device import autocast
+    from alexnet.weights.load import load_for_inference
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), tmp_path / "tv.pth")
+    low = load_for_inference(tmp_path / "tv.pth", "cpu", "bf16").model
+    full = load_for_inference(tmp_path / "tv.pth", "cpu", "fp32").model
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), autocast(torch.device("cpu"), torch.bfloat16):
+        assert torch.equal(low(x), full(x))
