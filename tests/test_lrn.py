@@ -156,6 +156,31 @@ def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels
     assert torch.allclose(blocked[0].double(), ref, rtol=1e-2, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels,groups", [(96, 1), (256, 2)])
+def test_bf16_in_chunks_of_rows_computes_what_whole_rows_compute(monkeypatch, channels, groups):
+    """On a CPU the bf16 passes run chunk by chunk of rows (ragged here: 105 rows in
+    chunks of 8): forward, backward and inference the same bits as whole rows."""
+    from alexnet.model import lrn as lrn_module
+
+    torch.manual_seed(0)
+    x0 = (torch.randn(3, channels, 5, 7) * 60).relu().to(torch.bfloat16)
+    x0 = x0.contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x0)
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+
+    def run(rows):
+        monkeypatch.setattr(lrn_module, "CHUNK_ROWS", rows)
+        x = x0.clone().requires_grad_()
+        y = lrn(x)
+        with torch.no_grad():
+            inferred = lrn(x0)
+        return y.detach(), torch.autograd.grad(y, x, g)[0], inferred
+
+    chunked, whole = run(8), run(10**9)
+    for a, b in zip(chunked, whole):
+        assert torch.equal(a, b) and a.stride() == b.stride()
+
+
 def test_both_conventions_reach_the_net_and_follow_the_formula():
     """lrn_alpha_over_n: the coefficient on the window sum is alpha / n (cuda-convnet's)
     or alpha as printed; each layer computes the formula with its coefficient."""

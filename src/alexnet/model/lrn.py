@@ -25,9 +25,11 @@ block of b output channels (b up to 64), each over its b + n - 1 inputs: a batch
 product over overlapping views of a zero-edged copy of a^2, a quarter to a third of the
 full product's work, with the same sums. On a CPU with AMX or AVX512-BF16 that product
 costs about one pass over the maps, and every other pass moves 2 bytes a value instead
-of 4 with no cast to float32 and back; s^-beta is exp and log of s / k (see _bf16_scale), and
-the result stays within bf16's own rounding of the float64 formula (tests/test_lrn.py). fp16 computes in float32 internally and casts
-back: a^2 would overflow fp16 above 256.
+of 4 with no cast to float32 and back. The passes run chunk by chunk of rows, so that
+what one pass writes the next reads from the cache. s^-beta is exp and log of s / k
+(see _bf16_forward), and the result stays within bf16's own rounding of the float64
+formula (tests/test_lrn.py). fp16 computes in float32 internally and casts back: a^2
+would overflow fp16 above 256.
 """
 
 from __future__ import annotations
@@ -110,27 +112,44 @@ def band_blocks(channels: int, size: int, groups: int, dtype, device) -> torch.T
     return torch.stack([padded[j : j + b + 2 * h, j : j + b] for j in range(0, channels, b)])
 
 
-def _edged(rows: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (R, C + 2h) buffer with zeroed edge columns, and its middle (R, C) view, into
+# Rows per chunk of the bf16 passes on a CPU: a chunk's intermediates (a^2, the sums,
+# their logarithm; 0.8-2 MB) stay in the cache from one pass to the next, and no
+# map-sized temporary is allocated. conv1's LRN forward and backward 37-40 ms against
+# 42-48, conv2's 26-28 against 29-35, on a cold cache (AVX512-BF16 EPYC, 2026-12-03;
+# within that shared machine's noise in a whole training step). A GPU takes the rows
+# whole: there a chunk would be a kernel launch per pass.
+CHUNK_ROWS = 4096
+
+
+def _chunk_len(rows: int, device: torch.device) -> int:
+    return max(1, min(rows, CHUNK_ROWS) if device.type == "cpu" else rows)
+
+
+def _chunks(rows: int, device: torch.device):
+    step = _chunk_len(rows, device)
+    for i in range(0, rows, step):
+        yield slice(i, min(i + step, rows))
+
+
+def _edged(n: int, c: int, blocks: torch.Tensor, like: torch.Tensor):
+    """An (n, C + 2h) buffer with zeroed edge columns, and its middle (n, C) view, into
     which the caller writes what the window sums are taken over."""
-    r, c = rows.shape
     h = (blocks.shape[1] - blocks.shape[2]) // 2
-    buf = rows.new_empty(r, c + 2 * h)
+    buf = like.new_empty(n, c + 2 * h)
     if h:
         buf[:, :h].zero_()
         buf[:, h + c :].zero_()
     return buf, buf.narrow(1, h, c)
 
 
-def _window_sums(buf: torch.Tensor, blocks, scale: float = 1.0, add: float = 0.0):
-    """add + scale * (each row's window sums) over an _edged buffer, as one batched
-    product of overlapping views of it (no copies) with the band's blocks, written
-    straight into (R, C) rows."""
+def _window_sums(buf: torch.Tensor, blocks, out: torch.Tensor, scale=1.0, add=0.0):
+    """out <- add + scale * (each row's window sums) over the first len(out) rows of an
+    _edged buffer, as one batched product of overlapping views of it (no copies) with
+    the band's blocks, written straight into out's (n, C) rows."""
     nb, span, b = blocks.shape
-    r, width = buf.shape
-    views = buf.as_strided((nb, r, span), (b, width, 1), buf.storage_offset())
-    out = buf.new_empty(r, nb * b)
-    per_block = out.view(r, nb, b).transpose(0, 1)
+    n, width = out.shape[0], buf.shape[1]
+    views = buf.as_strided((nb, n, span), (b, width, 1), buf.storage_offset())
+    per_block = out.view(n, nb, b).transpose(0, 1)
     if add:
         torch.baddbmm(buf.new_full((1,), add), views, blocks, alpha=scale, out=per_block)
     else:
@@ -138,26 +157,32 @@ def _window_sums(buf: torch.Tensor, blocks, scale: float = 1.0, add: float = 0.0
     return out
 
 
-def _bf16_scale(x: torch.Tensor, size, alpha, beta, k, groups):
-    """(r, r^-beta, the band's blocks) in bf16 for a bf16 x, where r = s / k, so that
-    s^-beta = k^-beta * r^-beta; r's window sums are one batched product (see the
-    docstring).
+def _bf16_forward(x: torch.Tensor, size, alpha, beta, k, groups, keep: bool):
+    """y = x * s^-beta for a bf16 x, chunk by chunk; with keep, also (r, r^-beta, the
+    band's blocks) for the backward, where r = s / k, so that s^-beta = k^-beta * r^-beta.
 
     r^-beta is exp(-beta * log r): torch's CPU pow is not vectorised (16 ms on a batch
     of conv2's maps, against 6 for log, a product and exp; log1p is not either), and
     log r is near 0, where bf16's absolute step is fine. k^-beta is applied inside the
-    one product that uses it (_times_scale), so it costs no pass and no rounding."""
+    one product that uses it (addcmul computes in float32 and rounds once)."""
     blocks = band_blocks(x.shape[1], size, groups, x.dtype, x.device)
     xr = _rows(x)
-    buf, sq = _edged(xr, blocks)
-    torch.mul(xr, xr, out=sq)
-    r = _window_sums(buf, blocks, scale=alpha / k, add=1.0)  # 1 + alpha/k * sums
-    return r, r.log().mul_(-beta).exp_(), blocks
-
-
-def _times_scale(t: torch.Tensor, e: torch.Tensor, k: float, beta: float) -> torch.Tensor:
-    """t * s^-beta = t * e * k^-beta, rounded once (addcmul computes in float32)."""
-    return torch.addcmul(e.new_zeros(()), t, e, value=k**-beta)
+    n, c = xr.shape
+    y = torch.empty_like(xr)
+    r, e = (torch.empty_like(xr), torch.empty_like(xr)) if keep else (None, None)
+    buf, sq = _edged(_chunk_len(n, xr.device), c, blocks, xr)
+    rc, ec = (None, None) if keep else (torch.empty_like(sq), torch.empty_like(sq))
+    zero = xr.new_zeros(())
+    for rows in _chunks(n, xr.device):
+        m = rows.stop - rows.start
+        xc = xr[rows]
+        torch.mul(xc, xc, out=sq[:m])
+        rk = r[rows] if keep else rc[:m]
+        _window_sums(buf, blocks, rk, scale=alpha / k, add=1.0)  # 1 + alpha/k * sums
+        ek = e[rows] if keep else ec[:m]
+        torch.log(rk, out=ek).mul_(-beta).exp_()
+        torch.addcmul(zero, xc, ek, value=k**-beta, out=y[rows])
+    return _unrows(y, x), (r, e, blocks)
 
 
 class _LRNBf16Function(torch.autograd.Function):
@@ -165,23 +190,31 @@ class _LRNBf16Function(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
-        r, e, blocks = _bf16_scale(x, size, alpha, beta, k, groups)
+        y, (r, e, blocks) = _bf16_forward(x, size, alpha, beta, k, groups, keep=True)
         ctx.save_for_backward(x, r, e, blocks)
         ctx.params = (alpha, beta, k)
-        return _unrows(_times_scale(_rows(x), e, k, beta), x)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, r, e, blocks = ctx.saved_tensors
         alpha, beta, k = ctx.params
-        xr = _rows(x)
-        dx = _times_scale(_rows(grad.to(x.dtype)), e, k, beta)  # g * s^-beta
-        buf, t = _edged(xr, blocks)
-        torch.mul(dx, xr, out=t)
-        t.div_(r)  # k * g[i] * b[i] / s[i], as r = s / k
-        inner = _window_sums(buf, blocks)  # the band is symmetric: sums over each map's neighbours
-        dx.addcmul_(inner, xr, value=-2.0 * alpha * beta / k)
+        xr, gr = _rows(x), _rows(grad.to(x.dtype))
+        n, c = xr.shape
+        dx = torch.empty_like(xr)
+        buf, t = _edged(_chunk_len(n, xr.device), c, blocks, xr)
+        inner = torch.empty_like(t)
+        zero = xr.new_zeros(())
+        for rows in _chunks(n, xr.device):
+            m = rows.stop - rows.start
+            xc, dc = xr[rows], dx[rows]
+            torch.addcmul(zero, gr[rows], e[rows], value=k**-beta, out=dc)  # g * s^-beta
+            torch.mul(dc, xc, out=t[:m])
+            t[:m].div_(r[rows])  # k * g[i] * b[i] / s[i], as r = s / k
+            # the band is symmetric: sums over each map's neighbours
+            _window_sums(buf, blocks, inner[:m])
+            dc.addcmul_(inner[:m], xc, value=-2.0 * alpha * beta / k)
         return _unrows(dx, x).to(grad.dtype), None, None, None, None, None
 
 
@@ -229,8 +262,7 @@ def local_response_norm(
     if x.dtype == torch.bfloat16:
         if torch.is_grad_enabled() and x.requires_grad:
             return _LRNBf16Function.apply(x, size, alpha, beta, k, groups)
-        _, e, _ = _bf16_scale(x, size, alpha, beta, k, groups)
-        return _unrows(_times_scale(_rows(x), e, k, beta), x)
+        return _bf16_forward(x, size, alpha, beta, k, groups, keep=False)[0]
     if not (torch.is_grad_enabled() and x.requires_grad):
         # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
         # The product stays out of place: with the tuned allocator a fresh buffer is
