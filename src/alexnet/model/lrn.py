@@ -121,14 +121,27 @@ def band_blocks(channels: int, size: int, groups: int, dtype, device) -> torch.T
 CHUNK_ROWS = 4096
 
 
+def _whole(rows, device: torch.device) -> bool:
+    # traced (torch.export, torch.compile): whole rows, so that the graph does not
+    # depend on the batch size and the compiler fuses the passes itself
+    return (
+        device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or not isinstance(rows, int)
+        or rows <= CHUNK_ROWS
+    )
+
+
 def _chunk_len(rows: int, device: torch.device) -> int:
-    return max(1, min(rows, CHUNK_ROWS) if device.type == "cpu" else rows)
+    return rows if _whole(rows, device) else CHUNK_ROWS
 
 
 def _chunks(rows: int, device: torch.device):
-    step = _chunk_len(rows, device)
-    for i in range(0, rows, step):
-        yield slice(i, min(i + step, rows))
+    if _whole(rows, device):
+        yield slice(0, rows)
+        return
+    for i in range(0, rows, CHUNK_ROWS):
+        yield slice(i, min(i + CHUNK_ROWS, rows))
 
 
 def _edged(n: int, c: int, blocks: torch.Tensor, like: torch.Tensor):
