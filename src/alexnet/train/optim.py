@@ -72,7 +72,7 @@ def _update(ws, vs, gs, lr: float, m: float, wd: float) -> None:
 # Elements per chunk of a CPU update: the rule's four passes then run over a
 # parameter's chunk while it sits in the cache (three float32 tensors, 12 MB), so its
 # 61 M parameters cross memory once instead of four times: 25 ms a step instead of
-# 36-48 (2-core AVX512-BF16 EPYC, 32 MiB L3, 2026-12-03). Each element sees the same
+# 29-48 (2-core AVX512-BF16 EPYC, 32 MiB L3, 2026-12-03). Each element sees the same
 # operations in the same order, so the result is the same bit for bit.
 CHUNK = 1 << 20
 
