@@ -156,20 +156,23 @@ def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels
     assert torch.allclose(blocked[0].double(), ref, rtol=1e-2, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("channels,groups", [(96, 1), (256, 2)])
-def test_bf16_in_chunks_of_rows_computes_what_whole_rows_compute(monkeypatch, channels, groups):
-    """On a CPU the bf16 passes run chunk by chunk of rows (ragged here: 105 rows in
-    chunks of 8): forward, backward and inference the same bits as whole rows."""
+def test_in_chunks_of_rows_computes_what_whole_rows_compute(monkeypatch, channels, groups, dtype):
+    """On a CPU the bf16 passes, and float32 training's, run chunk by chunk of rows
+    (ragged here: 105 rows in chunks of 8): the same bits as whole rows."""
     from alexnet.model import lrn as lrn_module
 
     torch.manual_seed(0)
-    x0 = (torch.randn(3, channels, 5, 7) * 60).relu().to(torch.bfloat16)
+    x0 = (torch.randn(3, channels, 5, 7) * 60).relu().to(dtype)
     x0 = x0.contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(x0)
     lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
 
     def run(rows):
         monkeypatch.setattr(lrn_module, "CHUNK_ROWS", rows)
+        assert lrn_module._whole(105, x0.device) == (rows > 105)
+        assert lrn_module._in_rows(x0) == (dtype == torch.float32 and rows < 105)
         x = x0.clone().requires_grad_()
         y = lrn(x)
         with torch.no_grad():
