@@ -159,7 +159,7 @@ def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("channels,groups", [(96, 1), (256, 2)])
 def test_in_chunks_of_rows_computes_what_whole_rows_compute(monkeypatch, channels, groups, dtype):
-    """On a CPU the bf16 passes, and float32 training's, run chunk by chunk of rows
+    """On a CPU the bf16 passes, and float32's, run chunk by chunk of rows
     (ragged here: 105 rows in chunks of 8): the same bits as whole rows."""
     from alexnet.model import lrn as lrn_module
 
