@@ -117,6 +117,34 @@ def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(tmp_path):
     ]
 
 
+def test_bf16_training_on_the_optimisers_copies_is_autocasts_training(tmp_path, monkeypatch):
+    """On a CPU a bf16 run's forward uses PaperSGD's bf16 copies of the weights: the same
+    checkpoint, bit for bit, as autocast casting the float32 weights at each step."""
+    from alexnet.train import loop
+
+    used = []
+    forward = loop._forward
+    monkeypatch.setattr(loop, "_forward", lambda t, x: used.append(t.optimizer) or forward(t, x))
+    for c, color in enumerate(((200, 40, 40), (40, 200, 60))):
+        for i in range(2):
+            write_image(tmp_path / "src" / f"c{c}" / f"{i}.jpg", (60 + 9 * i, 50), color)
+    prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.25)
+    common = ["--data", tmp_path / "store", "--epochs", "1", "--batch-size", "1"]
+    common += ["--max-steps", "2", "--precision", "bf16", "--recipe", "paper", *FAST]
+    saved = {}
+    for copies in (True, False):
+        monkeypatch.setattr(loop, "_computes_with_copies", lambda *a, on=copies: on)
+        r = run_here("train", *common, "--out", tmp_path / str(copies))
+        assert r.returncode == 0, r.stderr
+        assert used.pop().compute_dtype == (torch.bfloat16 if copies else None)
+        saved[copies] = torch.load(
+            tmp_path / str(copies) / "checkpoints" / "last.pt", weights_only=True
+        )
+    a, b = saved[True], saved[False]
+    assert all(v.dtype == torch.float32 for v in a["model"].values())
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_the_inference_verbs_take_the_same_choice(store, tmp_path, monkeypatch, image_folder):
     """evaluate, predict, neighbors and features run in the precision asked for, auto as
     train resolves it (here: a CPU said to have AMX), and agree with float32 within

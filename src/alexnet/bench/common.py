@@ -7,6 +7,7 @@ import time
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..data.augment import CROP, BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
@@ -19,7 +20,12 @@ from .result import BenchResult  # noqa: F401  (re-exported for the benchmarks)
 class Runner:
     """One model's training (or inference) step on fixed random data, timed per call."""
 
-    def __init__(self, model, device, batch_size, amp, train: bool, cast: bool = True):
+    def __init__(
+        self, model, device, batch_size, amp, train: bool, cast: bool = True, compile=False
+    ):
+        """cast: hold the weights in the low precision as `alexnet`'s verbs do: cast once
+        for inference; for a CPU's bf16 training in one process, the optimiser's copies
+        (PaperSGD.compute_weights)."""
         self.model = model.to(device, memory_format=torch.channels_last).train(train)
         # a fixed seed: the same batch in every process (both towers of a pair need it)
         g = torch.Generator().manual_seed(0)
@@ -32,8 +38,11 @@ class Runner:
         self.y = torch.randint(0, 1000, (batch_size,), generator=g).to(device)
         # the update `alexnet train` makes (§5's rule, weight decay included), for every
         # model alike; a small rate, so that fixed data cannot drive it to overflow
-        self.opt = PaperSGD(self.model.parameters(), lr=1e-4)
+        copies = cast and train and not compile and device.type == "cpu" and amp == torch.bfloat16
+        self.opt = PaperSGD(self.model.parameters(), lr=1e-4, compute_dtype=amp if copies else None)
         self.device, self.amp, self.train, self.batch = device, amp, train, batch_size
+        if compile:
+            self.model = torch.compile(self.model)
 
     def step(self, x=None, y=None) -> None:
         """One step on the fixed batch, or on (x, y) when given (end-to-end runs)."""
@@ -41,7 +50,7 @@ class Runner:
         y = self.y if y is None else y.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
             if self.train:
-                loss = nn.functional.cross_entropy(self.model(x).float(), y)
+                loss = nn.functional.cross_entropy(self._forward(x).float(), y)
                 loss.backward()
                 self.opt.step()
                 # freed now, not at the next step: the models take turns, and only the
@@ -50,6 +59,13 @@ class Runner:
             else:
                 with torch.no_grad():
                     self.model(x)
+
+    def _forward(self, x):
+        if self.opt.compute_dtype is None:
+            return self.model(x)
+        return functional_call(
+            self.model, self.opt.compute_weights(self.model.named_parameters()), (x,)
+        )
 
     def rate(self, steps: int) -> float:
         """Images per second over `steps` steps, the device drained before and after."""

@@ -119,7 +119,9 @@ def bench_end_to_end(
     def feed():
         return store_batches(store, batch_size, workers, dev, decode)
 
-    ours = _runner(create_model("paper", num_classes=classes), dev, batch_size, amp, compile)
+    ours = Runner(
+        create_model("paper", num_classes=classes), dev, batch_size, amp, True, compile=compile
+    )
     feed_rate = timed(feed(), lambda x, y: None)
     step_rate = timed(iter(lambda: (None, None), 0), ours.step)
     ours_rate = timed(feed(), ours.step)
@@ -146,15 +148,15 @@ def bench_end_to_end(
     if source is not None:
         import torchvision
 
-        tv = _runner(torchvision.models.alexnet(num_classes=classes), dev, batch_size, amp, compile)
+        tv = Runner(
+            torchvision.models.alexnet(num_classes=classes),
+            dev,
+            batch_size,
+            amp,
+            True,
+            compile=compile,
+        )
         batches = examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
         result.torchvision_img_s = timed(batches, tv.step)
         result.ratio_vs_torchvision = round(ours_rate / result.torchvision_img_s, 3)
     return result
-
-
-def _runner(model, dev, batch_size: int, amp, compile: bool) -> Runner:
-    r = Runner(model, dev, batch_size, amp, True)
-    if compile:
-        r.model = torch.compile(r.model)
-    return r

@@ -120,7 +120,8 @@ def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads
         torch.manual_seed(0)
         dev = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
         tower = TowerParallelAlexNet(create_model("paper"), rank)
-        runner = Runner(tower, dev, batch_size, amp, True)
+        # cast=False: a run of two processes trains on autocast's casts, as `alexnet train` does
+        runner = Runner(tower, dev, batch_size, amp, True, cast=False)
         rate = interleaved({"towers": runner}, steps, rounds)["towers"]
         rates = [torch.zeros(1, dtype=torch.float64, device=dev) for _ in range(2)]
         dist.all_gather(rates, torch.tensor([rate], dtype=torch.float64, device=dev))

@@ -135,12 +135,9 @@ def bench_step(
     for train in (True, False):
         runners = {
             # nn.LocalResponseNorm has no bf16 CPU kernel: the naive net stays under autocast
-            name: Runner(build(), dev, batch_size, dtype, train, cast=name != "naive")
+            name: Runner(build(), dev, batch_size, dtype, train, name != "naive", compile)
             for name, (build, dtype) in builders.items()
         }
-        if compile:
-            for r in runners.values():
-                r.model = torch.compile(r.model)
         suffix = "_img_s" if train else "_infer_img_s"
         for name, rate in interleaved(runners, steps, rounds).items():
             rates[name + suffix] = round(rate, 2)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm import tqdm
 
 from ..data.augment import BatchTransform
@@ -188,8 +189,9 @@ def setup(
         **{k: v for k, v in norm.items() if k != "kind"},
     )
     feed, net, probe = _feed(cfg, model, net, train_split, val_split, transform, sampler)
-    optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device)
     amp = autocast_dtype(cfg.precision, device)
+    copies = amp if di.world == 1 and _computes_with_copies(device, amp, model, net) else None
+    optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device, copies)
     log = MetricsLog(run, cfg.progress) if di.is_main else None
     trainer = Trainer(
         cfg=cfg,
@@ -255,7 +257,17 @@ def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampl
     return feed, net, None
 
 
-def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
+def _computes_with_copies(device: torch.device, amp, model: nn.Module, net: nn.Module) -> bool:
+    """Whether the step's forward uses the optimiser's bf16 copies of the weights
+    (PaperSGD.compute_weights): in bf16 on a CPU, where autocast's casts of the weights
+    and of their gradients cost 3-4 % of a step, and where the module the step calls
+    holds the weights itself (not torch.compile's wrapper). One process only: DDP's
+    gradient hooks sit on the float32 weights. The same bits as autocast's casts
+    (tested)."""
+    return device.type == "cpu" and amp == torch.bfloat16 and net in (model, *model.modules())
+
+
+def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device, compute_dtype=None):
     optimizer = build_optimizer(
         RECIPES[cfg.recipe].optimizer,
         param_groups(model, cfg.head_lr_mult),
@@ -263,6 +275,7 @@ def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
         cfg.momentum,
         cfg.weight_decay,
         device,
+        compute_dtype,
     )
     schedule = build_schedule(
         cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(), cfg.patience, cfg.warmup_epochs
@@ -417,7 +430,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
         group["lr"] = lr * group.get("lr_mult", 1.0)
     torch.manual_seed(derive_seed(t.cfg.seed, s.epoch, step, STREAM_DROPOUT, t.dist.rank))
     with autocast(t.device, t.amp):
-        logits = t.net(x)
+        logits = _forward(t, x)
         loss = nn.functional.cross_entropy(logits.float(), y)
     if t.device.type == "cpu" and not torch.isfinite(loss).all():
         raise diverged(
@@ -432,6 +445,14 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
         s.running.add(loss, (logits.argmax(1) == y).sum(), len(y))
     s.step, s.global_step = step + 1, s.global_step + 1
     return lr
+
+
+def _forward(t: Trainer, x: torch.Tensor) -> torch.Tensor:
+    """The step's forward, with the optimiser's low-precision copies of the trained
+    weights when it keeps them."""
+    if getattr(t.optimizer, "compute_dtype", None) is None:
+        return t.net(x)
+    return functional_call(t.net, t.optimizer.compute_weights(t.net.named_parameters()), (x,))
 
 
 def log_step(t: Trainer, lr: float) -> dict:
