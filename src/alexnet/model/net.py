@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..options import ACTIVATIONS, INITS, VARIANTS, check_choice
+from .linear import Linear
 from .lrn import LocalResponseNorm
 
 # §3.3 Local response normalisation: k, n, alpha, beta. The paper prints alpha on the
@@ -209,19 +210,20 @@ def _caffe_features() -> nn.Sequential:
 def _paper_classifier(num_classes: int, options: ModelOptions) -> tuple[nn.Sequential, int]:
     # §4.2: dropout acts on the *outputs* of fc6 and fc7 (torchvision puts it before them).
     layers = OrderedDict(
-        fc6=nn.Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
+        fc6=Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
         **{f"{options.activation}6": _activation(options)},
         drop6=nn.Dropout(options.dropout),
-        fc7=nn.Linear(HIDDEN, HIDDEN),
+        fc7=Linear(HIDDEN, HIDDEN),
         **{f"{options.activation}7": _activation(options)},
         drop7=nn.Dropout(options.dropout),
-        fc8=nn.Linear(HIDDEN, num_classes),
+        fc8=Linear(HIDDEN, num_classes),
     )
     return nn.Sequential(layers), 5  # last_hidden stops after relu7
 
 
 def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
-    """The "one weird trick" net, index for index the same as torchvision.models.alexnet."""
+    """The "one weird trick" net, index for index the same as torchvision.models.alexnet
+    (nn.Linear, not linear.Linear: its outputs equal torchvision's bit for bit)."""
     act = lambda: _activation(options)  # noqa: E731
     pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
     features = nn.Sequential(

@@ -51,26 +51,30 @@ NATIVE_FP16_FLAGS = ("amx_fp16", "avx512_fp16")  # the same for fp16
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux's /proc/cpuinfo); empty where it cannot be read."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def _cpuinfo(field: str) -> str | None:
+    """A field of the first CPU in Linux's /proc/cpuinfo; None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.split(":", 1)[0].strip() == field:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
 
 
 def cpu_model() -> str:
     """The CPU's model name, as lscpu prints it."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor as /proc/cpuinfo names it (GenuineIntel, AuthenticAMD); "" where
+    unknown."""
+    return _cpuinfo("vendor_id") or ""
 
 
 def native_bf16_cpu() -> bool:
