@@ -49,7 +49,7 @@ class PaperSGD(Optimizer):
         trained = {p for group in self.param_groups for p in group["params"]}
         out = {}
         for name, p in named_params:
-            if p not in trained:
+            if p not in trained or not p.requires_grad:  # a frozen weight stays as it is
                 continue
             copy, version = self._copies.get(p, (None, -1))
             if copy is None or version != p._version:
