@@ -123,8 +123,8 @@ def test_bf16_training_on_the_optimisers_copies_is_autocasts_training(tmp_path, 
     from alexnet.train import loop
 
     used = []
-    forward = loop._forward
-    monkeypatch.setattr(loop, "_forward", lambda t, x: used.append(t.optimizer) or forward(t, x))
+    forward = loop.forward
+    monkeypatch.setattr(loop, "forward", lambda n, o, x: used.append(o) or forward(n, o, x))
     for c, color in enumerate(((200, 40, 40), (40, 200, 60))):
         for i in range(2):
             write_image(tmp_path / "src" / f"c{c}" / f"{i}.jpg", (60 + 9 * i, 50), color)
@@ -133,7 +133,7 @@ def test_bf16_training_on_the_optimisers_copies_is_autocasts_training(tmp_path, 
     common += ["--max-steps", "2", "--precision", "bf16", "--recipe", "paper", *FAST]
     saved = {}
     for copies in (True, False):
-        monkeypatch.setattr(loop, "_computes_with_copies", lambda *a, on=copies: on)
+        monkeypatch.setattr(loop, "copies_dtype", lambda d, amp, on=copies: amp if on else None)
         r = run_here("train", *common, "--out", tmp_path / str(copies))
         assert r.returncode == 0, r.stderr
         assert used.pop().compute_dtype == (torch.bfloat16 if copies else None)

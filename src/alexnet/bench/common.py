@@ -7,13 +7,12 @@ import time
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..data.augment import CROP, BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store
 from ..runtime.device import autocast, synchronizer
-from ..train.optim import PaperSGD
+from ..train.optim import PaperSGD, copies_dtype, forward
 from .result import BenchResult  # noqa: F401  (re-exported for the benchmarks)
 
 
@@ -38,8 +37,8 @@ class Runner:
         self.y = torch.randint(0, 1000, (batch_size,), generator=g).to(device)
         # the update `alexnet train` makes (§5's rule, weight decay included), for every
         # model alike; a small rate, so that fixed data cannot drive it to overflow
-        copies = cast and train and not compile and device.type == "cpu" and amp == torch.bfloat16
-        self.opt = PaperSGD(self.model.parameters(), lr=1e-4, compute_dtype=amp if copies else None)
+        copies = copies_dtype(device, amp) if cast and train and not compile else None
+        self.opt = PaperSGD(self.model.parameters(), lr=1e-4, compute_dtype=copies)
         self.device, self.amp, self.train, self.batch = device, amp, train, batch_size
         if compile:
             self.model = torch.compile(self.model)
@@ -50,7 +49,7 @@ class Runner:
         y = self.y if y is None else y.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
             if self.train:
-                loss = nn.functional.cross_entropy(self._forward(x).float(), y)
+                loss = nn.functional.cross_entropy(forward(self.model, self.opt, x).float(), y)
                 loss.backward()
                 self.opt.step()
                 # freed now, not at the next step: the models take turns, and only the
@@ -59,13 +58,6 @@ class Runner:
             else:
                 with torch.no_grad():
                     self.model(x)
-
-    def _forward(self, x):
-        if self.opt.compute_dtype is None:
-            return self.model(x)
-        return functional_call(
-            self.model, self.opt.compute_weights(self.model.named_parameters()), (x,)
-        )
 
     def rate(self, steps: int) -> float:
         """Images per second over `steps` steps, the device drained before and after."""

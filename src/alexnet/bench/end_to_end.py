@@ -4,6 +4,7 @@ in the same run, and torchvision's alexnet fed by the pytorch/examples pipeline.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -119,9 +120,8 @@ def bench_end_to_end(
     def feed():
         return store_batches(store, batch_size, workers, dev, decode)
 
-    ours = Runner(
-        create_model("paper", num_classes=classes), dev, batch_size, amp, True, compile=compile
-    )
+    runner = functools.partial(Runner, device=dev, batch_size=batch_size, amp=amp, train=True)
+    ours = runner(create_model("paper", num_classes=classes), compile=compile)
     feed_rate = timed(feed(), lambda x, y: None)
     step_rate = timed(iter(lambda: (None, None), 0), ours.step)
     ours_rate = timed(feed(), ours.step)
@@ -148,14 +148,7 @@ def bench_end_to_end(
     if source is not None:
         import torchvision
 
-        tv = Runner(
-            torchvision.models.alexnet(num_classes=classes),
-            dev,
-            batch_size,
-            amp,
-            True,
-            compile=compile,
-        )
+        tv = runner(torchvision.models.alexnet(num_classes=classes), compile=compile)
         batches = examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
         result.torchvision_img_s = timed(batches, tv.step)
         result.ratio_vs_torchvision = round(ours_rate / result.torchvision_img_s, 3)

@@ -69,7 +69,6 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         x = x.contiguous()
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return _matmul(x, weight, bias)
 
     @staticmethod
@@ -82,5 +81,5 @@ class _OneDNNLinear(torch.autograd.Function):
         # dW = g^T x as a product over the batch: both operands transposed into small
         # contiguous copies (batch x features), the big result written once in place
         dw = _matmul(grad.t().contiguous(), x.t().contiguous()) if need_w else None
-        db = grad.sum(0) if need_b and ctx.has_bias else None
+        db = grad.sum(0) if need_b else None  # False for a layer without bias
         return dx, dw, db

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm import tqdm
 
 from ..data.augment import BatchTransform
@@ -60,7 +59,7 @@ from .finetune import (
     probe_evaluate,
 )
 from .log import MetricsLog, StepLog
-from .optim import build_optimizer, build_schedule
+from .optim import build_optimizer, build_schedule, copies_dtype, forward
 from .recipes import RECIPES, choose_recipe
 from .state import TrainState
 
@@ -190,7 +189,9 @@ def setup(
     )
     feed, net, probe = _feed(cfg, model, net, train_split, val_split, transform, sampler)
     amp = autocast_dtype(cfg.precision, device)
-    copies = amp if di.world == 1 and _computes_with_copies(device, amp, model, net) else None
+    # the optimiser's bf16 copies where the module stepped holds the weights itself
+    holds = di.world == 1 and net in (model, *model.modules())
+    copies = copies_dtype(device, amp) if holds else None
     optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device, copies)
     log = MetricsLog(run, cfg.progress) if di.is_main else None
     trainer = Trainer(
@@ -255,16 +256,6 @@ def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampl
         lighting=cfg.pca_lighting,
     )
     return feed, net, None
-
-
-def _computes_with_copies(device: torch.device, amp, model: nn.Module, net: nn.Module) -> bool:
-    """Whether the step's forward uses the optimiser's bf16 copies of the weights
-    (PaperSGD.compute_weights): in bf16 on a CPU, where autocast's casts of the weights
-    and of their gradients cost 3-4 % of a step, and where the module the step calls
-    holds the weights itself (not torch.compile's wrapper). One process only: DDP's
-    gradient hooks sit on the float32 weights. The same bits as autocast's casts
-    (tested)."""
-    return device.type == "cpu" and amp == torch.bfloat16 and net in (model, *model.modules())
 
 
 def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device, compute_dtype=None):
@@ -430,7 +421,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
         group["lr"] = lr * group.get("lr_mult", 1.0)
     torch.manual_seed(derive_seed(t.cfg.seed, s.epoch, step, STREAM_DROPOUT, t.dist.rank))
     with autocast(t.device, t.amp):
-        logits = _forward(t, x)
+        logits = forward(t.net, t.optimizer, x)
         loss = nn.functional.cross_entropy(logits.float(), y)
     if t.device.type == "cpu" and not torch.isfinite(loss).all():
         raise diverged(
@@ -445,14 +436,6 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
         s.running.add(loss, (logits.argmax(1) == y).sum(), len(y))
     s.step, s.global_step = step + 1, s.global_step + 1
     return lr
-
-
-def _forward(t: Trainer, x: torch.Tensor) -> torch.Tensor:
-    """The step's forward, with the optimiser's low-precision copies of the trained
-    weights when it keeps them."""
-    if getattr(t.optimizer, "compute_dtype", None) is None:
-        return t.net(x)
-    return functional_call(t.net, t.optimizer.compute_weights(t.net.named_parameters()), (x,))
 
 
 def log_step(t: Trainer, lr: float) -> dict:
