@@ -124,7 +124,7 @@ def test_bf16_band_matmul_path_per_tower_and_layouts(groups):
 
 @pytest.mark.parametrize("channels,groups,size", [(256, 2, 5), (150, 1, 5), (200, 4, 3)])
 def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels, groups, size):
-    """Above 2 * BLOCK channels the window sums run per block of output channels over
+    """Above WHOLE_BAND channels the window sums run per block of output channels over
     overlapping views: the same sums as the whole band, bit for bit, forward and backward,
     with the windows clipped at the channels' ends and at the towers' edges."""
     from alexnet.model import lrn as lrn_module

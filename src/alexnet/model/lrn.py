@@ -20,10 +20,10 @@ with s = k + alpha * window_sum(a^2). s^-0.75 is taken as 1 / (sqrt(s) * sqrt(sq
 
 bf16 computes in bf16, and the window sum is a matrix product: over the channels-last
 view (N·H·W, C), the sum of each map's window is a^2 @ W, with W the C x C band of ones
-(|i - j| <= n/2, block-diagonal per tower). Most of W is zero, so the product runs per
-block of b output channels (b up to 64), each over its b + n - 1 inputs: a batched
-product over overlapping views of a zero-edged copy of a^2, a quarter to a third of the
-full product's work, with the same sums. On a CPU with AMX or AVX512-BF16 that product
+(|i - j| <= n/2, block-diagonal per tower). Most of W is zero, so above 128 channels
+the product runs per block of b output channels (b up to 32), each over its b + n - 1
+inputs: a batched product over overlapping views of a zero-edged copy of a^2, a seventh
+of the full product's work for conv2's 256 maps, with the same sums. On a CPU with AMX or AVX512-BF16 that product
 costs about one pass over the maps, and every other pass moves 2 bytes a value instead
 of 4 with no cast to float32 and back. The passes run chunk by chunk of rows, so that
 what one pass writes the next reads from the cache. s^-beta is exp and log of s / k
@@ -91,19 +91,23 @@ def _unrows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return rows.view(shape).movedim(-1, 1)
 
 
-# Most output channels per block of the banded product. Up to twice that many channels
-# the band stays whole: cutting conv1's 96 maps into two blocks measured slower (40 vs
-# 36 ms forward and backward, AVX512-BF16 EPYC, 2026-12-02), conv2's 256 into four
-# faster (25 vs 30 ms).
-BLOCK = 64
+# Most output channels per block of the banded product, and up to how many channels
+# the band stays whole. Cutting conv1's 96 maps into two blocks measured slower (40 vs
+# 36 ms forward and backward, AVX512-BF16 EPYC, 2026-12-02), into three blocks of 32
+# no faster (40-42 vs 39 ms); conv2's 256 in four blocks of 64 faster than whole (25
+# vs 30 ms), in eight of 32 faster again (23.9 vs 26.0-26.1 ms forward and backward,
+# 12.8-13.1 vs 14.4-14.6 at inference; Zen 5 EPYC, ten alternating rounds twice,
+# 2026-12-03).
+BLOCK = 32
+WHOLE_BAND = 128
 
 
 def band_blocks(channels: int, size: int, groups: int, dtype, device) -> torch.Tensor:
     """The band cut into blocks: (C / b, b + 2h, b), h = size // 2, where block j holds
     the rows of W for inputs jb - h .. jb + b + h - 1 (zero outside the channels) and
     its columns for outputs jb .. jb + b - 1; b is the largest divisor of C up to BLOCK.
-    Up to 2 * BLOCK channels, one block: the whole band, (1, C, C)."""
-    if channels <= 2 * BLOCK:
+    Up to WHOLE_BAND channels, one block: the whole band, (1, C, C)."""
+    if channels <= WHOLE_BAND:
         return band(channels, size, groups, dtype, device)[None]
     h = size // 2
     b = max(d for d in range(1, BLOCK + 1) if channels % d == 0)
