@@ -23,13 +23,13 @@ view (N·H·W, C), the sum of each map's window is a^2 @ W, with W the C x C ban
 (|i - j| <= n/2, block-diagonal per tower). Most of W is zero, so above 128 channels
 the product runs per block of b output channels (b up to 32), each over its b + n - 1
 inputs: a batched product over overlapping views of a zero-edged copy of a^2, a seventh
-of the full product's work for conv2's 256 maps, with the same sums. On a CPU with AMX or AVX512-BF16 that product
-costs about one pass over the maps, and every other pass moves 2 bytes a value instead
-of 4 with no cast to float32 and back. The passes run chunk by chunk of rows, so that
-what one pass writes the next reads from the cache. s^-beta is exp and log of s / k
-(see _bf16_forward), and the result stays within bf16's own rounding of the float64
-formula (tests/test_lrn.py). fp16 computes in float32 internally and casts back: a^2
-would overflow fp16 above 256.
+of the full product's work for conv2's 256 maps, with the same sums. On a CPU with AMX
+or AVX512-BF16 that product costs about one pass over the maps, and every other pass
+moves 2 bytes a value instead of 4 with no cast to float32 and back. The passes run
+chunk by chunk of rows, so that what one pass writes the next reads from the cache.
+s^-beta is exp and log of s / k (see _bf16_forward), and the result stays within
+bf16's own rounding of the float64 formula (tests/test_lrn.py). fp16 computes in
+float32 internally and casts back: a^2 would overflow fp16 above 256.
 """
 
 from __future__ import annotations
