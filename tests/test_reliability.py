@@ -18,7 +18,7 @@ from alexnet.cli import main
 from alexnet.data.store import Store
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from alexnet.weights.checkpoint import CHECKPOINT_FORMAT
+from alexnet.weights.checkpoint import CHECKPOINT_FORMAT, is_finite
 from conftest import EVAL_FAST, prepare_store, write_image
 
 FAST = [
@@ -532,6 +532,20 @@ def test_bench_refuses_what_would_make_meaningless_figures(world, capsys, args, 
 def test_non_finite_flags_are_refused_at_parse_time(capsys, flag, value):
     code, err = cli(capsys, "train", f"{flag}={value}")
     assert code == 2 and flag in err and "finite" in err
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_the_finite_check_finds_one_nan_or_infinity_anywhere(dtype):
+    x = torch.randn(64, 300, dtype=torch.float64).to(dtype)
+    assert is_finite(x) and is_finite(x[:, ::7]) and is_finite(x[:0])
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for where in ((0, 0), (17, 123), (63, 299)):
+            y = x.clone()
+            y[where] = value
+            assert not is_finite(y), (value, where)
+            assert not is_finite(y.t()) and not is_finite(y.requires_grad_())
+    if dtype == torch.float16:  # a float32 weight past fp16's range becomes inf
+        assert not is_finite(torch.tensor([1.0, 7e4]).to(dtype))
 
 
 def test_non_finite_weights_are_refused_wherever_weights_are_loaded(world, tmp_path, capsys):

@@ -20,7 +20,7 @@ from ..model.net import input_crop
 from ..options import EXPORT_FORMATS, EXPORT_PRECISIONS, check_choice
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
-from ..weights.checkpoint import Checkpoint, model_options, save_safetensors
+from ..weights.checkpoint import Checkpoint, is_finite, model_options, save_safetensors
 from ..weights.load import load_for_inference
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -193,7 +193,7 @@ def export_safetensors(ckpt: str, out: str, precision: str = "fp32") -> dict:
         for k, v in model.state_dict().items()
     }
     for k, v in state.items():  # fp16 tops out at 65504: a larger weight would load as inf
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if v.is_floating_point() and not is_finite(v):
             raise UsageError(f"{k} does not fit {precision}: export it as bf16 or fp32")
     save_safetensors(
         Checkpoint(
