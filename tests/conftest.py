@@ -36,6 +36,17 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group("heavy" if name in HEAVY else name))
 
 
+def pytest_collection_finish(session):
+    """Every test module is imported by now: freeze what the imports made (torch's
+    hundreds of thousands of objects) out of the collector's sight, so that the
+    gc.collect after each test scans only what the tests made: 0.2 s a scan otherwise,
+    a minute over the suite."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _malloc_trim():
     """glibc's malloc_trim, or None (another C library, another system)."""
     import ctypes
