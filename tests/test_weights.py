@@ -274,6 +274,29 @@ def test_torchvision_by_name_equals_torchvision(tmp_path, monkeypatch):
     assert w.meta["source"] == "torchvision"
 
 
+def test_loading_weights_draws_nothing_and_holds_them_in_float32(tmp_path):
+    from alexnet.weights.checkpoint import Checkpoint, save_safetensors
+    from alexnet.weights.load import load_for_inference
+
+    tv = _torchvision_state(1)
+    torch.save(tv, tmp_path / "tv.pth")
+    half = {
+        k: v.to(torch.bfloat16) for k, v in alexnet.create_model(num_classes=3).state_dict().items()
+    }
+    names = [{"name": c} for c in "abc"]
+    norm = {"mean": torch.zeros(3), "scale": 1.0}
+    save_safetensors(Checkpoint(half, "paper", names, norm, {}, {}), tmp_path / "half.safetensors")
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    for path, state in ((tmp_path / "tv.pth", tv), (tmp_path / "half.safetensors", half)):
+        torch.manual_seed(5)
+        got = load_for_inference(path).model.state_dict()
+        assert torch.equal(torch.rand(4), expected)  # no init drawn, only to be overwritten
+        assert got.keys() == state.keys()
+        for k, v in state.items():
+            assert got[k].dtype == torch.float32 and torch.equal(got[k], v.float()), k
+
+
 class _Server:
     """A loopback HTTP server: each path a behaviour."""
 

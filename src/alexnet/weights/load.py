@@ -117,10 +117,20 @@ def _is_torchvision_state(obj: dict) -> bool:
     return "features.0.weight" in obj and "classifier.6.weight" in obj
 
 
+def _with_weights(state: dict, variant: str, num_classes: int, **options) -> AlexNet:
+    """A net of `variant` holding these weights (float32), or RuntimeError when they do
+    not fit it. Built on the meta device and handed the loaded tensors themselves: no
+    init drawn only to be overwritten, and no second copy of 61M weights. PyTorch's own
+    init there, since normal_ on meta tensors imports torch._dynamo (a second)."""
+    with torch.device("meta"):
+        model = create_model(variant, num_classes=num_classes, **{**options, "init": "torch"})
+    model.load_state_dict(state, assign=True)
+    return model.float()  # a bf16 or fp16 export computes in float32 as it always did
+
+
 def _ours(ckpt: Checkpoint, path) -> Loaded:
-    model = create_model(ckpt.variant, num_classes=ckpt.num_classes, **ckpt.model_options)
     try:
-        model.load_state_dict(ckpt.model)
+        model = _with_weights(ckpt.model, ckpt.variant, ckpt.num_classes, **ckpt.model_options)
     except RuntimeError as e:
         msg = str(e).splitlines()[0]
         raise UsageError(
@@ -195,9 +205,8 @@ def _loaded(path: str | Path, device: torch.device) -> Loaded:
         bad = first_non_finite(obj)
         if bad:
             raise UsageError(f"{path}: damaged weights: tensor {bad} holds NaN or infinite values")
-        model = create_model("torchvision", num_classes=fc8.shape[0])
         try:
-            model.load_state_dict(obj)
+            model = _with_weights(obj, "torchvision", fc8.shape[0])
         except RuntimeError as e:
             msg = str(e).splitlines()[0]
             raise UsageError(f"{path}: not a torchvision AlexNet state_dict ({msg})") from None
