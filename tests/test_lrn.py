@@ -239,3 +239,39 @@ def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logi
         divided = create_model("paper", num_classes=3, lrn_alpha_over_n=True).eval()
         divided.load_state_dict(net.state_dict())
         assert not torch.equal(divided(x), net(x))  # the convention matters to the logits
+
+
+@pytest.mark.parametrize(
+    "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
+)
+def test_compiled_lrn_is_one_graph_and_follows_the_formula(dtype, rtol):
+    """`--compile` traces the LRN whole in every precision (fullgraph raises at a graph
+    break), and the traced forward and backward (AOTAutograd's, no code generation) keep
+    to the formula as the eager paths do."""
+    torch._dynamo.reset()
+    x64 = _input(shape=(4, 16, 6, 6))
+    x = x64.to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
+    y = torch.compile(lrn, backend="aot_eager", fullgraph=True)(x)
+    assert y.dtype == dtype
+    ref = reference_lrn(x.detach().double(), groups=2)
+    assert torch.allclose(y.double(), ref, rtol=rtol, atol=rtol * 1e-2)
+    g = torch.randn_like(x64)
+    (gx,) = torch.autograd.grad(y, x, g.to(dtype))
+    xr = x.detach().double().requires_grad_()
+    (gr,) = torch.autograd.grad(reference_lrn(xr, groups=2), xr, g.to(dtype).double())
+    assert torch.allclose(gx.double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("shape", [(2, 12, 5, 4), (2, 12, 48, 48)])  # whole rows, chunks
+def test_the_operators_compiled_graphs_call_keep_their_contracts(dtype, fmt, shape):
+    """torch.library.opcheck: the shapes, dtypes and strides the compiler is promised are
+    what the passes return, and the registered autograd is the one that runs."""
+    x = (torch.randn(shape) * 30).relu().to(dtype).contiguous(memory_format=fmt)
+    params = (N, ALPHA, BETA, K, 2)
+    torch.library.opcheck(torch.ops.alexnet.lrn, (x, *params))
+    torch.library.opcheck(torch.ops.alexnet.lrn_forward, (x.clone().requires_grad_(), *params))
+    y, u, v = torch.ops.alexnet.lrn_forward(x, *params)
+    torch.library.opcheck(torch.ops.alexnet.lrn_backward, (torch.randn_like(y), x, u, v, *params))

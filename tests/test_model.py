@@ -270,3 +270,18 @@ def test_fc_layers_through_onednn_compute_nn_linear(monkeypatch, batch):
     monkeypatch.setattr(linear, "onednn_faster", lambda: False)
     assert torch.equal(fc(x), F.linear(x, fc.weight, fc.bias)) and not calls
     assert isinstance(create_model("paper").classifier.fc6, linear.Linear)
+
+
+@pytest.mark.parametrize("variant", ["paper", "caffe"])
+def test_the_net_compiles_as_one_graph_in_bf16(variant):
+    """`--compile` of a net with LRN under bf16 autocast (a GPU's and a bf16 CPU's
+    default): one graph, forward and backward (fullgraph raises at a graph break)."""
+    torch._dynamo.reset()
+    model = create_model(variant, num_classes=10).to(memory_format=torch.channels_last)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(2, 3, 227, 227).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert all(p.grad is not None for p in model.parameters())

@@ -176,8 +176,8 @@ def _window_sums(buf: torch.Tensor, blocks, out: torch.Tensor, scale=1.0, add=0.
 
 
 def _bf16_forward(x: torch.Tensor, size, alpha, beta, k, groups, keep: bool):
-    """y = x * s^-beta for a bf16 x, chunk by chunk; with keep, also (r, r^-beta, the
-    band's blocks) for the backward, where r = s / k, so that s^-beta = k^-beta * r^-beta.
+    """(y, r, r^-beta) for a bf16 x, chunk by chunk, where y = x * s^-beta and r = s / k,
+    so that s^-beta = k^-beta * r^-beta; r and r^-beta (for the backward) only with keep.
 
     r^-beta is exp(-beta * log r): torch's CPU pow is not vectorised (16 ms on a batch
     of conv2's maps, against 6 for log, a product and exp; log1p is not either), and
@@ -200,40 +200,30 @@ def _bf16_forward(x: torch.Tensor, size, alpha, beta, k, groups, keep: bool):
         ek = e[rows] if keep else ec[:m]
         torch.log(rk, out=ek).mul_(-beta).exp_()
         torch.addcmul(zero, xc, ek, value=k**-beta, out=y[rows])
-    return _unrows(y, x), (r, e, blocks)
+    if not keep:
+        return _unrows(y, x), None, None
+    return _unrows(y, x), _unrows(r, x), _unrows(e, x)
 
 
-class _LRNBf16Function(torch.autograd.Function):
-    """The bf16 forward and backward, every pass in bf16, window sums as matmuls."""
-
-    @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
-        y, (r, e, blocks) = _bf16_forward(x, size, alpha, beta, k, groups, keep=True)
-        ctx.save_for_backward(x, r, e, blocks)
-        ctx.params = (alpha, beta, k)
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, r, e, blocks = ctx.saved_tensors
-        alpha, beta, k = ctx.params
-        xr, gr = _rows(x), _rows(grad.to(x.dtype))
-        n, c = xr.shape
-        dx = torch.empty_like(xr)
-        buf, t = _edged(_chunk_len(n, xr.device), c, blocks, xr)
-        inner = torch.empty_like(t)
-        zero = xr.new_zeros(())
-        for rows in _chunks(n, xr.device):
-            m = rows.stop - rows.start
-            xc, dc = xr[rows], dx[rows]
-            torch.addcmul(zero, gr[rows], e[rows], value=k**-beta, out=dc)  # g * s^-beta
-            torch.mul(dc, xc, out=t[:m])
-            t[:m].div_(r[rows])  # k * g[i] * b[i] / s[i], as r = s / k
-            # the band is symmetric: sums over each map's neighbours
-            _window_sums(buf, blocks, inner[:m])
-            dc.addcmul_(inner[:m], xc, value=-2.0 * alpha * beta / k)
-        return _unrows(dx, x).to(grad.dtype), None, None, None, None, None
+def _bf16_backward(grad, x, r, e, size, alpha, beta, k, groups) -> torch.Tensor:
+    """dL/da for a bf16 x from _bf16_forward's r and r^-beta, every pass in bf16."""
+    blocks = band_blocks(x.shape[1], size, groups, x.dtype, x.device)
+    xr, gr, r, e = _rows(x), _rows(grad.to(x.dtype)), _rows(r), _rows(e)
+    n, c = xr.shape
+    dx = torch.empty_like(xr)
+    buf, t = _edged(_chunk_len(n, xr.device), c, blocks, xr)
+    inner = torch.empty_like(t)
+    zero = xr.new_zeros(())
+    for rows in _chunks(n, xr.device):
+        m = rows.stop - rows.start
+        xc, dc = xr[rows], dx[rows]
+        torch.addcmul(zero, gr[rows], e[rows], value=k**-beta, out=dc)  # g * s^-beta
+        torch.mul(dc, xc, out=t[:m])
+        t[:m].div_(r[rows])  # k * g[i] * b[i] / s[i], as r = s / k
+        # the band is symmetric: sums over each map's neighbours
+        _window_sums(buf, blocks, inner[:m])
+        dc.addcmul_(inner[:m], xc, value=-2.0 * alpha * beta / k)
+    return _unrows(dx, x).to(grad.dtype)
 
 
 def _fp32_forward(xf: torch.Tensor, size, alpha, beta, k, groups):
@@ -271,42 +261,158 @@ def _in_rows(x: torch.Tensor) -> bool:
     )
 
 
+def _float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _forward_saving(x, size, alpha, beta, k, groups):
+    """(y, u, v) for training: the output, and beside x what the backward needs, shaped
+    like x: for bf16, r = s / k and r^-beta in bf16; otherwise s and s^-beta (float32
+    for fp16 maps)."""
+    if x.dtype == torch.bfloat16:
+        return _bf16_forward(x, size, alpha, beta, k, groups, keep=True)
+    if _in_rows(x):
+        xr = _rows(x)
+        s, scale, y = (torch.empty_like(xr) for _ in range(3))
+        for rows in _chunks(xr.shape[0], x.device):
+            s[rows], scale[rows], y[rows] = _fp32_forward(xr[rows], size, alpha, beta, k, groups)
+        return _unrows(y, x), _unrows(s, x), _unrows(scale, x)
+    s, scale, y = _fp32_forward(_float(x), size, alpha, beta, k, groups)
+    return y.to(x.dtype), s, scale
+
+
+def _backward(grad, x, u, v, size, alpha, beta, k, groups) -> torch.Tensor:
+    """dL/da from x and _forward_saving's u and v, on the path the forward took."""
+    if x.dtype == torch.bfloat16:
+        return _bf16_backward(grad, x, u, v, size, alpha, beta, k, groups)
+    if _in_rows(x):
+        xr, gr, s, scale = _rows(x), _rows(grad.to(x.dtype)), _rows(u), _rows(v)
+        dx = torch.empty_like(xr)
+        for rows in _chunks(xr.shape[0], x.device):
+            dx[rows] = _fp32_backward(
+                gr[rows], xr[rows], s[rows], scale[rows], size, alpha, beta, groups
+            )
+        return _unrows(dx, x).to(grad.dtype)
+    xf = _float(x)
+    dx = _fp32_backward(grad.to(xf.dtype), xf, u, v, size, alpha, beta, groups)
+    return dx.to(grad.dtype)
+
+
+def _inference(x, size, alpha, beta, k, groups) -> torch.Tensor:
+    """The output alone, nothing saved. The float product stays out of place: with the
+    tuned allocator a fresh buffer is cheap, and writing it into s in place measured
+    slower (conv1 maps, no grad: 47 vs 33 ms on the 2-core CPU box, 2026-11-25)."""
+    if x.dtype == torch.bfloat16:
+        return _bf16_forward(x, size, alpha, beta, k, groups, keep=False)[0]
+    if _in_rows(x):  # the same passes per chunk of rows: conv1's 21 ms against 40
+        xr = _rows(x)
+        y = torch.empty_like(xr)
+        for rows in _chunks(xr.shape[0], x.device):
+            torch.mul(xr[rows], _fp32_scale(xr[rows], size, alpha, beta, k, groups), out=y[rows])
+        return _unrows(y, x)
+    xf = _float(x)
+    return xf.mul(_fp32_scale(xf, size, alpha, beta, k, groups)).to(x.dtype)
+
+
 class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
-        ctx.params = (size, alpha, beta, groups)
-        ctx.rows = _in_rows(x)
-        if ctx.rows:
-            xr = _rows(x)
-            s, scale, y = (torch.empty_like(xr) for _ in range(3))
-            for rows in _chunks(xr.shape[0], x.device):
-                s[rows], scale[rows], y[rows] = _fp32_forward(
-                    xr[rows], size, alpha, beta, k, groups
-                )
-            ctx.save_for_backward(x, s, scale)
-            return _unrows(y, x)
-        dtype = x.dtype
-        xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-        s, scale, y = _fp32_forward(xf, size, alpha, beta, k, groups)
-        ctx.save_for_backward(xf, s, scale)
-        return y.to(dtype)
+        y, u, v = _forward_saving(x, size, alpha, beta, k, groups)
+        ctx.save_for_backward(x, u, v)
+        ctx.params = (size, alpha, beta, k, groups)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        xf, s, scale = ctx.saved_tensors
-        size, alpha, beta, groups = ctx.params
-        if ctx.rows:
-            xr, gr = _rows(xf), _rows(grad.to(xf.dtype))
-            dx = torch.empty_like(xr)
-            for rows in _chunks(xr.shape[0], xf.device):
-                dx[rows] = _fp32_backward(
-                    gr[rows], xr[rows], s[rows], scale[rows], size, alpha, beta, groups
-                )
-            return _unrows(dx, xf).to(grad.dtype), None, None, None, None, None
-        g = grad.to(xf.dtype)
-        dx = _fp32_backward(g, xf, s, scale, size, alpha, beta, groups)
-        return dx.to(grad.dtype), None, None, None, None, None
+        x, u, v = ctx.saved_tensors
+        return _backward(grad, x, u, v, *ctx.params), None, None, None, None, None
+
+
+# torch.compile: the same passes as custom operators, which the compiler calls as they
+# are. Traced as plain ops instead, the bf16 passes (products into strided views) broke
+# the graph at every LRN, and the float32 formula the compiler generated code for ran
+# 6-20x slower than these passes on a CPU (conv1's maps in bf16, forward and backward:
+# 441-1329 ms against 71; Zen 5 EPYC, 2026-12-03). Outputs take x's memory format, as
+# the operators' shape functions promise the compiler.
+_PARAMS = "int size, float alpha, float beta, float k, int groups"
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _saved_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype == torch.float16 else x.dtype
+
+
+def _empty(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=_layout(x))
+
+
+@torch.library.custom_op("alexnet::lrn", mutates_args=(), schema=f"(Tensor x, {_PARAMS}) -> Tensor")
+def _lrn_op(x, size, alpha, beta, k, groups):
+    return _inference(x, size, alpha, beta, k, groups).contiguous(memory_format=_layout(x))
+
+
+@torch.library.custom_op(
+    "alexnet::lrn_forward",
+    mutates_args=(),
+    schema=f"(Tensor x, {_PARAMS}) -> (Tensor, Tensor, Tensor)",
+)
+def _lrn_forward_op(x, size, alpha, beta, k, groups):
+    fmt = _layout(x)
+    return tuple(
+        t.contiguous(memory_format=fmt) for t in _forward_saving(x, size, alpha, beta, k, groups)
+    )
+
+
+@torch.library.custom_op(
+    "alexnet::lrn_backward",
+    mutates_args=(),
+    schema=f"(Tensor grad, Tensor x, Tensor u, Tensor v, {_PARAMS}) -> Tensor",
+)
+def _lrn_backward_op(grad, x, u, v, size, alpha, beta, k, groups):
+    dx = _backward(grad, x, u, v, size, alpha, beta, k, groups)
+    return dx.contiguous(memory_format=_layout(x))
+
+
+@_lrn_op.register_fake
+def _(x, size, alpha, beta, k, groups):
+    return _empty(x, x.dtype)
+
+
+@_lrn_forward_op.register_fake
+def _(x, size, alpha, beta, k, groups):
+    return _empty(x, x.dtype), _empty(x, _saved_dtype(x)), _empty(x, _saved_dtype(x))
+
+
+@_lrn_backward_op.register_fake
+def _(grad, x, u, v, size, alpha, beta, k, groups):
+    return _empty(x, grad.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    x, *params = inputs
+    ctx.save_for_backward(x, output[1], output[2])
+    ctx.params = params
+
+
+def _op_backward(ctx, grad, _u, _v):
+    x, u, v = ctx.saved_tensors
+    dx = torch.ops.alexnet.lrn_backward(grad, x, u, v, *ctx.params)
+    return dx, None, None, None, None, None
+
+
+_lrn_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+def _compiling() -> bool:
+    """Inside torch.compile's trace; torch.export's programs take plain ops, so that
+    they stand alone without this package."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.compiler.is_compiling() and not exporting()
 
 
 def local_response_norm(
@@ -320,27 +426,15 @@ def local_response_norm(
     if x.device.type == "meta":
         # Shape inference (alexnet info) only: no autograd function needed.
         return torch.empty_like(x)
-    if x.dtype == torch.bfloat16:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _LRNBf16Function.apply(x, size, alpha, beta, k, groups)
-        return _bf16_forward(x, size, alpha, beta, k, groups, keep=False)[0]
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        # Inference and export (ONNX, torch.export): plain ops, nothing saved for backward.
-        # The product stays out of place: with the tuned allocator a fresh buffer is
-        # cheap, and writing it into s in place measured slower (conv1 maps, no grad:
-        # 47 vs 33 ms on the 2-core CPU box, 2026-11-25).
-        if _in_rows(x):  # the same passes per chunk of rows: conv1's 21 ms against 40
-            xr = _rows(x)
-            y = torch.empty_like(xr)
-            for rows in _chunks(xr.shape[0], x.device):
-                torch.mul(
-                    xr[rows], _fp32_scale(xr[rows], size, alpha, beta, k, groups), out=y[rows]
-                )
-            return _unrows(y, x)
-        dtype = x.dtype
-        xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-        return xf.mul(_fp32_scale(xf, size, alpha, beta, k, groups)).to(dtype)
-    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
+    training = torch.is_grad_enabled() and x.requires_grad
+    if _compiling():
+        if training:
+            return torch.ops.alexnet.lrn_forward(x, size, alpha, beta, k, groups)[0]
+        return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
+    if training:
+        return _LRNFunction.apply(x, size, alpha, beta, k, groups)
+    # inference and export (ONNX, torch.export): plain ops, nothing saved for backward
+    return _inference(x, size, alpha, beta, k, groups)
 
 
 def _fp32_scale(xf: torch.Tensor, size, alpha, beta, k, groups) -> torch.Tensor:
