@@ -16,7 +16,7 @@ from alexnet.data.store import Store, decode_jpeg_batch
 from alexnet.model import create_model
 from alexnet.model.lrn import LocalResponseNorm
 from conftest import prepare_store, run_cli
-from test_lrn import ALPHA, BETA, K, N, _input, reference_lrn
+from test_lrn import ALPHA, BETA, K, N, assert_follows_formula
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
@@ -32,19 +32,8 @@ def _store(image_folder, out, fmt):
 )
 @pytest.mark.parametrize("groups", [1, 2])
 def test_lrn_on_cuda_matches_the_formula(dtype, rtol, groups):
-    x64 = _input(shape=(4, 16, 6, 6))
-    x = x64.to("cuda", dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
-    y = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)(x)
-    assert y.dtype == dtype and y.is_cuda
-    ref = reference_lrn(x.detach().cpu().double(), groups)
-    assert torch.allclose(y.cpu().double(), ref, rtol=rtol, atol=rtol * 1e-2)
-    g = torch.randn_like(x64)
-    (gx,) = torch.autograd.grad(y, x, g.to("cuda", dtype))
-    xr = x.detach().cpu().double().requires_grad_()
-    (gr,) = torch.autograd.grad(reference_lrn(xr, groups), xr, g.to(dtype).double())
-    assert torch.allclose(
-        gx.cpu().double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item()
-    )
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    assert_follows_formula(lrn, dtype, rtol, groups, device="cuda", fmt=torch.channels_last)
 
 
 def test_augmentation_gather_on_cuda_equals_cpu_slicing():

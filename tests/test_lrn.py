@@ -1,9 +1,11 @@
 """LRN against the formula of §3.3 (docs/paper.md), written out here independently of the library."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from alexnet.model.lrn import LocalResponseNorm
+from alexnet.model.lrn import LocalResponseNorm, fused_formula
 
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
@@ -57,17 +59,25 @@ def test_gradient_matches_autograd_of_formula():
     "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
 )
 def test_low_precision_within_stated_tolerance(dtype, rtol):
+    assert_follows_formula(LocalResponseNorm(N, ALPHA, BETA, K), dtype, rtol)
+
+
+def assert_follows_formula(lrn, dtype, rtol, groups=1, device="cpu", fmt=torch.contiguous_format):
+    """lrn's output and input gradient on a (4, 16, 6, 6) input of dtype against the float64
+    formula, within rtol (the gradient within 4 rtol of its largest value)."""
     x64 = _input(shape=(4, 16, 6, 6))
-    x = x64.to(dtype).requires_grad_()
-    y = LocalResponseNorm(N, ALPHA, BETA, K)(x)
-    assert y.dtype == dtype
-    ref = reference_lrn(x.detach().double())
-    assert torch.allclose(y.double(), ref, rtol=rtol, atol=rtol * 1e-2)
+    x = x64.to(device, dtype).contiguous(memory_format=fmt).requires_grad_()
+    y = lrn(x)
+    assert y.dtype == dtype and y.device == x.device
+    ref = reference_lrn(x.detach().cpu().double(), groups)
+    assert torch.allclose(y.detach().cpu().double(), ref, rtol=rtol, atol=rtol * 1e-2)
     g = torch.randn_like(x64)
-    (gx,) = torch.autograd.grad(y, x, g.to(dtype))
-    xr = x.detach().double().requires_grad_()
-    (gr,) = torch.autograd.grad(reference_lrn(xr), xr, g.to(dtype).double())
-    assert torch.allclose(gx.double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item())
+    (gx,) = torch.autograd.grad(y, x, g.to(device, dtype))
+    xr = x.detach().cpu().double().requires_grad_()
+    (gr,) = torch.autograd.grad(reference_lrn(xr, groups), xr, g.to(dtype).double())
+    assert torch.allclose(
+        gx.cpu().double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item()
+    )
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
@@ -244,23 +254,18 @@ def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logi
 @pytest.mark.parametrize(
     "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
 )
-def test_compiled_lrn_is_one_graph_and_follows_the_formula(dtype, rtol):
+@pytest.mark.parametrize("path", ["operators", "fused formula"])
+def test_compiled_lrn_is_one_graph_and_follows_the_formula(dtype, rtol, path):
     """`--compile` traces the LRN whole in every precision (fullgraph raises at a graph
-    break), and the traced forward and backward (AOTAutograd's, no code generation) keep
-    to the formula as the eager paths do."""
+    break), on a CPU as custom operators, on a GPU as the formula for the compiler to fuse;
+    the traced forward and backward (AOTAutograd's, no code generation) keep to the
+    formula as the eager paths do."""
     torch._dynamo.reset()
-    x64 = _input(shape=(4, 16, 6, 6))
-    x = x64.to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
     lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
-    y = torch.compile(lrn, backend="aot_eager", fullgraph=True)(x)
-    assert y.dtype == dtype
-    ref = reference_lrn(x.detach().double(), groups=2)
-    assert torch.allclose(y.double(), ref, rtol=rtol, atol=rtol * 1e-2)
-    g = torch.randn_like(x64)
-    (gx,) = torch.autograd.grad(y, x, g.to(dtype))
-    xr = x.detach().double().requires_grad_()
-    (gr,) = torch.autograd.grad(reference_lrn(xr, groups=2), xr, g.to(dtype).double())
-    assert torch.allclose(gx.double(), gr, rtol=rtol * 4, atol=rtol * 4 * gr.abs().max().item())
+    if path == "fused formula":
+        lrn = partial(fused_formula, size=N, alpha=ALPHA, beta=BETA, k=K, groups=2)
+    compiled = torch.compile(lrn, backend="aot_eager", fullgraph=True)
+    assert_follows_formula(compiled, dtype, rtol, groups=2, fmt=torch.channels_last)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -30,6 +30,10 @@ chunk by chunk of rows, so that what one pass writes the next reads from the cac
 s^-beta is exp and log of s / k (see _bf16_forward), and the result stays within
 bf16's own rounding of the float64 formula (tests/test_lrn.py). fp16 computes in
 float32 internally and casts back: a^2 would overflow fp16 above 256.
+
+Under torch.compile a CPU runs the same passes as custom operators (alexnet::lrn,
+lrn_forward, lrn_backward), so that a compiled net is one graph calling them; a GPU
+traces fused_formula, plain ops for the compiler to fuse.
 """
 
 from __future__ import annotations
@@ -329,12 +333,12 @@ class _LRNFunction(torch.autograd.Function):
         return _backward(grad, x, u, v, *ctx.params), None, None, None, None, None
 
 
-# torch.compile: the same passes as custom operators, which the compiler calls as they
-# are. Traced as plain ops instead, the bf16 passes (products into strided views) broke
-# the graph at every LRN, and the float32 formula the compiler generated code for ran
-# 6-20x slower than these passes on a CPU (conv1's maps in bf16, forward and backward:
-# 441-1329 ms against 71; Zen 5 EPYC, 2026-12-03). Outputs take x's memory format, as
-# the operators' shape functions promise the compiler.
+# torch.compile on a CPU: the same passes as custom operators, which the compiler calls
+# as they are. Traced as plain ops instead, the bf16 passes (products into strided views)
+# broke the graph at every LRN, and the compiler's own CPU code for the formula ran 6-20x
+# slower than these passes (conv1's maps in bf16, forward and backward: 441-1329 ms
+# against 71-77; Zen 5 EPYC, 2026-12-03). Outputs take x's memory format, as the
+# operators' shape functions promise the compiler.
 _PARAMS = "int size, float alpha, float beta, float k, int groups"
 
 
@@ -415,6 +419,22 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling() and not exporting()
 
 
+def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
+    """The formula as plain differentiable ops in float32, for torch.compile on a GPU to
+    fuse with its neighbours (autograd derives the backward): the window sums as the sum
+    of `size` shifted slices of the zero-edged squares, which the compiler reads as one
+    pass with neighbouring loads."""
+    xf = _float(x)
+    sq = (xf * xf).unflatten(1, (groups, -1))
+    h, c = size // 2, sq.shape[2]
+    edged = torch.nn.functional.pad(sq, (0, 0) * (sq.dim() - 3) + (h, h))
+    s = edged.narrow(2, 0, c)
+    for i in range(1, size):
+        s = s + edged.narrow(2, i, c)
+    scale = (s.flatten(1, 2) * alpha + k).pow(-beta)
+    return (xf * scale).to(x.dtype)
+
+
 def local_response_norm(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
 ) -> torch.Tensor:
@@ -428,6 +448,8 @@ def local_response_norm(
         return torch.empty_like(x)
     training = torch.is_grad_enabled() and x.requires_grad
     if _compiling():
+        if x.device.type != "cpu":
+            return fused_formula(x, size, alpha, beta, k, groups)
         if training:
             return torch.ops.alexnet.lrn_forward(x, size, alpha, beta, k, groups)[0]
         return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
