@@ -280,3 +280,13 @@ def test_the_operators_compiled_graphs_call_keep_their_contracts(dtype, fmt, sha
     torch.library.opcheck(torch.ops.alexnet.lrn_forward, (x.clone().requires_grad_(), *params))
     y, u, v = torch.ops.alexnet.lrn_forward(x, *params)
     torch.library.opcheck(torch.ops.alexnet.lrn_backward, (torch.randn_like(y), x, u, v, *params))
+
+
+def test_an_exported_program_stands_alone_with_the_formula():
+    """torch.export traces plain ops (no alexnet:: operator for a loader to lack), and the
+    program computes what the eager LRN computes."""
+    x = _input(torch.float32, shape=(2, 12, 5, 4)).contiguous(memory_format=torch.channels_last)
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
+    program = torch.export.export(lrn, (x,))
+    assert "alexnet" not in str(program.graph)
+    assert torch.allclose(program.module()(x), lrn(x), rtol=1e-6)

@@ -33,7 +33,7 @@ float32 internally and casts back: a^2 would overflow fp16 above 256.
 
 Under torch.compile a CPU runs the same passes as custom operators (alexnet::lrn,
 lrn_forward, lrn_backward), so that a compiled net is one graph calling them; a GPU
-traces fused_formula, plain ops for the compiler to fuse.
+traces fused_formula, plain ops for the compiler to fuse, and so does torch.export.
 """
 
 from __future__ import annotations
@@ -412,16 +412,15 @@ def _op_backward(ctx, grad, _u, _v):
 _lrn_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
-def _compiling() -> bool:
-    """Inside torch.compile's trace; torch.export's programs take plain ops, so that
-    they stand alone without this package."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-    return torch.compiler.is_compiling() and not exporting()
+def _exporting() -> bool:
+    # Traced inside torch.compile, torch 2.11's is_exporting() is True too: there a
+    # compiled CPU graph takes fused_formula, slower but the same function.
+    return getattr(torch.compiler, "is_exporting", lambda: False)()
 
 
 def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
     """The formula as plain differentiable ops in float32, for torch.compile on a GPU to
-    fuse with its neighbours (autograd derives the backward): the window sums as the sum
+    fuse with its neighbours (autograd derives the backward) and for torch.export: the window sums as the sum
     of `size` shifted slices of the zero-edged squares, which the compiler reads as one
     pass with neighbouring loads."""
     xf = _float(x)
@@ -447,15 +446,17 @@ def local_response_norm(
         # Shape inference (alexnet info) only: no autograd function needed.
         return torch.empty_like(x)
     training = torch.is_grad_enabled() and x.requires_grad
-    if _compiling():
-        if x.device.type != "cpu":
-            return fused_formula(x, size, alpha, beta, k, groups)
-        if training:
-            return torch.ops.alexnet.lrn_forward(x, size, alpha, beta, k, groups)[0]
-        return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
+    if torch.compiler.is_compiling():
+        # torch.compile on a CPU: our passes, as custom operators. A GPU's compiler, and
+        # torch.export, whose programs must stand alone: the formula as plain ops.
+        if x.device.type == "cpu" and not _exporting():
+            if training:
+                return torch.ops.alexnet.lrn_forward(x, size, alpha, beta, k, groups)[0]
+            return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
+        return fused_formula(x, size, alpha, beta, k, groups)
     if training:
         return _LRNFunction.apply(x, size, alpha, beta, k, groups)
-    # inference and export (ONNX, torch.export): plain ops, nothing saved for backward
+    # inference and ONNX's tracer: plain ops, nothing saved for backward
     return _inference(x, size, alpha, beta, k, groups)
 
 
