@@ -420,9 +420,9 @@ def _exporting() -> bool:
 
 def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
     """The formula as plain differentiable ops in float32, for torch.compile on a GPU to
-    fuse with its neighbours (autograd derives the backward) and for torch.export: the window sums as the sum
-    of `size` shifted slices of the zero-edged squares, which the compiler reads as one
-    pass with neighbouring loads."""
+    fuse with its neighbours (autograd derives the backward), and for torch.export: the
+    window sums as the sum of `size` shifted slices of the zero-edged squares, which the
+    compiler reads as one pass with neighbouring loads."""
     xf = _float(x)
     sq = (xf * xf).unflatten(1, (groups, -1))
     h, c = size // 2, sq.shape[2]
