@@ -273,15 +273,26 @@ def test_fc_layers_through_onednn_compute_nn_linear(monkeypatch, batch):
 
 
 @pytest.mark.parametrize("variant", ["paper", "caffe"])
-def test_the_net_compiles_as_one_graph_in_bf16(variant):
-    """`--compile` of a net with LRN under bf16 autocast (a GPU's and a bf16 CPU's
-    default): one graph, forward and backward (fullgraph raises at a graph break)."""
+def test_the_net_compiles_as_one_graph_with_eager_modes_gradients(variant):
+    """`--compile` of a net with LRN: one graph, forward and backward (fullgraph raises at a
+    graph break), under bf16 autocast (a GPU's and a bf16 CPU's default); and in float64,
+    where no rounding can hide a wrong path, the compiled net's gradients are eager mode's
+    (torch 2.11 traced an autograd function with a zero gradient that `is not None`)."""
     torch._dynamo.reset()
+    torch.manual_seed(0)
     model = create_model(variant, num_classes=10).to(memory_format=torch.channels_last)
-    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 227, 227).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = compiled(x)
     out.float().sum().backward()
     assert out.dtype == torch.bfloat16
-    assert all(p.grad is not None for p in model.parameters())
+
+    model.eval().double()  # eval: no dropout draws to tell the two runs apart
+    grads = []
+    for net in (model, compiled):
+        model.zero_grad(set_to_none=True)
+        net(x.double()).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for eager, traced in zip(*grads):
+        assert torch.allclose(traced, eager, rtol=1e-9, atol=1e-12 * eager.abs().max())
