@@ -1,6 +1,8 @@
+import argparse
 import importlib.util
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -16,8 +18,10 @@ from alexnet.data.augment import crop_flip, ten_crop_params
 from alexnet.data.store import Store
 from alexnet.evaluation.metrics import Tally, topk_correct
 from alexnet.evaluation.split import evaluate_split
+from alexnet.runtime.errors import UsageError
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
+from alexnet.weights.checkpoint import read_file
 from alexnet.weights.load import load_for_inference
 from conftest import EVAL_FAST, prepare_store, run_here, write_image
 
@@ -240,6 +244,26 @@ def test_not_a_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     r = run_here("evaluate", bad, "--data", tmp_path)
     assert r.returncode == 2 and "checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unreadable_checkpoint_says_why_in_one_line(tmp_path):
+    torch.save({"w": torch.ones(1000)}, tmp_path / "good.pt")
+    torch.save({"args": argparse.Namespace(lr=0.01)}, tmp_path / "code.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "half.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:600])
+    (tmp_path / "frame.pt").write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    reasons = {
+        "empty.pt": "the file is empty",
+        "text.pt": "neither a torch.save file nor .safetensors",
+        "half.pt": "a torch.save archive that is truncated or damaged",
+        "frame.pt": "a pickle that torch's weights-only loader cannot read",
+        "code.pt": "it holds objects of type argparse.Namespace, which a weights-only load refuses",
+    }
+    for name, why in reasons.items():
+        with pytest.raises(UsageError) as e:
+            read_file(tmp_path / name)
+        assert str(e.value) == f"{tmp_path / name} is not a readable checkpoint ({why})"
 
 
 # ------------------------------------------------------------------ report in a browser

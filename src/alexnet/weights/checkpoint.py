@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -233,6 +235,23 @@ def save_atomic(obj: dict, path: str | Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """torch.load's error in a few words: its own are internal (a bare magic-number
+    KeyError, miniz's) or a paragraph long."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if unsupported:  # weights_only=True refuses it: loading it could run code
+        return f"it holds objects of type {unsupported.group(1)}, which a weights-only load refuses"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04":  # a zip archive, as torch.save writes
+        return "a torch.save archive that is truncated or damaged"
+    if head[:1] == b"\x80":  # the PROTO opcode every pickle since protocol 2 opens with
+        return "a pickle that torch's weights-only loader cannot read"
+    return "neither a torch.save file nor .safetensors"
+
+
 def read_file(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint file as a dict: torch files loaded with weights_only=True (no code
     runs), .safetensors files through safetensors."""
@@ -244,10 +263,13 @@ def read_file(path: str | Path, map_location="cpu") -> dict:
     if path.suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a pickle's protocol warning: the reason follows
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and unsafe-type errors alike
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"{path} is not a readable checkpoint ({msg})") from None
+        raise UsageError(
+            f"{path} is not a readable checkpoint ({_why_unreadable(path, e)})"
+        ) from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
     return obj
