@@ -99,7 +99,9 @@ class TrainConfig:
         "fp32; the run records what it resolved to); fp32 insists on float32",
         PRECISIONS,
     )
-    compile: bool = option(False, "torch.compile the model")
+    compile: bool = option(
+        False, "torch.compile the model (for GPUs: on a CPU eager mode measured faster)"
+    )
     model_parallel: int = option(
         1,
         "2: the paper net's two towers on 2 processes (§3.2), under torchrun",
