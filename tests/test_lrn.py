@@ -1,5 +1,7 @@
 """LRN against the formula of §3.3 (docs/paper.md), written out here independently of the library."""
 
+import io
+import warnings
 from functools import partial
 
 import pytest
@@ -290,3 +292,24 @@ def test_an_exported_program_stands_alone_with_the_formula():
     program = torch.export.export(lrn, (x,))
     assert "alexnet" not in str(program.graph)
     assert torch.allclose(program.module()(x), lrn(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_onnx_runs_the_formula_with_its_windows(groups):
+    """ONNX's exporter lost the window sums of our in-place passes (each map squared alone:
+    24 off on outputs of 48); onnxruntime's outputs follow the formula, at another batch
+    size than the export's."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = _input(torch.float32, shape=(2, 12, 5, 4))
+    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups).eval()
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on its own work
+        torch.onnx.export(
+            lrn, (x,), buf, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False
+        )
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x3 = torch.cat([x, x[:1]])
+    y = torch.from_numpy(session.run(None, {"x": x3.numpy()})[0])
+    assert torch.allclose(y.double(), reference_lrn(x3.double(), groups), rtol=1e-5)

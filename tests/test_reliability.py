@@ -774,6 +774,24 @@ def test_ctrl_c_checkpoints_where_the_run_stands_and_says_how_to_resume(world, t
     assert not (run / ".lock").exists()  # a finished run leaves no lock naming a dead pid
 
 
+@pytest.mark.parametrize("name", ["net.onnx", "net.pt2"])
+def test_an_export_whose_outputs_are_off_writes_nothing(world, tmp_path, capsys, monkeypatch, name):
+    """The exported file is run before it is written: beyond the tolerance (here none at
+    all), one line, and the user's older file stays."""
+    if name.endswith(".onnx"):
+        pytest.importorskip("onnxruntime")
+    import alexnet.results.export as export
+
+    out = tmp_path / name
+    out.write_bytes(b"the user's older export")
+    monkeypatch.setitem(export.TOLERANCE, "fp32", -1.0)
+    code, err = cli(capsys, "export", world / "run" / "checkpoints" / "last.pt", "--out", out)
+    assert code == 2 and "outputs differ from PyTorch's by" in err and "nothing written" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == b"the user's older export"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_a_full_disk_under_export_keeps_the_old_file(world, tmp_path, capsys, monkeypatch):
     """torch.export.save's own writer aborts the process when the disk fills under it:
     the program is serialised in memory and written by us, so a full disk is one line."""

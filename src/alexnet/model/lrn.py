@@ -62,8 +62,7 @@ def window_sum(t: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
 
 
 def _inv_pow_(t: torch.Tensor, beta: float) -> torch.Tensor:
-    """t <- t^-beta in place; for 0.75 as rsqrt(t) * sqrt(rsqrt(t)), with no exp/log.
-    In-place methods (not out=) so that the ONNX tracer follows them."""
+    """t <- t^-beta in place; for 0.75 as rsqrt(t) * sqrt(rsqrt(t)), with no exp/log."""
     if beta != 0.75:
         return t.pow_(-beta)
     t.rsqrt_()
@@ -420,7 +419,7 @@ def _exporting() -> bool:
 
 def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
     """The formula as plain differentiable ops in float32, for torch.compile on a GPU to
-    fuse with its neighbours (autograd derives the backward), and for torch.export: the
+    fuse with its neighbours (autograd derives the backward), for torch.export and ONNX: the
     window sums as the sum of `size` shifted slices of the zero-edged squares, which the
     compiler reads as one pass with neighbouring loads."""
     xf = _float(x)
@@ -454,10 +453,14 @@ def local_response_norm(
                 return torch.ops.alexnet.lrn_forward(x, size, alpha, beta, k, groups)[0]
             return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
         return fused_formula(x, size, alpha, beta, k, groups)
+    if torch.onnx.is_in_onnx_export():
+        # ONNX's TorchScript exporter loses our in-place adds into channel slices: its
+        # graph squared each map alone, with no window (24 off on outputs of 48). The
+        # formula's out-of-place ops it follows.
+        return fused_formula(x, size, alpha, beta, k, groups)
     if training:
         return _LRNFunction.apply(x, size, alpha, beta, k, groups)
-    # inference and ONNX's tracer: plain ops, nothing saved for backward
-    return _inference(x, size, alpha, beta, k, groups)
+    return _inference(x, size, alpha, beta, k, groups)  # nothing saved for backward
 
 
 def _fp32_scale(xf: torch.Tensor, size, alpha, beta, k, groups) -> torch.Tensor:
