@@ -296,3 +296,14 @@ def test_the_net_compiles_as_one_graph_with_eager_modes_gradients(variant):
         grads.append([p.grad for p in model.parameters()])
     for eager, traced in zip(*grads):
         assert torch.allclose(traced, eager, rtol=1e-9, atol=1e-12 * eager.abs().max())
+
+
+def test_onnx_pooling_averages_the_adaptive_windows():
+    """ONNX has no adaptive pooling: its stand-in, two averaging products, takes the
+    same windows as adaptive_avg_pool2d at every map size a larger input gives."""
+    from alexnet.model.net import _averaged
+
+    for h, w in ((7, 7), (8, 9), (13, 13), (6, 20), (1, 1)):
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)
+        want = torch.nn.functional.adaptive_avg_pool2d(x, 6)
+        assert torch.allclose(_averaged(x), want, rtol=1e-12, atol=1e-15), (h, w)

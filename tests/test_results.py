@@ -203,18 +203,21 @@ def test_exact_euclidean_search():
     assert torch.equal(i, ref.indices) and torch.allclose(d, ref.values, atol=1e-4)
 
 
-def test_export_onnx_matches(trained, tmp_path):
+@pytest.mark.parametrize("size", [None, 256])
+def test_export_onnx_matches(trained, tmp_path, size):
+    """At 224 the pooling to 6x6 is the identity; at 256 it averages 7x7 maps, which
+    ONNX has no adaptive pooling for (its exporter refused; now two averaging products)."""
     pytest.importorskip("onnxruntime")
-    r = run_here(
-        "export",
-        trained / "run" / "checkpoints" / "last.pt",
-        "--onnx",
-        tmp_path / "m.onnx",
-        "--json",
-    )
+    import onnx
+
+    sized = ["--input-size", str(size)] if size else []
+    ckpt = trained / "run" / "checkpoints" / "last.pt"
+    r = run_here("export", ckpt, "--onnx", tmp_path / "m.onnx", *sized, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["checked"] and out["max_abs_diff"] < 1e-3
+    image = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in image[1:]] == [3, size or 224, size or 224]
 
 
 # ------------------------------------------------------------------ torchvision weights

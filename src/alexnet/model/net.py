@@ -156,8 +156,23 @@ class AlexNet(nn.Module):
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # identity at 6x6; ONNX can't size it
-            x = self.avgpool(x)
+            x = _averaged(x) if torch.onnx.is_in_onnx_export() else self.avgpool(x)
         return torch.flatten(x, 1)
+
+
+def _averaged(x: torch.Tensor) -> torch.Tensor:
+    """The adaptive pooling's windows as two averaging matrices, for ONNX, which has no
+    adaptive pooling (its exporter refuses any input but 224): output row i averages
+    input rows floor(i H / 6) to ceil((i + 1) H / 6) - 1, as adaptive_avg_pool2d does."""
+
+    def averaging(n: int) -> torch.Tensor:  # (6, n), from the export's fixed input size
+        i, j = torch.arange(POOLED_SIZE), torch.arange(n)
+        lo, hi = i * n // POOLED_SIZE, -(-(i + 1) * n // POOLED_SIZE)
+        inside = ((j >= lo[:, None]) & (j < hi[:, None])).to(x.dtype)
+        return inside / inside.sum(1, keepdim=True)
+
+    h, w = (int(n) for n in x.shape[-2:])
+    return averaging(h) @ x @ averaging(w).T
 
 
 def _activation(options: ModelOptions) -> nn.Module:
