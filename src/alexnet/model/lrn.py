@@ -419,7 +419,7 @@ def _exporting() -> bool:
 
 def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
     """The formula as plain differentiable ops in float32, for torch.compile on a GPU to
-    fuse with its neighbours (autograd derives the backward), for torch.export and ONNX: the
+    fuse with its neighbours (autograd derives the backward), and for torch.export: the
     window sums as the sum of `size` shifted slices of the zero-edged squares, which the
     compiler reads as one pass with neighbouring loads."""
     xf = _float(x)
@@ -430,6 +430,26 @@ def fused_formula(x, size: int, alpha: float, beta: float, k: float, groups: int
     for i in range(1, size):
         s = s + edged.narrow(2, i, c)
     scale = (s.flatten(1, 2) * alpha + k).pow(-beta)
+    return (xf * scale).to(x.dtype)
+
+
+def onnx_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
+    """The formula for ONNX's exporter, which loses our passes' in-place adds into channel
+    slices (its graph squared each map alone: 24 off on outputs of 48) but follows
+    out-of-place ops. The window sums are a 1x1 convolution by the band matrix, alpha in
+    its weights and k its bias: onnxruntime runs it 1.6-2.3x faster than shifted slices
+    and 3.9-5.9x faster than ONNX's own LRN operator (docs/benchmarks.md). In float32."""
+    if x.dim() != 4:
+        return fused_formula(x, size, alpha, beta, k, groups)
+    xf = _float(x)
+    c = xf.shape[1]
+    weight = (band(c, size, groups, xf.dtype, xf.device) * alpha)[:, :, None, None]
+    s = torch.nn.functional.conv2d(xf * xf, weight, torch.full((c,), k, dtype=xf.dtype))
+    if beta == 0.75:  # s^-0.75 as rsqrt(s) * sqrt(rsqrt(s)), as our passes compute it
+        r = s.rsqrt()
+        scale = r * r.sqrt()
+    else:
+        scale = s.pow(-beta)
     return (xf * scale).to(x.dtype)
 
 
@@ -454,10 +474,7 @@ def local_response_norm(
             return torch.ops.alexnet.lrn(x, size, alpha, beta, k, groups)
         return fused_formula(x, size, alpha, beta, k, groups)
     if torch.onnx.is_in_onnx_export():
-        # ONNX's TorchScript exporter loses our in-place adds into channel slices: its
-        # graph squared each map alone, with no window (24 off on outputs of 48). The
-        # formula's out-of-place ops it follows.
-        return fused_formula(x, size, alpha, beta, k, groups)
+        return onnx_formula(x, size, alpha, beta, k, groups)
     if training:
         return _LRNFunction.apply(x, size, alpha, beta, k, groups)
     return _inference(x, size, alpha, beta, k, groups)  # nothing saved for backward
