@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 
-from alexnet.model.lrn import LocalResponseNorm, fused_formula
+from alexnet.model.lrn import LocalResponseNorm, fused_formula, onnx_formula
 
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
@@ -313,3 +313,16 @@ def test_onnx_runs_the_formula_with_its_windows(groups):
     x3 = torch.cat([x, x[:1]])
     y = torch.from_numpy(session.run(None, {"x": x3.numpy()})[0])
     assert torch.allclose(y.double(), reference_lrn(x3.double(), groups), rtol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_onnx_form_is_the_formula(groups):
+    """ONNX's form (the band as a 1x1 convolution, alpha in its weights, k its bias), at the
+    paper's beta (rsqrt and sqrt) and another (a power), and in fp16 (computed in float32)."""
+    x = _input(shape=(2, 12, 5, 4))
+    assert torch.allclose(onnx_formula(x, N, ALPHA, BETA, K, groups), reference_lrn(x, groups))
+    other = onnx_formula(x, N, ALPHA, 0.5, K, groups)
+    assert torch.allclose(other, fused_formula(x, N, ALPHA, 0.5, K, groups), rtol=1e-12)
+    half = onnx_formula(x.half(), N, ALPHA, BETA, K, groups)
+    assert half.dtype == torch.float16
+    assert torch.allclose(half.double(), reference_lrn(x.half().double(), groups), rtol=1e-3)
