@@ -155,7 +155,7 @@ class AlexNet(nn.Module):
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # identity at 6x6; ONNX can't size it
+        if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # 224 inputs give 6x6: nothing to pool
             x = _averaged(x) if torch.onnx.is_in_onnx_export() else self.avgpool(x)
         return torch.flatten(x, 1)
 
