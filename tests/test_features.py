@@ -195,3 +195,27 @@ def test_bad_layers_images_and_outputs_are_one_line_and_leave_no_file(ckpt, stim
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (message, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]  # no file, no temp file
+
+
+@pytest.mark.parametrize("variant", ["paper", "caffe"])
+def test_torchvision_feature_extraction_traces_every_layer(variant):
+    """torchvision's create_feature_extractor (torch.fx) traces the nets whole: the LRN
+    is one recorded call, the pooling to 6x6 no branch on the maps' size. Its norm1,
+    norm2 and pool5 are the modules' own outputs, its logits the net's."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    net = alexnet.create_model(variant, num_classes=10, init="kaiming").eval()
+    side = 227 if variant == "caffe" else 224
+    x = torch.randn(2, 3, side, side) * 50  # inputs at the nets' scale: the LRN bites
+    names = ["features.norm1", "features.norm2", "features.pool5", "classifier.fc8"]
+    got = create_feature_extractor(net, return_nodes=names)(x)
+    seen, modules = {}, dict(net.named_modules())
+    for name in names:
+        modules[name].register_forward_hook(
+            lambda m, i, out, name=name: seen.__setitem__(name, out.clone())
+        )
+    with torch.no_grad():
+        net(x)
+    for name in names:
+        assert torch.allclose(got[name], seen[name], rtol=1e-4, atol=1e-4), name

@@ -9,7 +9,7 @@ EPYC, 2026-12-03, docs/benchmarks.md). oneDNN is the library PyTorch already use
 every convolution and for bf16 products; `torch.ops.mkldnn._linear_pointwise` is its
 matmul as torch.compile's CPU backend calls it. On Intel CPUs MKL runs its own AVX-512
 code, so they keep it, as do bf16, fp16, autocast and traced code (ONNX, torch.export,
-torch.compile), for which the layer is nn.Linear exactly.
+torch.compile, torch.fx), for which the layer is nn.Linear exactly.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def onednn_faster() -> bool:
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
-        x.device.type == "cpu"
+        not isinstance(x, torch.fx.Proxy)  # torch.fx records F.linear
+        and x.device.type == "cpu"
         and x.dim() == 2
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")

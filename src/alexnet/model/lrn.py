@@ -480,6 +480,11 @@ def local_response_norm(
     return _inference(x, size, alpha, beta, k, groups)  # nothing saved for backward
 
 
+# torch.fx (torchvision's create_feature_extractor) records the LRN as one call, as it
+# does nn.LocalResponseNorm, rather than tracing into its branches on shape and dtype
+torch.fx.wrap("local_response_norm")
+
+
 def _fp32_scale(xf: torch.Tensor, size, alpha, beta, k, groups) -> torch.Tensor:
     """s^-beta for inference, whole maps or a chunk of rows (nothing kept for backward)."""
     return _inv_pow_(window_sum(xf * xf, size, groups).mul_(alpha).add_(k), beta)

@@ -154,9 +154,10 @@ class AlexNet(nn.Module):
         return self.classifier[: self._hidden_end](self._pooled(x))
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        # at 224 px the maps are 6x6 already, and pooling them copies them bit for bit;
+        # done always, with no branch on their size, so that torch.fx can trace the net
         x = self.features(x)
-        if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # 224 inputs give 6x6: nothing to pool
-            x = _averaged(x) if torch.onnx.is_in_onnx_export() else self.avgpool(x)
+        x = _averaged(x) if torch.onnx.is_in_onnx_export() else self.avgpool(x)
         return torch.flatten(x, 1)
 
 
