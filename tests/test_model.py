@@ -307,3 +307,25 @@ def test_onnx_pooling_averages_the_adaptive_windows():
         x = torch.randn(2, 3, h, w, dtype=torch.float64)
         want = torch.nn.functional.adaptive_avg_pool2d(x, 6)
         assert torch.allclose(_averaged(x), want, rtol=1e-12, atol=1e-15), (h, w)
+
+
+def test_a_torchscript_trace_with_gradients_saves_and_learns(tmp_path):
+    """torch.jit.trace with autograd on (its default) recorded the LRN's Python autograd
+    function, which torch.jit.save refuses; it now records the formula's plain ops, so
+    the trace saves, loads, computes the net and carries its gradients."""
+    import warnings
+
+    torch.manual_seed(0)
+    net = create_model("paper", num_classes=10, init="kaiming").eval()
+    x = torch.randn(2, 3, 224, 224) * 50  # the nets' input scale: the LRN bites
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic
+        traced = torch.jit.trace(net, x, check_trace=False)
+    torch.jit.save(traced, tmp_path / "net.pt")
+    loaded = torch.jit.load(tmp_path / "net.pt")
+    got, want = loaded(x), net(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    got.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(net.named_parameters(), loaded.parameters(), strict=True):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-3, atol=1e-3 * p.grad.abs().max()), name

@@ -476,6 +476,8 @@ def local_response_norm(
     if torch.onnx.is_in_onnx_export():
         return onnx_formula(x, size, alpha, beta, k, groups)
     if training:
+        if torch.jit.is_tracing():  # TorchScript's tracer cannot record a Python autograd
+            return fused_formula(x, size, alpha, beta, k, groups)  # function: plain ops
         return _LRNFunction.apply(x, size, alpha, beta, k, groups)
     return _inference(x, size, alpha, beta, k, groups)  # nothing saved for backward
 
