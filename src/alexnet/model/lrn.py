@@ -33,7 +33,9 @@ float32 internally and casts back: a^2 would overflow fp16 above 256.
 
 Under torch.compile a CPU runs the same passes as custom operators (alexnet::lrn,
 lrn_forward, lrn_backward), so that a compiled net is one graph calling them; a GPU
-traces fused_formula, plain ops for the compiler to fuse, and so does torch.export.
+traces fused_formula, plain ops for the compiler to fuse, and so do torch.export and
+TorchScript's tracer with autograd on. ONNX export takes onnx_formula, whose window sums
+are one convolution; torch.fx records local_response_norm as one call.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def window_sum(t: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
 
 
 def _inv_pow_(t: torch.Tensor, beta: float) -> torch.Tensor:
-    """t <- t^-beta in place; for 0.75 as rsqrt(t) * sqrt(rsqrt(t)), with no exp/log."""
+    """t <- t^-beta in place; for 0.75 as rsqrt(t) * sqrt(rsqrt(t)), with no exp/log.
+    In-place methods on a whole tensor (not out=), which ONNX's tracer follows."""
     if beta != 0.75:
         return t.pow_(-beta)
     t.rsqrt_()
@@ -445,12 +448,7 @@ def onnx_formula(x, size: int, alpha: float, beta: float, k: float, groups: int 
     c = xf.shape[1]
     weight = (band(c, size, groups, xf.dtype, xf.device) * alpha)[:, :, None, None]
     s = torch.nn.functional.conv2d(xf * xf, weight, torch.full((c,), k, dtype=xf.dtype))
-    if beta == 0.75:  # s^-0.75 as rsqrt(s) * sqrt(rsqrt(s)), as our passes compute it
-        r = s.rsqrt()
-        scale = r * r.sqrt()
-    else:
-        scale = s.pow(-beta)
-    return (xf * scale).to(x.dtype)
+    return (xf * _inv_pow_(s, beta)).to(x.dtype)
 
 
 def local_response_norm(

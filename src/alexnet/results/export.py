@@ -49,8 +49,9 @@ def _check_batch(loaded, input_size: int) -> torch.Tensor:
     LRN's window sums move the outputs: with a standard normal batch the LRN was nearly
     the identity, and an ONNX graph that had lost its windows passed the check."""
     mean = loaded.norm["mean"]
-    norm = {**loaded.norm, "mean": mean.mean((0, 1)) if mean.dim() == 3 else mean}
-    transform = BatchTransform(**{**norm, "eigval": None, "eigvec": None}, crop=input_size)
+    per_channel = mean.mean((0, 1)) if mean.dim() == 3 else mean
+    norm = {**loaded.norm, "mean": per_channel, "eigval": None, "eigvec": None}
+    transform = BatchTransform(**norm, crop=input_size)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, input_size, input_size, 3), dtype=torch.uint8, generator=g)
     return transform(images, transform.views(2, size=input_size)).contiguous()
