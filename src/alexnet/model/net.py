@@ -163,7 +163,7 @@ class AlexNet(nn.Module):
 
 def _averaged(x: torch.Tensor) -> torch.Tensor:
     """The adaptive pooling's windows as two averaging matrices, for ONNX, which has no
-    adaptive pooling (its exporter refuses any input but 224): output row i averages
+    adaptive pooling (torch's exporter stops at it): output row i averages
     input rows floor(i H / 6) to ceil((i + 1) H / 6) - 1, as adaptive_avg_pool2d does."""
 
     def averaging(n: int) -> torch.Tensor:  # (6, n), from the export's fixed input size
