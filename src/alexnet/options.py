@@ -10,7 +10,7 @@ from dataclasses import MISSING, field, fields
 from typing import Literal, get_args
 
 Variant = Literal["paper", "one-tower", "torchvision", "caffe", "six-conv"]
-Init = Literal["paper", "torch", "kaiming"]
+Init = Literal["paper", "caffe", "torch", "kaiming"]
 Activation = Literal["relu", "tanh"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on cuda and AMX/AVX512-BF16 CPUs
 Decode = Literal["auto", "workers", "device"]  # where a JPEG store is decoded

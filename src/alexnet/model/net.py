@@ -108,7 +108,8 @@ class ModelOptions:
     overlap_pool: bool = True
     activation: str = "relu"  # "relu" or "tanh" (§3.1, Figure 1)
     dropout: float = DROPOUT_P
-    init: str = "paper"  # "paper" (§5), "torch" (PyTorch's default) or "kaiming"
+    # "paper" (§5), "caffe" (bvlc_alexnet's fillers), "torch" (PyTorch's default) or "kaiming"
+    init: str = "paper"
 
     def __post_init__(self):
         for name in ("lrn", "lrn_alpha_over_n", "overlap_pool"):
@@ -280,11 +281,12 @@ def init_paper_(model: AlexNet) -> None:
 
 def init_caffe_(model: AlexNet) -> None:
     """bvlc_alexnet's fillers: N(0, 0.01^2) weights (fc6, fc7: 0.005^2); bias 0.1 in
-    conv2, conv4, conv5, fc6, fc7, else 0."""
+    conv2, conv4, conv5, fc6, fc7 (and conv6), else 0: where the paper puts 1."""
     for name, module in learned_layers(model):
         std = CAFFE_FC_STD if name in ("fc6", "fc7") else INIT_STD
         nn.init.normal_(module.weight, mean=0.0, std=std)
-        nn.init.constant_(module.bias, CAFFE_BIAS if name in BIAS_ONE_LAYERS else 0.0)
+        positive = name in BIAS_ONE_LAYERS or name == CONV6[0]
+        nn.init.constant_(module.bias, CAFFE_BIAS if positive else 0.0)
 
 
 def input_crop(variant: str) -> int:
@@ -353,7 +355,7 @@ def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> 
         opts = _caffe_options(options)
         classifier, hidden_end = _paper_classifier(num_classes, opts)
         model = AlexNet(_caffe_features(), classifier, hidden_end, variant, opts)
-        if opts.init == "paper":
+        if opts.init in ("paper", "caffe"):
             init_caffe_(model)
             return model
     elif variant == "six-conv":
@@ -368,6 +370,8 @@ def create_model(variant: str = "paper", num_classes: int = 1000, **options) -> 
         model = AlexNet(_paper_features(convs, opts, towers), classifier, hidden_end, variant, opts)
     if opts.init == "paper":
         init_paper_(model)
+    elif opts.init == "caffe":
+        init_caffe_(model)
     elif opts.init == "kaiming":
         init_kaiming_(model)
     return model

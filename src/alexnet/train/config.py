@@ -75,6 +75,9 @@ class TrainConfig:
         None, "multiply the mean-subtracted 0..255 pixels by this (paper: 1)"
     )
     dropout: float | None = option(None, "dropout on the outputs of fc6 and fc7 (paper: 0.5)")
+    label_smoothing: float | None = option(
+        None, "the share of each target spread evenly over the classes (paper: 0, one-hot)"
+    )
     augment: bool = option(True, "random 224 crops and flips (§4.1); off: the centre crop")
     pca_lighting: bool = option(True, "PCA lighting noise on every training image (§4.1)")
     train_images: int | None = option(
@@ -159,6 +162,7 @@ class TrainConfig:
                 "warmup_epochs",
                 "input_scale",
                 "dropout",
+                "label_smoothing",
             )
             if not math.isfinite(getattr(self, n))
         ]
@@ -200,6 +204,10 @@ class TrainConfig:
             (self.workers >= 0, "--workers must be non-negative"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), not {self.dropout}"),
             (
+                0 <= self.label_smoothing < 1,
+                f"--label-smoothing must be in [0, 1), not {self.label_smoothing}",
+            ),
+            (
                 self.freeze is None or self.weights is not None,
                 "--freeze needs --weights: a frozen random layer learns nothing",
             ),
@@ -233,7 +241,7 @@ RESUME_MAY_CHANGE = (
 
 # Fields added to the config since runs were first saved, with the value a run saved
 # before then trained with: a resumed old run goes on as it began.
-ADDED_SINCE_SAVED = {"head_lr_mult": 1.0, "lrn_alpha_over_n": False}
+ADDED_SINCE_SAVED = {"head_lr_mult": 1.0, "lrn_alpha_over_n": False, "label_smoothing": 0.0}
 
 
 def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:

@@ -422,7 +422,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     torch.manual_seed(derive_seed(t.cfg.seed, s.epoch, step, STREAM_DROPOUT, t.dist.rank))
     with autocast(t.device, t.amp):
         logits = forward(t.net, t.optimizer, x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
+        loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=t.cfg.label_smoothing)
     if t.device.type == "cpu" and not torch.isfinite(loss).all():
         raise diverged(
             t,

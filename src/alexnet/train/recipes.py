@@ -42,6 +42,7 @@ class Recipe:
     input_scale: float = 1.0  # 1.0: the paper's raw centred 0..255 pixels (§2)
     dropout: float = 0.5  # §4.2
     head_lr_mult: float = 1.0  # fc8's rate over the schedule's
+    label_smoothing: float = 0.0  # the paper's targets are one-hot
 
 
 # The config fields a recipe decides (a flag given on the command line wins).
@@ -58,6 +59,7 @@ RECIPE_FIELDS = (
     "input_scale",
     "dropout",
     "head_lr_mult",
+    "label_smoothing",
 )
 
 RECIPES = {
@@ -75,6 +77,24 @@ RECIPES = {
             optimizer="paper-sgd",
             schedule="plateau",
             patience=5,
+        ),
+        Recipe(
+            "fast",
+            "ten epochs to a good net on a CPU: AdamW (lr 5e-4, decoupled weight decay 0.05) "
+            "under a half-epoch warm-up and cosine decay, label smoothing 0.1, He init and "
+            "unit-variance inputs (pixels / 64), batch 128; the paper's net, crops, flips, "
+            "PCA lighting and dropout unchanged",
+            batch_size=128,
+            epochs=10,
+            lr=5e-4,
+            momentum=0.9,
+            weight_decay=0.05,
+            optimizer="adamw",
+            schedule="warmup-cosine",
+            warmup_epochs=0.5,
+            init="kaiming",
+            input_scale=1 / 64,
+            label_smoothing=0.1,
         ),
         Recipe(
             "torchvision",
