@@ -59,7 +59,7 @@ class TrainConfig:
     )
     recipe: str | None = option(
         None,
-        "training preset (default: paper for a store of 100,000+ training images, else demo)",
+        "training preset (default: caffe-init for a store of 100,000+ training images, else demo)",
         tuple(RECIPES),
     )
     epochs: int | None = option(None, "passes over the training split")
@@ -118,6 +118,11 @@ class TrainConfig:
         None,
         "a progress line (stderr) and steps.jsonl entry every N steps (default: every 2%% of "
         "an epoch, and at least every minute)",
+    )
+    log_updates: bool = option(
+        False,
+        "steps.jsonl also records each weight's update relative to its size, |dw| / |w|, at "
+        "the logged steps (a copy of the weights before each of them)",
     )
     checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends only)")
     eval_batch_size: int = option(128, "validation batch size")
@@ -234,6 +239,7 @@ RESUME_MAY_CHANGE = (
     "compile",
     "checkpoint_every",
     "log_every",
+    "log_updates",
     "eval_batch_size",
     "model_parallel",
 )

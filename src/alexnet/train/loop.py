@@ -93,6 +93,9 @@ class Trainer:
     val_split: object = None  # the validation split (or its --val-images view), opened once
     checkpointer: Checkpointer | None = None  # rank 0's writer of last.pt and best.pt
     ctrl_c: object = None  # fit's _CtrlC: whether the user asked the run to stop
+    last_loss: torch.Tensor | None = None  # the last step's loss, read when a line is logged
+    weights_before: dict | None = None  # --log-updates: the weights before a logged step
+    update_ratios: dict | None = None  # --log-updates: |dw| / |w| of the last logged step
 
     @property
     def replicas(self) -> tuple[int, int]:
@@ -388,7 +391,9 @@ def train_one_epoch(t: Trainer) -> tuple[bool, float, int]:
     t0, seen = time.perf_counter(), 0
     frozen_eval_(t.model, cfg.freeze)  # evaluation left every module in train mode
     for x, y, step in t.feed.epoch(s.epoch, s.step):
+        keep_weights_before(t)
         lr = train_step(t, x, y, step)
+        measure_updates(t)
         seen += per_step
         bar.update(per_step)
         if t.steps_log and t.steps_log.due(s.global_step):
@@ -434,8 +439,34 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     t.optimizer.step()
     with torch.no_grad():
         s.running.add(loss, (logits.argmax(1) == y).sum(), len(y))
+    t.last_loss = loss.detach()
     s.step, s.global_step = step + 1, s.global_step + 1
     return lr
+
+
+def keep_weights_before(t: Trainer) -> None:
+    """--log-updates: a copy of the weights before a step whose line will be logged."""
+    if t.cfg.log_updates and t.steps_log and (t.state.global_step + 1) % t.steps_log.every == 0:
+        t.weights_before = {n: p.detach().clone() for n, p in _weights(t.model)}
+
+
+def measure_updates(t: Trainer) -> None:
+    """|dw| / |w| of each weight over the step just taken, when a copy was kept: the
+    size of a step against the weights it moves (a layer whose ratio nears 1 is being
+    rewritten each step, one near 1e-6 hardly learns)."""
+    if t.weights_before is None:
+        return
+    with torch.no_grad():
+        t.update_ratios = {
+            n: float((p - t.weights_before[n]).norm() / t.weights_before[n].norm().clamp_min(1e-30))
+            for n, p in _weights(t.model)
+        }
+    t.weights_before = None
+
+
+def _weights(model: nn.Module):
+    """(name, tensor) of each trained weight (matrices and kernels, not biases)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
 
 
 def log_step(t: Trainer, lr: float) -> dict:
@@ -455,12 +486,15 @@ def log_step(t: Trainer, lr: float) -> dict:
         "steps_per_epoch": steps,
         "global_step": s.global_step,
         "train_loss": s.running.mean_loss,
+        "step_loss": float(t.last_loss),
         "lr": lr,
         "images_per_second": round(rate, 2),
         "epoch_eta_seconds": round((steps - s.step) / per_second, 1),
         "run_eta_seconds": round(steps_left / per_second, 1),
         "time": time.time(),
     }
+    if t.update_ratios is not None:
+        record["update_ratio"], t.update_ratios = t.update_ratios, None
     t.steps_log.write(record)
     return {"loss": f"{record['train_loss']:.3f}", "lr": f"{lr:.2g}", "img_s": f"{rate:.1f}"}
 
@@ -514,6 +548,7 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
         "lr": t.schedule.lr_at(s.epoch, max(s.step - 1, 0)),
         "epoch_seconds": round(seconds, 3),
         "images_per_second": round(images / seconds, 2),
+        "time": time.time(),  # the epoch's end, validation included: time-to-accuracy
     }
     s.history.append(record)
     t.schedule.end_epoch(s.epoch, val["top1_error"])
