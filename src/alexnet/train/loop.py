@@ -534,10 +534,12 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
     group = t.layout.same_tower if t.layout else None  # count each replica once
     _check_finite(t)
     train_loss, train_error = _reduce_running(s, group)
+    t0 = time.perf_counter()
     if t.probe is not None:
         val = probe_evaluate(t.net, *t.probe, t.store.num_classes)
     else:
         val = _validate(t, replica, replicas, group)
+    val_seconds = time.perf_counter() - t0
     record = {
         "epoch": s.epoch + 1,
         "step": s.global_step,
@@ -548,7 +550,8 @@ def end_of_epoch(t: Trainer, seconds: float, images: int) -> None:
         "lr": t.schedule.lr_at(s.epoch, max(s.step - 1, 0)),
         "epoch_seconds": round(seconds, 3),
         "images_per_second": round(images / seconds, 2),
-        "time": time.time(),  # the epoch's end, validation included: time-to-accuracy
+        "val_seconds": round(val_seconds, 3),
+        "time": time.time(),  # the epoch's end, validation included
     }
     s.history.append(record)
     t.schedule.end_epoch(s.epoch, val["top1_error"])
