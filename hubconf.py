@@ -14,9 +14,10 @@ dependencies = ["torch", "torchvision", "numpy", "PIL"]
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
 
-def alexnet(weights=None, variant="paper", num_classes=1000, **options):
-    """The paper's AlexNet (or "one-tower", "torchvision", "caffe"); with weights (a
-    checkpoint path or "torchvision" / "caffe"), the file's net, trained, in eval mode."""
+def alexnet(weights=None, variant=None, num_classes=None, **options):
+    """The paper's AlexNet (or "one-tower", "torchvision", "caffe", "six-conv"); with
+    weights (a checkpoint path or "torchvision" / "caffe"), the file's net, trained, in
+    eval mode, with a fresh fc8 when num_classes differs from the file's."""
     from alexnet import create_model
 
     return create_model(variant, num_classes=num_classes, weights=weights, **options)

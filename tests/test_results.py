@@ -378,6 +378,26 @@ def test_safetensors_round_trip_and_every_verb_takes_it(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_here("predict", out, write_image(tmp_path / "q.jpg"), "--json")
     assert r.returncode == 0, r.stderr
+    # the file's keys are the model's own: any safetensors reader, strict loading
+    from safetensors.torch import load_file, save_file
+
+    from alexnet import create_model
+
+    net = create_model(a.model.variant, num_classes=len(a.classes))
+    net.load_state_dict(load_file(out))
+    assert all(torch.equal(v, a.model.state_dict()[k]) for k, v in net.state_dict().items())
+    # a file of the earlier layout (model. and normalization. prefixes) still loads
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        header = json.loads(f.metadata()["alexnet"])
+    old_norm = {"normalization.mean": a.norm["mean"].contiguous()}
+    del header["normalization_tensors"]
+    old = {f"model.{k}": v for k, v in load_file(out).items()} | old_norm
+    save_file(old, tmp_path / "old.safetensors", metadata={"alexnet": json.dumps(header)})
+    c = load_for_inference(tmp_path / "old.safetensors")
+    assert all(torch.equal(v, c.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    assert torch.equal(c.norm["mean"], a.norm["mean"])
 
 
 def test_torch_export_program_matches(trained, tmp_path):

@@ -631,7 +631,7 @@ def test_a_file_system_without_hard_links_gets_a_copy_of_the_best_checkpoint(tmp
 
 def test_weights_for_other_classes_never_keep_their_output_layer():
     from alexnet import create_model
-    from alexnet.train.finetune import load_matching
+    from alexnet.weights.transfer import load_matching
 
     torch.manual_seed(0)
     src, model = create_model("paper", num_classes=3), create_model("paper", num_classes=3)

@@ -452,3 +452,68 @@ def test_the_caffe_net_trains_from_scratch_with_its_own_lrn(tmp_path):
     assert w.model.variant == "caffe" and w.model.options.lrn_alpha_over_n
     assert w.model.features.norm1.alpha == pytest.approx(1e-4 / 5) and w.model.features.norm1.k == 1
     assert w.transforms()(Image.new("RGB", (300, 256))).shape == (3, 227, 227)
+
+
+def _cached_published(tmp_path, monkeypatch, weights) -> None:
+    """Both published nets in torch.hub's cache (a cached file is trusted: no network)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(_torchvision_state(), folder / "alexnet-owt-7be5be79.pth")
+    write_caffemodel(folder / "bvlc_alexnet.caffemodel", weights, v1=False)
+
+
+def _our_checkpoint(path: Path, classes: int = 4) -> Path:
+    from alexnet.weights.checkpoint import Checkpoint, save_safetensors
+
+    torch.manual_seed(2)
+    net = alexnet.create_model("paper", num_classes=classes, init="kaiming")
+    names = [{"name": f"c{i}"} for i in range(classes)]
+    norm = {"mean": torch.zeros(3), "scale": 1.0}
+    save_safetensors(Checkpoint(net.state_dict(), "paper", names, norm, {}, {}), path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["torchvision", "caffe", "ours"])
+def test_create_model_with_weights_and_other_classes_gets_a_fresh_head(
+    name, tmp_path, monkeypatch, weights
+):
+    _cached_published(tmp_path, monkeypatch, weights)
+    spec = str(_our_checkpoint(tmp_path / "ours.safetensors")) if name == "ours" else name
+    full = alexnet.create_model(weights=spec)
+    with pytest.warns(UserWarning, match="fc8 start afresh"):
+        net = alexnet.create_model(weights=spec, num_classes=5)
+    assert net.variant == full.variant and net.classifier[-1].out_features == 5
+    old, new = full.state_dict(), net.state_dict()
+    head = [k for k in new if k.startswith("classifier.fc8") or k == "classifier.6.weight"]
+    for k in new:
+        if new[k].shape == old[k].shape and "fc8" not in k and not k.startswith("classifier.6"):
+            assert torch.equal(new[k], old[k]), k  # every other layer is the file's
+    assert head and not net.training
+    # the file's own class count: the file's net, as it is; so through torch.hub
+    same = alexnet.create_model(weights=spec, num_classes=full.classifier[-1].out_features)
+    assert all(torch.equal(v, old[k]) for k, v in same.state_dict().items())
+    hub_net = torch.hub.load(
+        str(Path(__file__).resolve().parent.parent),
+        "alexnet",
+        source="local",
+        weights=spec,
+        num_classes=5,
+    )
+    assert hub_net.classifier[-1].out_features == 5
+
+
+def test_create_model_refuses_what_the_weights_cannot_hold(tmp_path, monkeypatch, weights):
+    _cached_published(tmp_path, monkeypatch, weights)
+    with pytest.raises(ValueError, match="'torchvision' net: variant='paper'"):
+        alexnet.create_model("paper", weights="torchvision")
+    with pytest.raises(ValueError, match="overlap_pool=True: overlap_pool=False"):
+        alexnet.create_model(weights="caffe", overlap_pool=False)
+    ours = _our_checkpoint(tmp_path / "ours.safetensors")
+    with pytest.raises(ValueError, match="activation='relu': activation='tanh'"):
+        alexnet.create_model(weights=ours, activation="tanh")
+    # what the weights do not fix may change: dropout, and a sixth layer over a paper net
+    assert alexnet.create_model(weights=ours, dropout=0.2).options.dropout == 0.2
+    with pytest.warns(UserWarning, match="conv6"):
+        grown = alexnet.create_model("six-conv", weights=ours)
+    assert grown.variant == "six-conv"

@@ -12,6 +12,7 @@ model sees it), `meta["categories"]`, and fc7 features.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import torch
 from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
 from ..model.net import create_model as fresh_model
-from ..model.net import input_crop
+from ..model.net import input_crop, output_layer
 from ..weights.load import Loaded, load_for_inference
+from ..weights.transfer import load_matching
 
 
 class ImageTransform:
@@ -124,12 +126,60 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     return Pretrained(load_for_inference(path, device))
 
 
-def create_model(variant: str = "paper", num_classes: int = 1000, weights=None, **options):
-    """`alexnet.create_model`: a fresh net of a variant (model/net.py's create_model,
-    whose options it passes on), or with `weights` (a checkpoint path: ours, .pt or
-    .safetensors, torchvision's AlexNet state_dict, a .caffemodel; or "torchvision" /
-    "caffe", the published ImageNet nets) the file's trained net, in eval mode.
-    `alexnet.load(weights)` gives its class names and preprocessing too."""
-    if weights is not None:
-        return load(weights).model
-    return fresh_model(variant, num_classes=num_classes, **options)
+# ModelOptions that change what the weights compute: a net built otherwise cannot hold them
+ARCHITECTURE_OPTIONS = ("lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
+
+
+def create_model(
+    variant: str | None = None, num_classes: int | None = None, weights=None, **options
+):
+    """`alexnet.create_model`: a fresh net of a variant ("paper" by default, 1,000
+    classes; model/net.py's create_model, whose options it passes on); or, with
+    `weights` (a checkpoint path: ours, .pt or .safetensors, torchvision's AlexNet
+    state_dict, a .caffemodel; or "torchvision" / "caffe", the published ImageNet nets),
+    the file's trained net in eval mode. With weights, `num_classes` other than the
+    file's gives a fresh fc8 for that many classes over the loaded layers (as `train
+    --weights` does), with a warning; `variant` and the architecture options must be the
+    file's (or "six-conv" over a paper net: conv6 starts afresh, §6's "1 CNN*"); dropout
+    may change, and `init` draws what is not loaded. `alexnet.load(weights)` gives the
+    classes and the preprocessing too."""
+    if weights is None:
+        return fresh_model(variant or "paper", num_classes=num_classes or 1000, **options)
+    model = load(weights).model
+    _check_fits(weights, model, variant, options)
+    same_classes = num_classes is None or num_classes == output_layer(model).out_features
+    grows = variant == "six-conv" and model.variant == "paper"
+    if same_classes and not grows and not options:
+        return model
+    kept = {k: getattr(model.options, k) for k in (*ARCHITECTURE_OPTIONS, "dropout", "init")}
+    new = fresh_model(
+        variant or model.variant,
+        num_classes=num_classes or output_layer(model).out_features,
+        **{**kept, **options},
+    )
+    _, fresh = load_matching(new, model.state_dict(), keep_head=same_classes)
+    if fresh:
+        warnings.warn(
+            f"create_model: {', '.join(fresh)} start afresh over the weights of {weights} "
+            f"({new.variant}, {output_layer(new).out_features} classes)",
+            stacklevel=2,
+        )
+    return new.eval()
+
+
+def _check_fits(weights, model, variant: str | None, options: dict) -> None:
+    """Refuse, in one line naming both, a variant or an option the weights cannot hold."""
+    if variant not in (None, model.variant) and not (
+        variant == "six-conv" and model.variant == "paper"
+    ):
+        raise ValueError(
+            f"weights {weights} are a {model.variant!r} net: variant={variant!r} cannot "
+            "hold them (leave variant out to take the file's)"
+        )
+    moot = ("lrn", "lrn_alpha_over_n") if model.variant == "torchvision" else ()  # no LRN
+    for key, value in options.items():
+        if key in ARCHITECTURE_OPTIONS and key not in moot and value != getattr(model.options, key):
+            raise ValueError(
+                f"weights {weights} were trained with {key}={getattr(model.options, key)!r}: "
+                f"{key}={value!r} would compute another function (leave it out)"
+            )

@@ -48,13 +48,13 @@ from ..runtime.files import atomic_write_json
 from ..runtime.seeds import STREAM_DROPOUT, derive_seed
 from ..weights.checkpoint import Checkpoint, Checkpointer, load_checkpoint, model_options
 from ..weights.rundir import RunDir
+from ..weights.transfer import load_matching
 from .config import TrainConfig, config_for_resume
 from .finetune import (
     FeatureFeed,
     StartingWeights,
     freeze_,
     frozen_eval_,
-    load_matching,
     param_groups,
     probe_evaluate,
 )

@@ -13,6 +13,7 @@ Layout (CHECKPOINT_FORMAT; every field at the top level):
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -20,6 +21,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..model.net import MAX_CLASSES, ModelOptions
@@ -279,14 +281,15 @@ SAFETENSORS_SUFFIX = ".safetensors"
 
 
 def save_safetensors(ckpt: Checkpoint, path: str | Path) -> None:
-    """The weights alone (no optimiser, no training state): the model's tensors and the
-    normalisation's, with the rest of the checkpoint's fields as JSON metadata. About a
-    third of a training checkpoint, and loadable by any safetensors reader."""
+    """The weights alone (no optimiser, no training state), under the model's own
+    state_dict keys, so that `create_model(variant, num_classes).load_state_dict(
+    safetensors.torch.load_file(path))` takes them as they are; the rest of the
+    checkpoint (classes, options, the normalisation, its mean image included) goes in the
+    header as JSON. About a third of a training checkpoint."""
     from safetensors.torch import save
 
-    tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model.items()}
+    tensors = {k: v.contiguous() for k, v in ckpt.model.items()}
     norm = {k: v for k, v in ckpt.normalization.items() if torch.is_tensor(v)}
-    tensors.update({f"normalization.{k}": v.contiguous() for k, v in norm.items()})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "variant": ckpt.variant,
@@ -294,13 +297,30 @@ def save_safetensors(ckpt: Checkpoint, path: str | Path) -> None:
         "model_options": ckpt.model_options,
         "config": ckpt.config,
         "normalization": {k: v for k, v in ckpt.normalization.items() if k not in norm},
+        "normalization_tensors": {k: _tensor_to_json(v) for k, v in norm.items()},
     }
     data = save(tensors, metadata={"alexnet": json.dumps(meta)})
     atomic_write(path, lambda fh: fh.write(data))
 
 
+def _tensor_to_json(t: torch.Tensor) -> dict:
+    """A float32 tensor as JSON, exactly: its shape and its bytes in base64."""
+    array = t.detach().to("cpu", torch.float32).contiguous().numpy()
+    return {"shape": list(array.shape), "float32_base64": base64.b64encode(array).decode()}
+
+
+def _tensor_from_json(obj: dict) -> torch.Tensor:
+    data = base64.b64decode(obj["float32_base64"], validate=True)
+    array = np.frombuffer(data, dtype=np.float32)
+    if array.size != math.prod(obj["shape"]):
+        raise ValueError(f"a header tensor of shape {obj['shape']} holds {array.size} numbers")
+    return torch.from_numpy(array.copy()).reshape(obj["shape"])
+
+
 def _read_safetensors(path: Path) -> dict:
-    """A .safetensors file of ours, in the checkpoint's dict layout."""
+    """A .safetensors file of ours, in the checkpoint's dict layout. Files written before
+    the weights took their own keys hold them as `model.KEY`, the normalisation's
+    tensors as `normalization.KEY`: both read."""
     try:
         from safetensors import safe_open
     except ImportError:
@@ -311,15 +331,17 @@ def _read_safetensors(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["alexnet"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        norm = {k: _tensor_from_json(v) for k, v in meta.pop("normalization_tensors", {}).items()}
     except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"{path} is not an alexnet safetensors file ({msg})") from None
-    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    norm = {k[14:]: v for k, v in tensors.items() if k.startswith("normalization.")}
+    if any(k.startswith("model.") for k in tensors):  # the earlier layout
+        norm.update({k[14:]: v for k, v in tensors.items() if k.startswith("normalization.")})
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     classes = meta.get("classes", [])
     return {
         **meta,
-        "model": model,
+        "model": tensors,
         "num_classes": len(classes),
         "normalization": {**meta.get("normalization", {}), **norm},
     }
