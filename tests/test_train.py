@@ -745,3 +745,45 @@ def test_the_cli_tunes_the_allocator_unless_told_not_to():
         env = {**os.environ, "ALEXNET_MALLOC": setting}
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert r.stdout.strip() == str(expected), (setting, r.stderr)
+
+
+def test_a_config_file_sets_the_options_and_flags_override_it(tiny_store, tmp_path):
+    yaml = pytest.importorskip("yaml")  # the yaml extra
+    given = tmp_path / "run.yaml"
+    given.write_text(
+        "recipe: paper\nepochs: 1\nbatch_size: 4\nlr: 1e-3\nseed: 3\nworkers: 0\n"
+        "device: cpu\nreport: false\nlrn: false\n"
+    )
+    args = ["--max-steps", "1", "--data", tiny_store]
+    r = run_here("train", "--config", given, *args, "--out", tmp_path / "a", "--se", "0")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["lr"] == 1e-3 and saved["batch_size"] == 4 and saved["lrn"] is False
+    assert saved["seed"] == 0  # the flag (abbreviated, as argparse allows) won
+    assert saved["config"] == str(given)
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == saved
+    # a run's own config.json is a config: the same run again, elsewhere
+    r = run_here("train", "--config", tmp_path / "a" / "config.json", "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert {k: v for k, v in again.items() if k not in ("out", "config")} == {
+        k: v for k, v in saved.items() if k not in ("out", "config")
+    }
+    assert not (tmp_path / "b" / "config.yaml").exists()  # given as JSON, kept as JSON
+    bad = tmp_path / "bad.json"
+    for text, message in (
+        (
+            '{"lr": 0.01, "learning_rate": 0.1, "epochz": 1}',
+            "unknown option(s): epochz, learning_rate",
+        ),
+        ('{"epochs": "ten"}', "epochs must be a whole number, not 'ten'"),
+        ('{"lrn": "no"}', "lrn must be true or false, not 'no'"),
+        ("[1, 2]", "not a mapping of option names to values"),
+        ("{", "not JSON"),
+    ):
+        bad.write_text(text)
+        r = run_here("train", "--config", bad, *args, "--out", tmp_path / "c")
+        assert r.returncode == 2 and message in r.stderr, (text, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+    r = run_here("train", "--config", tmp_path / "run.toml", *args, "--out", tmp_path / "c")
+    assert r.returncode == 2 and "name a .json, .yaml or .yml file" in r.stderr

@@ -268,6 +268,7 @@ def _add_train(sub) -> None:
     )
     add_config_flags(p, TrainConfig, _recipe_defaults())
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped")
+    p.set_defaults(parser=p)  # --config: which options were written as flags
     _add_json(p, "the summary")
 
 
@@ -275,7 +276,10 @@ def _cmd_train(args) -> int:
     from .train.config import TrainConfig
     from .train.loop import TrainingDiverged, train
 
-    cfg = config_from_args(TrainConfig, args, progress=sys.stderr.isatty() and not args.json)
+    from_file = _config_file_values(args)
+    cfg = config_from_args(
+        TrainConfig, args, **from_file, progress=sys.stderr.isatty() and not args.json
+    )
     try:
         summary = train(cfg, resume=args.resume)
     except TrainingDiverged as e:
@@ -289,6 +293,31 @@ def _cmd_train(args) -> int:
     for line in _train_summary_lines(summary):
         print(line)
     return 0
+
+
+def _config_file_values(args) -> dict:
+    """--config FILE's options, less those given as flags (flags win)."""
+    if not args.config:
+        return {}
+    from .train.config import read_config_file
+
+    given = _given_options(args.parser, args.argv)
+    return {k: v for k, v in read_config_file(args.config).items() if k not in given}
+
+
+def _given_options(parser, argv: list[str]) -> set[str]:
+    """The dests of the options written on the command line, argparse's unambiguous
+    abbreviations (--epoch for --epochs) included."""
+    strings = {s: a.dest for a in parser._actions for s in a.option_strings}
+    given = set()
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--") or name == "--":
+            continue
+        matches = [name] if name in strings else [s for s in strings if s.startswith(name)]
+        if len(matches) == 1:
+            given.add(strings[matches[0]])
+    return given
 
 
 def _train_summary_lines(summary: dict) -> list[str]:
@@ -760,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run `alexnet ARGV`; returns the exit code (0, 1 for a bug, 2 for a usage error, 3 for a diverged run)."""
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         from .runtime.allocator import tune_cpu_allocator
 
         tune_cpu_allocator()  # before the first big tensor; see runtime/allocator.py

@@ -9,8 +9,10 @@ Importable without torch.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from ..options import (
     ACTIVATIONS,
@@ -33,6 +35,12 @@ from .recipes import RECIPE_FIELDS, RECIPES, choose_recipe
 class TrainConfig:
     """What a training run is asked to do; each field is also its flag of `alexnet train`."""
 
+    config: str | None = option(
+        None,
+        "read the options from this YAML or JSON file (a run's config.json is one); flags "
+        "given on the command line override it",
+        metavar="FILE",
+    )
     data: str | None = option(
         None, "a prepared store (default: build and use the demo dataset)", metavar="STORE"
     )
@@ -264,3 +272,75 @@ def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainCon
         merged["data"] = asked.data
     merged["out"] = str(run_dir)
     return TrainConfig(**merged).resolved()
+
+
+CONFIG_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+# what a config file does not decide: the file itself, and how progress is shown
+NOT_FROM_FILES = ("config", "progress")
+
+
+def read_config_file(path: str) -> dict:
+    """The options a --config file sets: a JSON or YAML mapping of TrainConfig's field
+    names (the flags' names with underscores) to values of each field's type. Unknown
+    names are refused by name; a number written as text in YAML ("1e-3") is read as one."""
+    kind = CONFIG_SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise UsageError(f"--config {path}: name a .json, .yaml or .yml file")
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {path}: cannot read it ({getattr(e, 'strerror', e)})") from None
+    values = _parse(path, kind, text)
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: not a mapping of option names to values")
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        raise UsageError(f"--config {path}: unknown option(s): {', '.join(unknown)}")
+    return {
+        k: _typed(path, k, known[k].type, v) for k, v in values.items() if k not in NOT_FROM_FILES
+    }
+
+
+def _parse(path: str, kind: str, text: str):
+    if kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise UsageError(f"--config {path}: not JSON ({e})") from None
+    try:
+        import yaml
+    except ImportError:
+        raise UsageError(
+            f"--config {path}: reading YAML needs PyYAML: pip install 'alexnet[yaml]' "
+            "(or give the options as JSON)"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UsageError(f"--config {path}: not YAML ({str(e).splitlines()[0]})") from None
+
+
+def _typed(path: str, name: str, annotation: str, value):
+    """value as the field's type (int, float, bool, str; None where the field allows it)."""
+    base = annotation.replace(" | None", "")
+    if value is None and annotation.endswith("| None"):
+        return None
+    if base == "float" and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(base, False)
+    if not ok:
+        raise UsageError(f"--config {path}: {name} must be {_a(base)}, not {value!r}")
+    return float(value) if base == "float" else value
+
+
+def _a(kind: str) -> str:
+    return {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(kind, "text")

@@ -663,7 +663,7 @@ def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) ->
         run.create()
     run.lock()
     run.remove_stale_temp_files()
-    atomic_write_json(run.config, asdict(cfg))
+    run.write_config(asdict(cfg))
     atomic_write_json(run.environment, environment(device, di.world, cfg.precision))
     return run
 

@@ -1,6 +1,7 @@
 """The run directory: one owner for the paths a training run writes.
 
     RUN/config.json              the resolved TrainConfig
+    RUN/config.yaml              the same, when the run's options came from a YAML file
     RUN/environment.json         versions and hardware
     RUN/metrics.jsonl            one object per finished epoch
     RUN/steps.jsonl              one object per logged step
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 
 from ..runtime.errors import UsageError
-from ..runtime.files import owning_directory
+from ..runtime.files import atomic_write_bytes, atomic_write_json, owning_directory
 
 
 class RunDir:
@@ -32,6 +33,7 @@ class RunDir:
         self._lock_fd: int | None = None
 
     config = property(lambda self: self.root / "config.json")
+    config_yaml = property(lambda self: self.root / "config.yaml")
     environment = property(lambda self: self.root / "environment.json")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     steps = property(lambda self: self.root / "steps.jsonl")
@@ -40,6 +42,17 @@ class RunDir:
     last = property(lambda self: self.root / "checkpoints" / "last.pt")
     best = property(lambda self: self.root / "checkpoints" / "best.pt")
     report = property(lambda self: self.root / "report.html")
+
+    def write_config(self, values: dict) -> None:
+        """config.json, which --resume reads and --config takes; config.yaml beside it
+        when the options came from a YAML file (`config`): the run's own config in the
+        format it was given."""
+        atomic_write_json(self.config, values)
+        if str(values.get("config") or "").lower().endswith((".yaml", ".yml")):
+            import yaml  # read the given file, so it is there
+
+            text = yaml.safe_dump(values, sort_keys=True, default_flow_style=False)
+            atomic_write_bytes(self.config_yaml, text.encode())
 
     def holds_a_run(self) -> bool:
         """Whether another run already wrote here."""
