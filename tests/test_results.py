@@ -18,6 +18,7 @@ from alexnet.data.augment import crop_flip, ten_crop_params
 from alexnet.data.store import Store
 from alexnet.evaluation.metrics import Tally, topk_correct
 from alexnet.evaluation.split import evaluate_split
+from alexnet.results.pretrained import load as alexnet_load
 from alexnet.runtime.errors import UsageError
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
@@ -649,3 +650,13 @@ def test_evaluate_on_ilsvrc_2010_test_stands_beside_table_1(trained, tmp_path):
         "test",
     ).stdout
     assert "beside Table 1, 1 CNN (ILSVRC-2010 test): top-1 error 0.375" in text
+
+
+def test_a_runs_checkpoint_says_what_it_knows_of_its_training(trained):
+    meta = alexnet_load(trained / "run" / "checkpoints" / "last.pt").meta
+    assert meta["store"] == str(trained / "store") and meta["recipe"] == "paper"
+    assert meta["epochs_trained"] == 1 and set(meta["final"]) == {
+        "val_top1_error",
+        "val_top5_error",
+    }
+    assert meta["min_size"] == 64 and meta["num_params"] > 56_000_000

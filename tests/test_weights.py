@@ -517,3 +517,38 @@ def test_create_model_refuses_what_the_weights_cannot_hold(tmp_path, monkeypatch
     with pytest.warns(UserWarning, match="conv6"):
         grown = alexnet.create_model("six-conv", weights=ours)
     assert grown.variant == "six-conv"
+
+
+def test_the_weights_registry_agrees_with_the_nets_it_names(tmp_path, monkeypatch, weights):
+    from alexnet.model.info import min_input_size
+
+    entries = alexnet.list_weights()
+    assert [w["name"] for w in entries] == ["torchvision", "caffe"]
+    keys = {"metrics", "protocol", "num_params", "file_name", "file_size_mb", "hash", "url"}
+    keys |= {"min_size", "channels", "recipe", "docs", "variant"}
+    for w in entries:
+        assert keys <= set(w), w["name"]
+        with torch.device("meta"):
+            net = alexnet.create_model(w["variant"])
+        assert w["num_params"] == sum(p.numel() for p in net.parameters())
+        assert w["min_size"] == min_input_size(w["variant"])
+        assert 50 < w["metrics"]["top1_accuracy"] < w["metrics"]["top5_accuracy"] < 100
+    r = run_here("info", "--weights", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == entries
+    assert "top-1 57.1%" in run_here("info", "--weights").stdout
+    # load(name).meta carries the registry's entry; our checkpoint, what it knows
+    _cached_published(tmp_path, monkeypatch, weights)
+    loaded = alexnet.load("caffe")
+    meta = loaded.meta
+    assert meta["metrics"] == {"top1_accuracy": 57.1, "top5_accuracy": 80.2}
+    assert meta["channels"] == "bgr" and meta["url"].endswith("bvlc_alexnet.caffemodel")
+    # the loaded net's own count (this test's stand-in file has 10 classes)
+    assert meta["num_params"] == sum(p.numel() for p in loaded.model.parameters())
+    ours = alexnet.load(_our_checkpoint(tmp_path / "ours.safetensors")).meta
+    assert ours["num_params"] == 60_965_224 - 996 * 4097 and ours["min_size"] == 64
+    assert "metrics" not in ours
+
+
+def test_info_refuses_an_input_size_below_one():
+    r = run_here("info", "--input-size", "0")
+    assert r.returncode == 2 and "--input-size must be at least 1" in r.stderr

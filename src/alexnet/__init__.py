@@ -24,10 +24,11 @@ _LAZY = {
     "AlexNet": "alexnet.model",
     "create_model": "alexnet.results.pretrained",
     "load": "alexnet.results.pretrained",
+    "list_weights": "alexnet.weights.hub",
     "Pretrained": "alexnet.results.pretrained",
 }
 
-__all__ = ["AlexNet", "Pretrained", "create_model", "load", "__version__"]
+__all__ = ["AlexNet", "Pretrained", "create_model", "list_weights", "load", "__version__"]
 
 
 def __getattr__(name: str):

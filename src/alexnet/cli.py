@@ -194,6 +194,11 @@ def _cmd_info(args) -> int:
     from .results.configs import InfoConfig
 
     cfg = _checked(config_from_args(InfoConfig, args))
+    if cfg.weights:
+        from .weights.hub import format_weights, list_weights
+
+        _print_json(list_weights()) if args.json else print(format_weights(list_weights()))
+        return 0
     info = model_info(cfg.variant, cfg.input_size, cfg.num_classes)
     _print_json(info) if args.json else print(format_info(info))
     return 0

@@ -90,6 +90,22 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
     return rows
 
 
+def min_input_size(variant: str = "paper", options=None) -> int:
+    """The smallest square input the net computes an output for (the pooling to 6x6
+    takes any map of 1x1 or more): a bisection over layer_table on the meta device."""
+    with torch.device("meta"):
+        model = create_model(variant, num_classes=1, **(asdict(options) if options else {}))
+    low, high = 1, input_crop(variant)  # the trained size works
+    while low < high:
+        mid = (low + high) // 2
+        try:
+            layer_table(model, mid)
+            high = mid
+        except ValueError:
+            low = mid + 1
+    return low
+
+
 def lrn_info(model: AlexNet) -> list[dict]:
     """Each LRN layer's constants, the coefficient on the window sum as it is computed:
     b = a / (k + coefficient * sum of a^2 over size maps) ** beta."""
@@ -123,6 +139,7 @@ def model_info(
         "num_classes": num_classes,
         "params": count_parameters(model),
         "macs": sum(r.macs for r in rows),
+        "min_input_size": min_input_size(variant),
         "layers": [asdict(r) for r in rows],
         "lrn": lrn,
         # which convention the coefficient follows (None: a net without LRN)
@@ -151,6 +168,7 @@ def format_info(info: dict) -> str:
         lines.append(f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}")
     lines.append("-" * 88)
     lines.append(f"{'total':<58}{info['params']:>14,}{info['macs']:>16,}")
+    lines.append(f"smallest input: {info['min_input_size']}x{info['min_input_size']}")
     if info.get("lrn_alpha_over_n") is not None:
         how = (
             "alpha / n, as cuda-convnet computed it"

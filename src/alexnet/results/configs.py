@@ -97,7 +97,12 @@ class InfoConfig(_Checked):
     variant: str = option("paper", "the net (docs/paper.md §3)", VARIANTS)
     input_size: int | None = option(None, "side of the square input (default: 224; caffe: 227)")
     num_classes: int = option(1000, "classes of the output layer")
-    LOWS = {"num_classes": 1}
+    weights: bool = option(
+        False,
+        "list the published weights loaded by name instead: metrics and how they were "
+        "measured, parameters, file, hash, URL, smallest input, channels, recipe",
+    )
+    LOWS = {"num_classes": 1, "input_size": 1}
 
 
 @dataclass

@@ -21,8 +21,10 @@ import torch
 
 from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
+from ..model.info import min_input_size
 from ..model.net import create_model as fresh_model
 from ..model.net import input_crop, output_layer
+from ..weights.hub import NAMED
 from ..weights.load import Loaded, load_for_inference
 from ..weights.transfer import load_matching
 
@@ -64,16 +66,27 @@ class Pretrained:
     def meta(self) -> dict:
         """categories (class names, by output index), class_ids (wnids for ImageNet
         weights), variant, kind ("alexnet" for our checkpoints, "torchvision" for its
-        state_dict files, "caffe" for Caffe's), source (what was named) and path (the
-        file read)."""
-        return {
-            "categories": list(self.loaded.classes),
-            "class_ids": list(self.loaded.class_ids),
-            "variant": self.loaded.model.variant,
-            "kind": self.loaded.kind,
-            "source": self.loaded.source or self.loaded.path,
-            "path": self.loaded.path,
+        state_dict files, "caffe" for Caffe's), source (what was named), path (the file
+        read), num_params and min_size; for a published net by name, the registry's
+        entry too (metrics and their protocol, file, hash, URL, channels, recipe, docs:
+        `alexnet.list_weights()`); for our checkpoints, what they know of their training
+        (store, recipe, seed, epochs, final validation errors)."""
+        loaded = self.loaded
+        meta = {
+            "categories": list(loaded.classes),
+            "class_ids": list(loaded.class_ids),
+            "variant": loaded.model.variant,
+            "kind": loaded.kind,
+            "source": loaded.source or loaded.path,
+            "path": loaded.path,
+            "num_params": sum(p.numel() for p in loaded.model.parameters()),
+            "min_size": min_input_size(loaded.model.variant, loaded.model.options),
         }
+        named = NAMED.get(loaded.source)
+        if named is not None:
+            meta.update({k: v for k, v in named.meta().items() if k not in meta})
+        meta.update(loaded.about)
+        return meta
 
     def transforms(self):
         """The preprocessing these weights were trained with, as a callable on one image

@@ -33,7 +33,8 @@ LOG_EVERY_S = 5.0
 
 @dataclass(frozen=True)
 class NamedWeights:
-    """One published weights file: where it is, what it is, and how to check it."""
+    """One published weights file: where it is, what it is, how to check it, and what
+    it was measured to do (the registry `alexnet.list_weights()` and `info --weights`)."""
 
     name: str
     file_name: str
@@ -42,6 +43,14 @@ class NamedWeights:
     digest: str
     size_mb: int  # as published, for the README and the messages
     description: str
+    variant: str  # the net it fills (docs/paper.md)
+    params: int  # learned parameters
+    metrics: dict  # as published: top-1 / top-5 accuracy in %
+    protocol: str  # how they were measured: split, crops
+    min_size: int  # the smallest square input the net computes an output for
+    channels: str  # the input's channel order: "rgb" or "bgr"
+    recipe: str  # how the weights were trained, with where it is written
+    docs: str  # this project's page on them
 
     @property
     def download_url(self) -> str:
@@ -57,6 +66,26 @@ class NamedWeights:
                 h.update(block)
         return h.hexdigest().startswith(self.digest)
 
+    def meta(self) -> dict:
+        """Everything the registry says of these weights, as plain values."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "variant": self.variant,
+            "num_params": self.params,
+            "metrics": dict(self.metrics),
+            "protocol": self.protocol,
+            "file_name": self.file_name,
+            "file_size_mb": self.size_mb,
+            "hash": f"{self.hash_kind}:{self.digest}",
+            "url": self.url,
+            "min_size": self.min_size,
+            "channels": self.channels,
+            "num_classes": 1000,
+            "recipe": self.recipe,
+            "docs": self.docs,
+        }
+
 
 NAMED = {
     "torchvision": NamedWeights(
@@ -67,6 +96,16 @@ NAMED = {
         "7be5be79",
         233,
         "torchvision's AlexNet (the one-weird-trick layout), ILSVRC-2012",
+        variant="torchvision",
+        params=61_100_840,
+        metrics={"top1_accuracy": 56.522, "top5_accuracy": 79.066},
+        protocol="ILSVRC-2012 val, 50,000 images, one centre crop of 224 after resizing the "
+        "shorter side to 256 (torchvision's AlexNet_Weights.IMAGENET1K_V1)",
+        min_size=63,
+        channels="rgb",
+        recipe="torchvision's references/classification: SGD lr 0.01, momentum 0.9, weight "
+        "decay 1e-4, x0.1 every 30 epochs, 90 epochs (the `torchvision` recipe)",
+        docs="README.md#pretrained-weights",
     ),
     "caffe": NamedWeights(
         "caffe",
@@ -76,8 +115,47 @@ NAMED = {
         "9116a64c0fbe4459d18f4bb6b56d647b63920377",
         233,
         "Caffe's bvlc_alexnet (the paper's two-tower layout), ILSVRC-2012",
+        variant="caffe",
+        params=60_965_224,
+        metrics={"top1_accuracy": 57.1, "top5_accuracy": 80.2},
+        protocol="ILSVRC-2012 val, one centre crop of 227 (bvlc_alexnet's readme)",
+        min_size=39,
+        channels="bgr",
+        recipe="Caffe's models/bvlc_alexnet solver: SGD lr 0.01, momentum 0.9, weight decay "
+        "5e-4, x0.1 every 100,000 iterations, 450,000 iterations; biases 0.1 (the "
+        "`caffe-init` recipe's init)",
+        docs="docs/paper.md#caffes-alexnet-the-caffe-variant",
     ),
 }
+
+
+def list_weights() -> list[dict]:
+    """`alexnet.list_weights()`: every published net this package loads by name, with
+    what the registry knows of it (NamedWeights.meta)."""
+    return [w.meta() for w in NAMED.values()]
+
+
+def format_weights(entries: list[dict]) -> str:
+    """list_weights' entries as the text `alexnet info --weights` prints."""
+    blocks = []
+    for w in entries:
+        m = w["metrics"]
+        blocks.append(
+            "\n".join(
+                [
+                    f"{w['name']}: {w['description']}",
+                    f"  variant {w['variant']}, {w['num_params']:,} parameters, "
+                    f"{w['num_classes']} classes, inputs {w['channels'].upper()} of at least "
+                    f"{w['min_size']}x{w['min_size']}",
+                    f"  top-1 {m['top1_accuracy']}%, top-5 {m['top5_accuracy']}% accuracy: "
+                    f"{w['protocol']}",
+                    f"  trained: {w['recipe']}",
+                    f"  file {w['file_name']} ({w['file_size_mb']} MB, {w['hash']}), {w['url']}",
+                    f"  docs: {w['docs']}",
+                ]
+            )
+        )
+    return "\n\n".join(blocks)
 
 
 def hub_checkpoints() -> Path:

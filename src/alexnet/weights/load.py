@@ -49,6 +49,7 @@ class Loaded:
     class_ids: list[str] = field(default_factory=list)  # the store's class ids, when known
     source: str = ""  # what the user named: a path, or "torchvision" / "caffe"
     amp: torch.dtype | None = None  # the autocast dtype its forwards run in (None: float32)
+    about: dict = field(default_factory=dict)  # what the file says of its training (ours)
 
     def transform(self, device=None) -> BatchTransform:
         """Stored uint8 images -> this model's input, on `device` (default: the model's)."""
@@ -152,7 +153,23 @@ def _ours(ckpt: Checkpoint, path) -> Loaded:
         norm,
         str(path),
         class_ids(ckpt.classes),
+        about=_training_facts(ckpt),
     )
+
+
+def _training_facts(ckpt: Checkpoint) -> dict:
+    """What one of our checkpoints knows of its training: its store, recipe and seed, the
+    epochs it ran and its last epoch's validation errors (a weights-only export keeps
+    the config but not the history)."""
+    cfg, history = ckpt.config, (ckpt.train_state or {}).get("history") or []
+    facts = {k: cfg[k] for k in ("data", "recipe", "seed", "precision") if k in cfg}
+    if "data" in facts:
+        facts["store"] = facts.pop("data")
+    if history:
+        last = history[-1]
+        facts["epochs_trained"] = last["epoch"]
+        facts["final"] = {k: last[k] for k in ("val_top1_error", "val_top5_error") if k in last}
+    return facts
 
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", caffe.SUFFIX)
