@@ -16,6 +16,7 @@ import torch
 
 from alexnet.cli import main
 from alexnet.data.store import Store
+from alexnet.runtime.errors import UsageError
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
 from alexnet.weights.checkpoint import CHECKPOINT_FORMAT, is_finite
@@ -289,6 +290,16 @@ def _damage(store, how):
         np.savez(store / "stats.npz", **{**stats, "eigval": np.ones(5, np.float32)})
     elif how == "empty-npy":
         np.save(shard.with_suffix(".npy"), np.zeros((0, 256, 256, 3), np.uint8))
+    elif how == "zero-bytes-npy":
+        shard.with_suffix(".npy").write_bytes(b"")
+    elif how == "offsets":
+        sm = json.loads(shard.with_suffix(".json").read_text())
+        sm["offsets"][1], sm["offsets"][2] = sm["offsets"][2], sm["offsets"][1]
+        shard.with_suffix(".json").write_text(json.dumps(sm))
+    elif how == "stats-objects":
+        with np.load(store / "stats.npz") as z:
+            stats = dict(z)
+        np.savez(store / "stats.npz", **{**stats, "mean": np.array([object()], dtype=object)})
     elif how in ("labels-null", "labels-float"):
         sm = json.loads(shard.with_suffix(".json").read_text())
         sm["labels"] = None if how == "labels-null" else [x + 0.5 for x in sm["labels"]]
@@ -312,11 +323,14 @@ def _damage(store, how):
         "empty-npy",
         "labels-null",
         "labels-float",
+        "zero-bytes-npy",
+        "offsets",
+        "stats-objects",
     ],
 )
 def test_a_damaged_store_is_named_with_its_file(world, tmp_path, capsys, how):
     store = tmp_path / "s"
-    fmt = "jpeg" if how == "jpeg" else "raw"
+    fmt = "jpeg" if how in ("jpeg", "offsets") else "raw"
     prepare_store(world / "src", store, format=fmt)
     _damage(store, how)
     code, err = cli(
@@ -363,6 +377,19 @@ def _fake_checkpoint(path, **fields):
         ({"classes": "abc"}, "class entries"),
         ({"model": {"classifier.fc8.weight": torch.zeros(3, 4096)}}, "does not have 2 classes"),
         ({"normalization": {"kind": "mean-image", "mean": torch.zeros(5, 7)}}, "not a square RGB"),
+        (
+            {"normalization": {"kind": "mean-image", "mean": torch.zeros(3), "scale": "abc"}},
+            "the input scale is 'abc', not a number",
+        ),
+        (
+            {"normalization": {"kind": "channel", "mean": torch.zeros(3), "std": "abc"}},
+            "the normalisation std is not 3 values",
+        ),
+        (
+            {"normalization": {"kind": "mean-image", "mean": torch.zeros(3, dtype=torch.int64)}},
+            "holds torch.int64",
+        ),
+        ({"model_options": {"dropout": "abc"}}, "dropout must be a number, not 'abc'"),
     ],
 )
 def test_a_malformed_checkpoint_is_refused_before_anything_is_built(
@@ -847,3 +874,129 @@ def test_a_run_is_never_written_inside_a_store_or_another_run(world, capsys):
         code, err = cli(capsys, "train", "--data", world / "store", "--out", inside, *FAST)
         assert code == 2 and "is inside the" in err, err
         assert not inside.exists()
+
+
+def test_a_zero_byte_shard_is_one_line_for_every_verb_that_reads_it(world, tmp_path, capsys, query):
+    store = tmp_path / "s"
+    prepare_store(world / "src", store, format="raw")
+    _damage(store, "zero-bytes-npy")
+    last = world / "run" / "checkpoints" / "last.pt"
+    for args in (
+        ["evaluate", last, "--data", store, "--split", "train", *EVAL_FAST],
+        _neighbors(last, store, query, tmp_path / "n.png"),
+    ):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "shard train/00000.npy is unreadable" in err, (args, err)
+
+
+def test_a_tensor_of_absurd_size_is_refused_before_anything_allocates(tmp_path, capsys, query):
+    """A hostile or damaged file may claim a tensor of any size (a stride-0 view costs a
+    few bytes on disk): its shape is checked against the net before any pass over it."""
+    import alexnet
+
+    huge = torch.zeros(1).expand(100_000, 100_000, 3, 3)
+    fc8 = torch.zeros(2, 4096)
+    ours = _fake_checkpoint(
+        tmp_path / "c.pt", model={"classifier.fc8.weight": fc8, "features.conv1.weight": huge}
+    )
+    tv = tmp_path / "tv.pth"
+    torch.save({"features.0.weight": huge, "classifier.6.weight": torch.zeros(1000, 4096)}, tv)
+    for args in (
+        ["predict", ours, query],
+        ["kernels", ours, "--out", tmp_path / "k.png"],
+        ["export", ours, "--out", tmp_path / "m.onnx"],
+        ["predict", tv, query],
+    ):
+        code, err = cli(capsys, *args)
+        assert code == 2 and "is 100000x100000x3x3, where the" in err, (args, err)
+    with pytest.raises(UsageError, match="features.conv1.weight is 100000x100000x3x3"):
+        alexnet.load(ours)
+    assert not (tmp_path / "k.png").exists() and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench"], "bench what? one of: prepare, data, train"),
+        (["export", "W", "--out", "x.onnx", "--input-size", "100000"], "larger than 4096"),
+        (["train", "--seed", "1000000000000000000000"], "--seed must be a whole number"),
+    ],
+)
+def test_arguments_out_of_range_are_one_line(world, tmp_path, capsys, args, message):
+    args = [world / "run" / "checkpoints" / "last.pt" if a == "W" else a for a in args]
+    if args[0] == "train":
+        args += ["--data", world / "store", "--out", tmp_path / "r", *FAST]
+    code, err = cli(capsys, *args)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_images_that_are_not_files_say_what_they_are(world, tmp_path, capsys, query):
+    last = world / "run" / "checkpoints" / "last.pt"
+    folder = tmp_path / "d.jpg"
+    folder.mkdir()
+    code, err = cli(capsys, "predict", last, folder)
+    assert code == 2 and "a directory, not an image file" in err
+    code, err = cli(capsys, "predict", last, "https://example.com/cat.jpg")
+    assert code == 2 and "a URL: alexnet reads local files" in err
+    code, err = cli(capsys, "predict", last, tmp_path / "gone.jpg")
+    assert code == 2 and "no such file" in err
+
+
+def test_a_val_folder_of_links_to_training_images_says_why_it_is_empty(world, tmp_path, capsys):
+    val = tmp_path / "val"
+    for c in ("apple", "leaf", "sky"):
+        (val / c).mkdir(parents=True)
+        (val / c / "x.jpg").symlink_to(world / "src" / c / f"{c}0.jpg")
+    code, err = cli(capsys, "prepare", world / "src", tmp_path / "s", "--val", val)
+    assert code == 2 and "the val split has no images: all 3 of its files are the same" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_prepare_into_a_dangling_link_is_refused_before_any_work(world, tmp_path, capsys):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "nowhere" / "store")
+    code, err = cli(capsys, "prepare", world / "src", link)
+    assert code == 2 and "is a link to" in err and "which does not exist" in err
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_prepare_into_an_empty_mount_point(world, tmp_path, capsys, monkeypatch):
+    """A mount point cannot be renamed over (EBUSY): the store moves into it, meta.json
+    last; simulated here by a rename that fails so on that one folder."""
+    out = tmp_path / "mnt"
+    out.mkdir()
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **k):
+        if os.path.abspath(dst) == str(out):
+            raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, err = cli(capsys, "prepare", world / "src", out, "--workers", "1")
+    assert code == 0, err
+    store = Store(out)
+    assert len(store.split("train")) + len(store.split("val")) == 24  # the 3 x 8 images
+    assert not (tmp_path / "mnt.partial").exists()
+
+
+def test_resume_whose_store_is_gone_says_to_point_at_it(world, tmp_path, capsys):
+    run, store = tmp_path / "run", tmp_path / "store"
+    shutil.copytree(world / "store", store)
+    r = TrainConfig(
+        data=str(store),
+        out=str(run),
+        recipe="demo",
+        batch_size=4,
+        max_steps=1,
+        workers=0,
+        device="cpu",
+        report=False,
+        progress=False,
+        eval_batch_size=8,
+    )
+    train(r)
+    shutil.rmtree(store)
+    code, err = cli(capsys, "train", "--resume", run, "--device", "cpu", "--workers", "0")
+    assert code == 2 and f"the store {store} is not there" in err and "--data" in err

@@ -134,7 +134,7 @@ def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):
         "--figure",
         fig,
     )
-    assert r.returncode == 1  # some failed, the others ran
+    assert r.returncode == 2  # some failed (a line each), the others ran
     assert r.stderr.count("\n") == 2 and "nope.jpg" in r.stderr and "c.jpg" in r.stderr
     out = json.loads(r.stdout)
     assert [("top" in x) for x in out] == [True, False, False, True]
@@ -551,7 +551,7 @@ def test_predict_with_several_checkpoints_averages_their_softmax(trained, tmp_pa
     image = write_image(tmp_path / "x.jpg", size=(90, 80), color=(40, 200, 60))
     missing = tmp_path / "missing.jpg"
     r = run_here("predict", a, b, image, missing, "--json", "--top", "3")
-    assert r.returncode == 1 and "missing.jpg" in r.stderr  # one file bad, the other ran
+    assert r.returncode == 2 and "missing.jpg" in r.stderr  # one file bad, the other ran
     out = json.loads(r.stdout)
     assert "error" in out[1] and "members" not in out[1]
     got = {t["name"]: t["prob"] for t in out[0]["top"]}

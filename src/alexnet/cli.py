@@ -456,7 +456,7 @@ def _cmd_predict(args) -> int:
         write_predictions_figure(cfg.figure, ok)
         if not args.json:
             print(f"figure: {cfg.figure}")
-    return 0 if not failed else (1 if ok else 2)
+    return 2 if failed else 0  # each bad image said in its line; the others predicted
 
 
 def _add_features(sub) -> None:
@@ -638,11 +638,16 @@ def _cmd_ablate(args) -> int:
 
 # ---------------------------------------------------------------- bench
 def _add_bench(sub) -> None:
-    p = _add(sub, "bench", "throughput against baselines measured in the same run", None)
-    what = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    p = _add(sub, "bench", "throughput against baselines measured in the same run", _cmd_bench)
+    what = p.add_subparsers(dest="what", parser_class=_Parser)
     _add_bench_prepare(what)
     _add_bench_data(what)
     _add_bench_train(what)
+
+
+def _cmd_bench(args) -> int:
+    """`alexnet bench` without what to measure (each verb sets its own function)."""
+    raise UsageError("bench what? one of: prepare, data, train (alexnet bench train --help)")
 
 
 def _add_bench_prepare(what) -> None:

@@ -61,8 +61,12 @@ def open_rgb(source: str | Path | bytes) -> Image.Image:
         raise BadImage("not an image") from None
     except PermissionError:
         raise BadImage("unreadable: permission denied") from None
+    except IsADirectoryError:
+        raise BadImage("a directory, not an image file") from None
     except FileNotFoundError:
-        raise BadImage("unreadable: file vanished") from None
+        if "://" in str(source):
+            raise BadImage("a URL: alexnet reads local files, download it first") from None
+        raise BadImage("no such file") from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower():

@@ -9,6 +9,7 @@ shards and makes the rest, and ends with exactly the bytes an uninterrupted run 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
@@ -45,11 +46,26 @@ def _plan(source: Source, cfg: PrepareConfig) -> dict[str, list[list[Item]]]:
     for name, items in splits.items():
         items.sort(key=lambda it: it.key)
         if not items:
-            raise UsageError(f"the {name} split has no images")
+            raise UsageError(f"the {name} split has no images{_why_empty(source, name)}")
     return {
         name: [items[i : i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]
         for name, items in splits.items()
     }
+
+
+def _why_empty(source: Source, split: str) -> str:
+    """Why a split found files but kept none, when the files were skipped for a reason."""
+    skipped = [s for s in source.skipped if s.get("split") == split]
+    if not skipped:
+        return ""
+    first = skipped[0]
+    if first["reason"].startswith("the same file as"):
+        return (
+            f": all {len(skipped)} of its files are the same files as images of another "
+            f"split (links; e.g. {first['path']} is {first['reason'][17:]}), and an image "
+            "is kept in one split only"
+        )
+    return f": all {len(skipped)} of its files were skipped ({first['path']}: {first['reason']})"
 
 
 def _plan_digest(plan, cfg: PrepareConfig, fmt: str) -> str:
@@ -77,6 +93,11 @@ def _check_out(out: Path, overwrite: bool, sources: list[str | None]) -> None:
     sources themselves (OUT equal to, inside or around one), or a folder that is not a
     store (--overwrite replaces a store, and only a store)."""
     _check_apart(out, sources)
+    if out.is_symlink() and not out.exists():
+        raise UsageError(
+            f"output {out} is a link to {os.readlink(out)}, which does not exist: remove "
+            "the link, or name another OUT"
+        )
     parent = out.parent if out.parent != Path("") else Path(".")
     if not parent.exists():
         try:
@@ -95,6 +116,11 @@ def _check_out(out: Path, overwrite: bool, sources: list[str | None]) -> None:
             )
         if not overwrite:
             raise UsageError(f"{out} already holds a store; pass --overwrite to rebuild it")
+        if os.path.ismount(out):
+            raise UsageError(
+                f"{out} is a mount point holding a store, which --overwrite cannot swap "
+                "whole: empty it first, or prepare into a folder inside it"
+            )
         foreign = foreign_files(out)
         if foreign:
             raise UsageError(
@@ -253,18 +279,33 @@ def _finalize(work: Path, out: Path, plan, source: Source, cfg: PrepareConfig, f
         },
     )
     os.unlink(work / "plan.json")
-    if out.exists():
+    if out.exists() and any(out.iterdir()):  # a store: swapped whole
         old = _old_dir(out)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
         os.replace(work, out)
         shutil.rmtree(old)
     else:
-        os.replace(work, out)
+        _into_place(work, out)
     summary = {"store": str(out), "format": fmt, "written": written, "skipped": skipped}
     if source.patched:
         summary["patched"] = source.patched
     return summary
+
+
+def _into_place(work: Path, out: Path) -> None:
+    """The finished store renamed to OUT; into OUT when OUT is an empty folder that
+    cannot be renamed over (a mount point: EBUSY, or another file system: EXDEV), moved
+    entry by entry with meta.json last, so OUT is a store only once it is whole."""
+    try:
+        os.replace(work, out)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EXDEV) or not out.is_dir():
+            raise
+    for entry in sorted(work.iterdir(), key=lambda p: p.name == "meta.json"):
+        shutil.move(str(entry), str(out / entry.name))
+    work.rmdir()
 
 
 def format_summary(summary: dict) -> str:

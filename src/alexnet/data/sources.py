@@ -84,7 +84,8 @@ def _drop_repeats(splits: dict[str, list[Item]], skipped: list) -> None:
         for it in splits.get(name, []):
             real = os.path.realpath(it.path) if it.path else None
             if real is not None and real in seen:
-                skipped.append({"path": it.path, "reason": f"the same file as {seen[real]}"})
+                reason = f"the same file as {seen[real]}"
+                skipped.append({"path": it.path, "reason": reason, "split": name})
                 continue
             if real is not None:
                 seen[real] = it.path

@@ -203,8 +203,10 @@ class StoreSplit(SplitView):
             data = np.memmap(f"{base}.jpg", dtype=np.uint8, mode="r")
             if len(offsets) < count + 1 or offsets[count] > len(data):
                 raise ValueError(f"{len(data)} bytes for {count} images")
+            if offsets.ndim != 1 or offsets[0] < 0 or (np.diff(offsets[: count + 1]) <= 0).any():
+                raise ValueError("its image offsets do not increase: the index is garbled")
             return data, offsets
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, TypeError) as e:
             name = f"{base.name}.{'npy' if self.format == 'raw' else 'jpg'}"
             raise DamagedStore(self.root, f"shard {self.name}/{name} is unreadable ({e})") from None
 
@@ -406,7 +408,12 @@ class Store:
             with np.load(self.root / "stats.npz", allow_pickle=False) as z:
                 stats = Stats(z["mean"], z["eigval"], z["eigvec"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise DamagedStore(self.root, f"stats.npz is unreadable ({e})") from None
+            why = (
+                "it holds Python objects, which are never loaded"
+                if "Object arrays" in str(e)
+                else e
+            )
+            raise DamagedStore(self.root, f"stats.npz is unreadable ({why})") from None
         if stats.mean.shape != (self.size, self.size, 3):
             raise DamagedStore(self.root, "stats.npz does not match the store's image size")
         if stats.eigval.shape != (3,) or stats.eigvec.shape != (3, 3):

@@ -124,6 +124,11 @@ class ReportConfig(_Checked):
     LOWS = {}
 
 
+# the largest input side an export is checked at (two images through the net): the
+# 4096-pixel images of the largest store a mean image records
+MAX_INPUT_SIZE = 4096
+
+
 @dataclass
 class ExportConfig(_Checked):
     """What `alexnet export` is asked to do; each field is also its flag."""
@@ -145,5 +150,10 @@ class ExportConfig(_Checked):
 
     def check(self) -> None:
         super().check()
+        if self.input_size is not None and self.input_size > MAX_INPUT_SIZE:
+            raise ValueError(
+                f"--input-size {self.input_size} is larger than {MAX_INPUT_SIZE}: the "
+                "exporter's check runs the net on two images of that side"
+            )
         if bool(self.out) == bool(self.onnx):
             raise ValueError("give the file to write: --out FILE (or --onnx FILE)")

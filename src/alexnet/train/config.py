@@ -205,6 +205,10 @@ class TrainConfig:
 
     def _run_checks(self):
         return [
+            (
+                isinstance(self.seed, int) and -(2**63) <= self.seed < 2**63,
+                f"--seed must be a whole number within +-2^63 (torch's seeds), not {self.seed}",
+            ),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
             (self.log_every is None or self.log_every >= 1, "--log-every must be at least 1"),

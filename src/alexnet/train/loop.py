@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..data.augment import BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
-from ..data.store import Store, class_ids, fixed_subset
+from ..data.store import Store, class_ids, fixed_subset, is_store
 from ..evaluation.embed import split_features
 from ..evaluation.split import evaluate_split
 from ..model import create_model
@@ -645,6 +645,11 @@ def _settled_paths(cfg: TrainConfig, di: DistInfo) -> TrainConfig:
 
 
 def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None) -> Store:
+    if ckpt is not None and not is_store(cfg.data):
+        raise UsageError(
+            f"the store {cfg.data} is not there (the run's store moved or removed?): "
+            "resume with --data pointing at it where it is now"
+        )
     store = Store(cfg.data)
     if ckpt is not None and class_ids(store.classes) != class_ids(ckpt.classes):
         raise UsageError(

@@ -18,7 +18,7 @@ import json
 import math
 import re
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -160,22 +160,59 @@ def _validate(obj: dict, source: str) -> None:
     fc8 = model.get(FC8_KEYS[obj["variant"]])
     if fc8 is None or fc8.dim() != 2 or fc8.shape[0] != n:
         raise bad(f"the output layer does not have {n} classes")
+    try:
+        options = ModelOptions(**_with_old_defaults(obj.get("model_options") or {}))
+    except (TypeError, ValueError) as e:
+        raise bad(f"model_options: {e}") from None
+    _validate_normalization(obj["normalization"], bad)
+    check_shapes(model, obj["variant"], n, options, bad)  # before any pass over the values
     name = first_non_finite(model)
     if name:
         raise bad(f"tensor {name} holds NaN or infinite values")
-    try:
-        ModelOptions(**(obj.get("model_options") or {}))
-    except (TypeError, ValueError) as e:
-        raise bad(f"model_options: {e}") from None
-    norm = obj["normalization"]
+
+
+def check_shapes(state: dict, variant: str, num_classes: int, options, bad) -> None:
+    """Every tensor of a state_dict has the shape the net gives its name (the net built
+    on the meta device), so that no check or copy ever touches a tensor whose size a
+    damaged or hostile file made up. `bad(what)` makes the error raised."""
+    from ..model.net import create_model
+
+    with torch.device("meta"):
+        net = create_model(variant, num_classes=num_classes, **{**asdict(options), "init": "torch"})
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    for key, tensor in state.items():
+        if key not in expected:
+            raise bad(f"tensor {key!r} is not a weight of the {variant} net")
+        if tuple(tensor.shape) != expected[key]:
+            shape = "x".join(map(str, tensor.shape))
+            want = "x".join(map(str, expected[key]))
+            raise bad(f"tensor {key} is {shape}, where the {variant} net has {want}")
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise bad(
+            f"no tensor {missing[0]!r} ({len(missing)} weight(s) of the {variant} net missing)"
+        )
+
+
+def _validate_normalization(norm, bad) -> None:
     if not isinstance(norm, dict) or not torch.is_tensor(norm.get("mean")):
         raise bad("no normalisation mean")
     shape = tuple(norm["mean"].shape)
     image = len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3 and shape[0] <= 4096
     if not (image or shape == (3,)):
         raise bad(f"the normalisation mean is {shape}, not a square RGB image or 3 values")
-    if not math.isfinite(float(norm.get("scale", 1.0))):
+    if not norm["mean"].is_floating_point():
+        raise bad(f"the normalisation mean holds {norm['mean'].dtype}, not numbers with decimals")
+    scale = norm.get("scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise bad(f"the input scale is {scale!r}, not a number")
+    if not math.isfinite(scale):
         raise bad("non-finite input scale")
+    std = norm.get("std")
+    if std is not None and not (torch.is_tensor(std) and tuple(std.shape) == (3,)):
+        raise bad("the normalisation std is not 3 values")
+    if norm.get("channels", "rgb") not in ("rgb", "bgr"):
+        raise bad(f"the input channel order is {norm.get('channels')!r}, not 'rgb' or 'bgr'")
 
 
 def _is_count(v) -> bool:

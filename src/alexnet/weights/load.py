@@ -21,7 +21,7 @@ from ..data.imagenet import imagenet_classes
 from ..data.images import STORE_SIZE, load_for_store
 from ..data.store import class_ids
 from ..model import AlexNet, create_model
-from ..model.net import input_crop
+from ..model.net import ModelOptions, input_crop
 from ..runtime.device import autocast_dtype, model_device, pick_device
 from ..runtime.errors import UsageError
 from . import caffe, hub
@@ -29,6 +29,7 @@ from .checkpoint import (
     CHECKPOINT_FORMAT,
     MAX_CLASSES,
     Checkpoint,
+    check_shapes,
     first_non_finite,
     read_file,
 )
@@ -219,6 +220,13 @@ def _loaded(path: str | Path, device: torch.device) -> Loaded:
             raise UsageError(
                 f"{path}: not a torchvision AlexNet state_dict (output layer {tuple(fc8.shape)})"
             )
+        check_shapes(
+            obj,
+            "torchvision",
+            fc8.shape[0],
+            ModelOptions(),
+            lambda what: UsageError(f"{path}: not a torchvision AlexNet state_dict ({what})"),
+        )
         bad = first_non_finite(obj)
         if bad:
             raise UsageError(f"{path}: damaged weights: tensor {bad} holds NaN or infinite values")
