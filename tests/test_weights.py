@@ -552,3 +552,69 @@ def test_the_weights_registry_agrees_with_the_nets_it_names(tmp_path, monkeypatc
 def test_info_refuses_an_input_size_below_one():
     r = run_here("info", "--input-size", "0")
     assert r.returncode == 2 and "--input-size must be at least 1" in r.stderr
+
+
+def test_an_imagenet_net_on_a_store_of_some_imagenet_classes(tmp_path, monkeypatch, weights):
+    """By wnid or by a name that is one class's: the softmax over the store's classes,
+    top-1 over them, said in one line; another class set is refused as before."""
+    from alexnet.data.store import Store
+    from alexnet.evaluation.split import split_probabilities
+    from alexnet.weights.load import load_for_inference
+    from conftest import prepare_store
+
+    _cached_published(tmp_path, monkeypatch, weights)
+    folders = {"n01440764": (200, 60, 30), "goldfish": (230, 140, 20), "n01484850": (90, 90, 200)}
+    for name, color in folders.items():
+        for i in range(4):
+            write_image(tmp_path / "src" / name / f"{i}.jpg", size=(90 + 5 * i, 80), color=color)
+    prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.5)
+    r = run_here(
+        "evaluate",
+        "torchvision",
+        "--data",
+        tmp_path / "store",
+        "--crops",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "the store holds 3 of ImageNet's 1,000 classes" in r.stderr
+    result = json.loads(r.stdout)
+    assert result["class_subset"]["classes"] == 3
+    # the same top-1, computed from the full softmax restricted to the three classes
+    store = Store(tmp_path / "store")
+    loaded = load_for_inference("torchvision")
+    names = [c["name"] for c in store.classes]  # sorted folder names
+    index = {"n01440764": 0, "goldfish": 1, "n01484850": 2}
+    outputs = [index[n] for n in names]
+    wrong = total = 0
+    for probs, y in split_probabilities(loaded.model, store.split("val"), loaded.transform()):
+        wrong += int((probs[:, outputs].argmax(1) != y).sum())
+        total += len(y)
+    assert result["top1_error"] == pytest.approx(wrong / total)
+    assert result["top5_error"] == 0.0  # five guesses among three classes
+    # a class that is not ImageNet's: refused as before
+    write_image(tmp_path / "src2" / "teapot-from-my-lab" / "0.jpg")
+    write_image(tmp_path / "src2" / "tench" / "0.jpg")
+    write_image(tmp_path / "src2" / "teapot-from-my-lab" / "1.jpg")
+    write_image(tmp_path / "src2" / "tench" / "1.jpg")
+    prepare_store(tmp_path / "src2", tmp_path / "store2", val_fraction=0.5)
+    r = run_here(
+        "evaluate",
+        "torchvision",
+        "--data",
+        tmp_path / "store2",
+        "--crops",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    )
+    assert r.returncode == 2 and "holds other classes than torchvision" in r.stderr

@@ -376,6 +376,14 @@ def _cmd_evaluate(args) -> int:
         r = evaluate_ensemble(cfg.ckpts, **options, progress=sys.stderr.isatty())
     else:
         r = evaluate_checkpoint(cfg.ckpts[0], **options, progress=sys.stderr.isatty())
+    subset = r.get("class_subset")
+    if subset:
+        of = subset["nets"][0]["of"]
+        print(
+            f"evaluate: the store holds {subset['classes']} of ImageNet's {of:,} classes; "
+            "the softmax is over those alone",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(r)
         return 0

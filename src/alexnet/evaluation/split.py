@@ -26,9 +26,12 @@ def split_probabilities(
     world: int = 1,
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    outputs: list[int] | None = None,
 ):
     """(softmax probabilities, labels) per batch of a split, in store order; with crops=10
     each image's ten patches are averaged (§4.1). The model is left in eval mode.
+    `outputs`: the softmax over these of the net's outputs only, in this order (an
+    ImageNet net on a store of some of its classes).
 
     batch_size counts patches per forward pass, so ten crops read a tenth as many images
     a batch: the memory of a pass does not grow tenfold (128 images of ten crops held
@@ -44,6 +47,8 @@ def split_probabilities(
         x = transform(images, transform.views(n, crops, split.size))
         with autocast(device, autocast_dtype):
             logits = model(x)
+        if outputs is not None:
+            logits = logits[:, outputs]
         probs = logits.float().softmax(dim=1)
         if crops == 10:
             probs = probs.view(n, 10, -1).mean(dim=1)

@@ -41,13 +41,15 @@ def evaluate_ensemble(
     view = store.split(split)
     total = torch.zeros(len(view), store.num_classes)
     labels = torch.from_numpy(view.labels.astype("int64"))
-    members, variants = [], []
+    members, variants, subsets = [], [], []
     for ckpt in ckpts:
         loaded = load_for_inference(ckpt, pick_device(device), precision)
-        loaded.check_store(store)
+        outputs = loaded.check_store(store)
+        if outputs is not None:
+            subsets.append({"checkpoint": str(ckpt), "of": loaded.num_classes})
         variants.append(loaded.model.variant)
         amp = loaded.amp
-        tally, start = Tally(loaded.num_classes), 0
+        tally, start = Tally(store.num_classes), 0
         for probs, y in split_probabilities(
             loaded.model,
             view,
@@ -57,6 +59,7 @@ def evaluate_ensemble(
             workers,
             progress=progress,
             autocast_dtype=loaded.amp,
+            outputs=outputs,
         ):
             tally.update(probs, y)
             total[start : start + len(y)] += probs.cpu()
@@ -70,6 +73,9 @@ def evaluate_ensemble(
     r["per_class"] = {c["name"]: a for c, a in zip(store.classes, r["per_class"], strict=True)}
     r = {"crops": crops, "nets": len(ckpts), "members": members, **r}
     r["precision"] = precision_name(amp)  # every net ran in it
+    if subsets:
+        # an ImageNet net on some of its classes: its softmax over the store's classes
+        r["class_subset"] = {"classes": store.num_classes, "nets": subsets}
     return _beside_the_paper(r, store, split, variants)
 
 
@@ -86,7 +92,8 @@ def evaluate_checkpoint(
 ) -> dict:
     """`alexnet evaluate`: a checkpoint on a store's split, per class under the store's
     names (an ensemble of one, without the ensemble's fields). The store must hold the
-    classes the checkpoint was trained on."""
+    classes the checkpoint was trained on, or, for a 1,000-class ImageNet net, some of
+    ILSVRC-2012's (its softmax is then over those alone: `class_subset` says so)."""
     r = evaluate_ensemble(
         [ckpt], data, split, crops, batch_size, workers, device, progress, precision
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data.augment import BatchTransform
-from ..data.imagenet import imagenet_classes
+from ..data.imagenet import imagenet_classes, imagenet_indices, imagenet_wnids
 from ..data.images import STORE_SIZE, load_for_store
 from ..data.store import class_ids
 from ..model import AlexNet, create_model
@@ -74,24 +74,32 @@ class Loaded:
         mean = self.norm.get("mean")
         return int(mean.shape[0]) if mean is not None and mean.dim() == 3 else STORE_SIZE
 
-    def check_store(self, store, classes: bool = True) -> None:
-        """Refuse, in one line, a store of images of another size than this net's (and,
-        with `classes`, one of other classes)."""
+    def check_store(self, store, classes: bool = True) -> list[int] | None:
+        """Which outputs score the store's classes, refusing in one line a store of
+        images of another size than this net's (and, with `classes`, one of other
+        classes): None when the classes are the net's own; for a 1,000-class ImageNet
+        net and a store of some ILSVRC-2012 classes (by wnid, or by a name that belongs
+        to one class), the index of each store class among the net's outputs."""
         name = self.source or self.path
-        ids = class_ids(store.classes)
-        if classes and (
-            store.num_classes != self.num_classes or (self.class_ids and self.class_ids != ids)
-        ):
-            raise UsageError(
-                f"{store.root} holds other classes than {name} was trained on "
-                f"({store.num_classes} vs {self.num_classes} classes)"
-            )
         mean = self.norm.get("mean")
         if mean is not None and mean.dim() == 3 and store.size != self.image_size:
             raise UsageError(
                 f"{name} was trained on {self.image_size}-pixel images and {store.root} "
                 f"holds {store.size}-pixel ones: prepare them with --size {self.image_size}"
             )
+        ids = class_ids(store.classes)
+        same = store.num_classes == self.num_classes and (
+            not self.class_ids or self.class_ids == ids
+        )
+        if not classes or same:
+            return None
+        subset = imagenet_indices(store.classes) if self.class_ids == imagenet_wnids() else None
+        if subset is None:
+            raise UsageError(
+                f"{store.root} holds other classes than {name} was trained on "
+                f"({store.num_classes} vs {self.num_classes} classes)"
+            )
+        return subset
 
     def to(self, device) -> Loaded:
         """The model moved to `device` (channels_last); returns self."""
