@@ -219,3 +219,38 @@ def test_torchvision_feature_extraction_traces_every_layer(variant):
         net(x)
     for name in names:
         assert torch.allclose(got[name], seen[name], rtol=1e-4, atol=1e-4), name
+
+
+def _readme() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("variant", ["paper", "caffe"])
+def test_the_readme_lists_the_fx_node_names_torchvision_gives(variant):
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    block = _readme().split("get_graph_node_names(model)[1]` lists these", 1)[1]
+    listed = block.split("```text", 1)[1].split("```", 1)[0].split()
+    _, nodes = get_graph_node_names(alexnet.create_model(variant))
+    nodes = [
+        n for n in nodes if n not in ("x", "features.pad1") and not n.endswith(("_weight", "_bias"))
+    ]
+    assert nodes == listed
+
+
+def test_rsatoolbox_as_the_readme_shows(ckpt, stimuli):
+    rsatoolbox = pytest.importorskip("rsatoolbox", reason="rsatoolbox is not installed")
+    from PIL import Image
+
+    w = alexnet.load(ckpt)
+    paths = sorted(stimuli.rglob("*.jpg"))[:3]
+    x = torch.stack([w.transforms()(Image.open(p)) for p in paths])
+    block = _readme().split("With rsatoolbox", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    names = {"w": w, "x": x}
+    exec(compile(block, "README.md", "exec"), names)
+    pattern = w.extract(x, ["conv5"])["conv5"].flatten(1).numpy()
+    assert isinstance(names["rdm"], rsatoolbox.rdm.RDMs)
+    # rsatoolbox computes in float32 over 43,264 units: agreement to 1e-4
+    assert np.allclose(names["rdm"].get_matrices()[0], 1 - np.corrcoef(pattern), atol=1e-4)
