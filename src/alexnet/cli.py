@@ -500,6 +500,38 @@ def _cmd_features(args) -> int:
     return 0
 
 
+def _add_units(sub) -> None:
+    from .results.configs import UnitsConfig
+
+    p = _add(
+        sub,
+        "units",
+        "the top images and patches of a layer's units (Zeiler and Fergus's Figure 2)",
+        _cmd_units,
+        "examples:\n  alexnet units caffe --data STORE --layer conv5 --out u.png\n"
+        "  alexnet units runs/x/checkpoints/best.pt --data photos/ --layer conv2.tower1 "
+        "--units 0-7 --top 6 --whole --out u.html\n",
+    )
+    add_config_flags(p, UnitsConfig)
+    _add_json(p, "each unit's top images, positions, boxes and activations")
+
+
+def _cmd_units(args) -> int:
+    from .results.configs import UnitsConfig
+    from .results.units import check_units_output, public, top_units, write_units
+
+    cfg = _checked(config_from_args(UnitsConfig, args))
+    check_units_output(cfg.out, reads=[cfg.weights])
+    options = {k: getattr(cfg, k) for k in ("units", "top", "split", "batch_size", "device")}
+    r = top_units(cfg.weights, cfg.data, cfg.layer, precision=cfg.precision, **options)
+    out = write_units(r, cfg.out, cfg.whole)
+    if args.json:
+        _print_json({**public(r), "out": str(out)})
+        return 0
+    print(f"{out}: {len(r['units'])} units of {r['layer']}, top {cfg.top} of {r['images']} images")
+    return 0
+
+
 def _add_kernels(sub) -> None:
     from .results.configs import KernelsConfig
 
@@ -756,6 +788,7 @@ VERBS = (
     _add_evaluate,
     _add_predict,
     _add_features,
+    _add_units,
     _add_kernels,
     _add_neighbors,
     _add_report,

@@ -157,3 +157,25 @@ class ExportConfig(_Checked):
             )
         if bool(self.out) == bool(self.onnx):
             raise ValueError("give the file to write: --out FILE (or --onnx FILE)")
+
+
+@dataclass
+class UnitsConfig(_Checked):
+    """What `alexnet units` is asked to do; each field is also its flag."""
+
+    weights: str = option(help=WEIGHTS_HELP, metavar="CKPT")
+    data: str = option(help="a prepared store, or a folder of images", flag="--data")
+    layer: str = option(
+        help="one layer as `alexnet features` names it: conv1 ... fc8, conv2.tower0, "
+        "conv5:pre, features.pool5",
+        flag="--layer",
+    )
+    out: str = option(help="the figure: .png, or .html (the figure and the table)", flag="--out")
+    units: str = option("0-15", "the units: 3, 0-15 or 3,7,10-12")
+    top: int = option(9, "images per unit (at most 100)")
+    split: str = option("val", "the store's split, with a store")
+    whole: bool = option(False, "show the whole input with the patch outlined")
+    batch_size: int = option(64, "images per forward pass")
+    device: str = option("auto", DEVICE_HELP)
+    precision: str = option("fp32", PRECISION_HELP, PRECISIONS)
+    LOWS = {"top": 1, "batch_size": 1}

@@ -123,7 +123,7 @@ def _stimuli(cfg: FeaturesConfig):
     return [str(p) for p in cfg.images], [str(p) for p in cfg.images]
 
 
-def _inputs(loaded, source, ids: list[str], batch_size: int, crops: int):
+def preprocessed_batches(loaded, source, ids: list[str], batch_size: int, crops: int):
     """(start, preprocessed batch) for the stimuli, in order. batch_size counts patches,
     as evaluation's does: ten crops read a tenth as many images a pass, so the pass (and
     the hooks' copies of its maps) does not grow tenfold."""
@@ -194,7 +194,7 @@ def write_features(cfg: FeaturesConfig, device="cpu") -> dict:
     amp = loaded.amp
     try:
         for start, x in _progress(
-            _inputs(loaded, source, ids, cfg.batch_size, cfg.crops), len(ids), cfg
+            preprocessed_batches(loaded, source, ids, cfg.batch_size, cfg.crops), len(ids), cfg
         ):
             writer.write(start, extract(loaded.model, x, layers, cfg.pooling, cfg.crops, amp))
         writer.close()
