@@ -532,6 +532,43 @@ def _cmd_units(args) -> int:
     return 0
 
 
+def _add_explain(sub) -> None:
+    from .results.configs import ExplainConfig
+
+    p = _add(
+        sub,
+        "explain",
+        "a heat map per image of where the answer comes from: occlusion, GradCAM, "
+        "integrated gradients",
+        _cmd_explain,
+        "examples:\n  alexnet explain caffe photo.jpg --method occlusion --out o.png\n"
+        "  alexnet explain best.pt a.jpg b.jpg --method gradcam --target cat --out g.png\n",
+    )
+    add_config_flags(p, ExplainConfig)
+    _add_json(p, "each image's target, probability, map and its peak")
+
+
+def _cmd_explain(args) -> int:
+    from .results.configs import ExplainConfig
+    from .results.explain import explain_images, public, write_explanations
+    from .runtime.files import check_output_file
+
+    cfg = _checked(config_from_args(ExplainConfig, args))
+    check_output_file(cfg.out, reads=[cfg.weights, *cfg.images])
+    if not cfg.out.lower().endswith(".png"):
+        raise UsageError(f"--out {cfg.out}: name it .png")
+    options = {k: getattr(cfg, k) for k in ("method", "target", "layer", "size", "stride")}
+    results = explain_images(cfg.weights, cfg.images, device=cfg.device, **options)
+    write_explanations(results, cfg.out)
+    if args.json:
+        _print_json({"out": cfg.out, "images": public(results)})
+        return 0
+    for r in public(results):
+        print(f"{r['image']}: {r['target']} ({r['probability']:.1%}), peak at {r['peak']}")
+    print(f"figure: {cfg.out}")
+    return 0
+
+
 def _add_kernels(sub) -> None:
     from .results.configs import KernelsConfig
 
@@ -789,6 +826,7 @@ VERBS = (
     _add_predict,
     _add_features,
     _add_units,
+    _add_explain,
     _add_kernels,
     _add_neighbors,
     _add_report,

@@ -179,3 +179,26 @@ class UnitsConfig(_Checked):
     device: str = option("auto", DEVICE_HELP)
     precision: str = option("fp32", PRECISION_HELP, PRECISIONS)
     LOWS = {"top": 1, "batch_size": 1}
+
+
+@dataclass
+class ExplainConfig(_Checked):
+    """What `alexnet explain` is asked to do; each field is also its flag."""
+
+    weights: str = option(help=WEIGHTS_HELP, metavar="CKPT")
+    images: list[str] = option(help="image files", metavar="IMAGE")
+    out: str = option(help="the figure (PNG): each image with its map over it", flag="--out")
+    method: str = option(
+        "occlusion",
+        "occlusion: a grey square slid over the image (Zeiler and Fergus); gradcam and "
+        "integrated-gradients: captum's (pip install 'alexnet[explain]')",
+        ("occlusion", "gradcam", "integrated-gradients"),
+    )
+    target: str = option(
+        "top", "the class explained: top (the net's first guess), a name or an index"
+    )
+    layer: str = option("conv5", "gradcam: the convolutional layer")
+    size: int = option(32, "occlusion: the grey square's side, in input pixels")
+    stride: int = option(16, "occlusion: pixels between the square's positions")
+    device: str = option("auto", DEVICE_HELP)
+    LOWS = {"size": 1, "stride": 1}
