@@ -195,3 +195,11 @@ def test_bad_requests_are_one_line_and_write_nothing(detector, tmp_path, args, m
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("u.*"))
+
+
+def test_info_prints_each_layers_receptive_field():
+    r = run_here("info", "--json")
+    fields = {row["name"]: row["receptive_field"] for row in json.loads(r.stdout)["layers"]}
+    assert fields["features.conv1"] == 11 and fields["features.pool5"] == 195
+    assert fields["classifier.fc6"] is None
+    assert "field: the side of the input square a unit sees" in run_here("info").stdout

@@ -20,6 +20,7 @@ from .net import (
     create_model,
     input_crop,
 )
+from .receptive import receptive_fields
 
 # what bvlc_alexnet does otherwise than the paper (docs/paper.md, "Caffe's AlexNet")
 CAFFE_DIFFERENCES = (
@@ -132,6 +133,7 @@ def model_info(
     with torch.device("meta"):
         model = create_model(variant, num_classes=num_classes)
     rows = layer_table(model, input_size)
+    fields = receptive_fields(model.features)
     lrn = lrn_info(model)
     info = {
         "variant": variant,
@@ -140,7 +142,7 @@ def model_info(
         "params": count_parameters(model),
         "macs": sum(r.macs for r in rows),
         "min_input_size": min_input_size(variant),
-        "layers": [asdict(r) for r in rows],
+        "layers": [{**asdict(r), "receptive_field": _field(fields, r.name)} for r in rows],
         "lrn": lrn,
         # which convention the coefficient follows (None: a net without LRN)
         "lrn_alpha_over_n": model.options.lrn_alpha_over_n if lrn else None,
@@ -156,18 +158,29 @@ def model_info(
     return info
 
 
+def _field(fields: dict, name: str) -> int | None:
+    """The side of the input square a layer's unit sees (None: fully connected)."""
+    if name.startswith("features."):
+        return fields[name.split(".", 1)[1]].size
+    return None
+
+
 def format_info(info: dict) -> str:
     """model_info's result as the text table `alexnet info` prints."""
     lines = [
         f"AlexNet variant {info['variant']!r}, input 3x{info['input_size']}x{info['input_size']}, "
         f"{info['num_classes']} classes",
-        f"{'layer':<22}{'type':<20}{'output':>16}{'params':>14}{'MACs':>16}",
+        f"{'layer':<22}{'type':<20}{'output':>16}{'params':>14}{'MACs':>16}{'field':>7}",
     ]
     for r in info["layers"]:
         shape = "x".join(str(d) for d in r["output_shape"])
-        lines.append(f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}")
-    lines.append("-" * 88)
+        field = "" if r["receptive_field"] is None else str(r["receptive_field"])
+        lines.append(
+            f"{r['name']:<22}{r['kind']:<20}{shape:>16}{r['params']:>14,}{r['macs']:>16,}{field:>7}"
+        )
+    lines.append("-" * 95)
     lines.append(f"{'total':<58}{info['params']:>14,}{info['macs']:>16,}")
+    lines.append("field: the side of the input square a unit sees (its receptive field)")
     lines.append(f"smallest input: {info['min_input_size']}x{info['min_input_size']}")
     if info.get("lrn_alpha_over_n") is not None:
         how = (
