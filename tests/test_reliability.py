@@ -66,9 +66,15 @@ def world(module_dir):
     root = module_dir / "world"
     prepare_store(_folder(root / "src"), root / "store")
     prepare_store(_folder(root / "other-src", ("cat", "dog", "fox")), root / "other")
+    _one_step_run(root / "store", root / "run")
+    return root
+
+
+def _one_step_run(store, out) -> None:
+    """A run of the demo recipe stopped after one step (its checkpoint mid-epoch)."""
     cfg = TrainConfig(
-        data=str(root / "store"),
-        out=str(root / "run"),
+        data=str(store),
+        out=str(out),
         recipe="demo",
         batch_size=4,
         max_steps=1,
@@ -79,7 +85,6 @@ def world(module_dir):
         eval_batch_size=8,
     )
     train(cfg)
-    return root
 
 
 @pytest.fixture
@@ -984,19 +989,7 @@ def test_prepare_into_an_empty_mount_point(world, tmp_path, capsys, monkeypatch)
 def test_resume_whose_store_is_gone_says_to_point_at_it(world, tmp_path, capsys):
     run, store = tmp_path / "run", tmp_path / "store"
     shutil.copytree(world / "store", store)
-    r = TrainConfig(
-        data=str(store),
-        out=str(run),
-        recipe="demo",
-        batch_size=4,
-        max_steps=1,
-        workers=0,
-        device="cpu",
-        report=False,
-        progress=False,
-        eval_batch_size=8,
-    )
-    train(r)
+    _one_step_run(store, run)
     shutil.rmtree(store)
     code, err = cli(capsys, "train", "--resume", run, "--device", "cpu", "--workers", "0")
     assert code == 2 and f"the store {store} is not there" in err and "--data" in err

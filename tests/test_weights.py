@@ -568,21 +568,8 @@ def test_an_imagenet_net_on_a_store_of_some_imagenet_classes(tmp_path, monkeypat
         for i in range(4):
             write_image(tmp_path / "src" / name / f"{i}.jpg", size=(90 + 5 * i, 80), color=color)
     prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.5)
-    r = run_here(
-        "evaluate",
-        "torchvision",
-        "--data",
-        tmp_path / "store",
-        "--crops",
-        "1",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--precision",
-        "fp32",
-        "--json",
-    )
+    evaluate = ["evaluate", "torchvision", "--crops", "1", "--device", "cpu", "--workers", "0"]
+    r = run_here(*evaluate, "--data", tmp_path / "store", "--precision", "fp32", "--json")
     assert r.returncode == 0, r.stderr
     assert "the store holds 3 of ImageNet's 1,000 classes" in r.stderr
     result = json.loads(r.stdout)
@@ -600,21 +587,9 @@ def test_an_imagenet_net_on_a_store_of_some_imagenet_classes(tmp_path, monkeypat
     assert result["top1_error"] == pytest.approx(wrong / total)
     assert result["top5_error"] == 0.0  # five guesses among three classes
     # a class that is not ImageNet's: refused as before
-    write_image(tmp_path / "src2" / "teapot-from-my-lab" / "0.jpg")
-    write_image(tmp_path / "src2" / "tench" / "0.jpg")
-    write_image(tmp_path / "src2" / "teapot-from-my-lab" / "1.jpg")
-    write_image(tmp_path / "src2" / "tench" / "1.jpg")
+    for name in ("teapot-from-my-lab", "tench"):
+        for i in range(2):
+            write_image(tmp_path / "src2" / name / f"{i}.jpg")
     prepare_store(tmp_path / "src2", tmp_path / "store2", val_fraction=0.5)
-    r = run_here(
-        "evaluate",
-        "torchvision",
-        "--data",
-        tmp_path / "store2",
-        "--crops",
-        "1",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-    )
+    r = run_here(*evaluate, "--data", tmp_path / "store2")
     assert r.returncode == 2 and "holds other classes than torchvision" in r.stderr

@@ -5,7 +5,7 @@ Importable without torch: the command line lists the recipes' values in its help
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # §5 Learning (docs/paper.md): the constants of the paper's recipe, defined once here;
 # optim.py's PaperSGD and PlateauSchedule take them as their defaults.
@@ -62,35 +62,30 @@ RECIPE_FIELDS = (
     "label_smoothing",
 )
 
+PAPER = Recipe(
+    "paper",
+    "docs/paper.md §5: batch 128, the paper's SGD rule and init, lr 0.01 divided by "
+    "10 when validation error plateaus (at most 3 times), 90 epochs",
+    batch_size=BATCH_SIZE,
+    epochs=EPOCHS,
+    lr=BASE_LR,
+    momentum=MOMENTUM,
+    weight_decay=WEIGHT_DECAY,
+    optimizer="paper-sgd",
+    schedule="plateau",
+    patience=5,
+)
+
 RECIPES = {
     r.name: r
     for r in (
-        Recipe(
-            "paper",
-            "docs/paper.md §5: batch 128, the paper's SGD rule and init, lr 0.01 divided by "
-            "10 when validation error plateaus (at most 3 times), 90 epochs",
-            batch_size=BATCH_SIZE,
-            epochs=EPOCHS,
-            lr=BASE_LR,
-            momentum=MOMENTUM,
-            weight_decay=WEIGHT_DECAY,
-            optimizer="paper-sgd",
-            schedule="plateau",
-            patience=5,
-        ),
-        Recipe(
-            "caffe-init",
-            "the paper's recipe with bvlc_alexnet's init: biases 0.1 where the paper puts 1, "
-            "fc6 and fc7 N(0, 0.005^2). The paper's own init diverges at its second step on "
-            "stores of few classes (docs/paper.md §5); Caffe trained ImageNet so",
-            batch_size=BATCH_SIZE,
-            epochs=EPOCHS,
-            lr=BASE_LR,
-            momentum=MOMENTUM,
-            weight_decay=WEIGHT_DECAY,
-            optimizer="paper-sgd",
-            schedule="plateau",
-            patience=5,
+        PAPER,
+        replace(
+            PAPER,
+            name="caffe-init",
+            description="the paper's recipe with bvlc_alexnet's init: biases 0.1 where the "
+            "paper puts 1, fc6 and fc7 N(0, 0.005^2). The paper's own init diverges at its "
+            "second step on stores of few classes (docs/paper.md §5); Caffe trained ImageNet so",
             init="caffe",
         ),
         Recipe(
