@@ -285,7 +285,10 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     r = run_here("report", trained / "run", "--out", tmp_path / "report.html")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    # curves, kernels, predictions, neighbours; conv1-conv5's units; occlusion
+    assert page.count("data:image/png;base64,") == 10
+    assert "What units see (Zeiler and Fergus, Figure 2)" in page and "<h3>conv5</h3>" in page
+    assert "Occlusion (Zeiler and Fergus, Figure 7)" in page
     # the run is on no ILSVRC: no published row stands beside it, and the page says why
     words = " ".join(page.split())
     assert "No published row is shown" in words and "Table 2" not in words

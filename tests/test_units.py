@@ -125,8 +125,8 @@ def test_the_running_top_k_holds_k_per_unit_whatever_the_images(detector, tmp_pa
     ckpt, pics, squares = detector
     sizes, update = [], units_module.TopK.update
 
-    def spy(self, values, first, positions):
-        update(self, values, first, positions)
+    def spy(self, values, positions, first):
+        update(self, values, positions, first)
         sizes.append((len(values), tuple(self.values.shape)))
 
     monkeypatch.setattr(units_module.TopK, "update", spy)

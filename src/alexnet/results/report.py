@@ -19,11 +19,14 @@ from ..data.images import center_view
 from ..data.store import Store
 from ..evaluation.embed import split_features
 from ..evaluation.split import evaluate_split
+from ..model.net import learned_layers
 from ..runtime.device import pick_device
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
 from ..weights.load import load_for_inference
 from ..weights.rundir import RunDir
+from .explain import draw as draw_explanations
+from .explain import occlusion_map, probabilities
 from .figures import (
     colour_index,
     colour_lines,
@@ -35,6 +38,7 @@ from .figures import (
 from .paper_rows import PaperRow, matching_rows, store_dataset
 from .predict import predict_stored
 from .retrieval import features, nearest
+from .units import Stimuli, draw_units, scan
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -63,6 +67,9 @@ class ReportData:
     neighbor_rows: list[list[np.ndarray]]
     neighbor_labels: list[list[str]]
     gallery_size: int
+    units: list[tuple[str, bytes]]  # (conv layer, PNG of its units' top patches)
+    units_images: int  # the validation images the units were ranked over
+    occlusion: bytes  # PNG: occlusion maps of the first predictions' images
 
 
 def build_report(
@@ -150,6 +157,10 @@ def collect_report(
     _, nn_idx = nearest(features(loaded, torch.from_numpy(images[:4])), gal, k)
     rows = [[gallery_idx[j] for j in r] for r in nn_idx.tolist()]
     dataset = store_dataset(store)
+    unit_view = subset
+    if len(subset) > UNITS_LIMIT:
+        unit_view = subset.subset(np.arange(UNITS_LIMIT))
+    units = _unit_figures(loaded, unit_view)
     return ReportData(
         run=run.root,
         config=config,
@@ -172,7 +183,45 @@ def collect_report(
         neighbor_rows=[[center_view(train.image(int(i))) for i in r] for r in rows],
         neighbor_labels=[[loaded.classes[int(train.labels[i])] for i in r] for r in rows],
         gallery_size=len(gallery_idx),
+        units=units,
+        units_images=len(unit_view),
+        occlusion=_occlusion_figure(loaded, images[:OCCLUDED], tf),
     )
+
+
+UNITS_LIMIT = 300  # validation images the report ranks units over
+UNITS_SHOWN = "0-3"  # of each conv layer
+UNITS_TOP = 5
+OCCLUDED = 4  # images of the predictions figure with an occlusion map
+
+
+def _unit_figures(loaded, view) -> list[tuple[str, bytes]]:
+    """Each conv layer's first units with their top patches (Zeiler and Fergus's Figure 2),
+    in one pass over the validation images."""
+    conv = [name for name, m in learned_layers(loaded.model) if isinstance(m, torch.nn.Conv2d)]
+    stimuli = Stimuli(list(view.keys), view)
+    results = scan(loaded, stimuli, {name: UNITS_SHOWN for name in conv}, UNITS_TOP)
+    return [(r["layer"], draw_units(r)) for r in results]
+
+
+def _occlusion_figure(loaded, images: np.ndarray, tf) -> bytes:
+    """Occlusion maps (Zeiler and Fergus's Figure 7) of stored images, for each one's top
+    class: a 48-pixel grey square every 32 pixels."""
+    x = tf(torch.from_numpy(images), tf.views(len(images)))
+    maps = []
+    for image, xi in zip(images, x):
+        probs = probabilities(loaded.model, xi[None])[0]
+        t = int(probs.argmax())
+        maps.append(
+            {
+                "seen": center_view(image, tf.crop),
+                "map": occlusion_map(loaded.model, xi, t, size=48, stride=32),
+                "target": loaded.classes[t],
+                "probability": float(probs[t]),
+                "method": "occlusion",
+            }
+        )
+    return draw_explanations(maps)
 
 
 def _error_rows(d: ReportData) -> str:
@@ -262,6 +311,18 @@ tower 1 and a high one in tower 2.</p>
     }
 <p class="note">Gallery: {d.gallery_size} training images; Euclidean distance between
 their 4096-d fc7 activations and the query's.</p>
+<h2>What units see (Zeiler and Fergus, Figure 2)</h2>
+<p class="note">For units {UNITS_SHOWN} of each convolutional layer, the {UNITS_TOP} of
+{d.units_images} validation images that excite it most, each cut to the receptive field of
+the unit's strongest position (clipped at the border); the number over a patch is the
+response. <code>alexnet units</code> does this for any layer and units.</p>
+{"".join(f"<h3>{html.escape(layer)}</h3>" + _img(png, layer + " units") for layer, png in d.units)}
+<h2>Occlusion (Zeiler and Fergus, Figure 7)</h2>
+{_img(d.occlusion, "occlusion maps")}
+<p class="note">A grey 48-pixel square slid over each image 32 pixels at a time: the map is
+how far the probability of the net's top class falls with the square there, high where the
+net's evidence is. <code>alexnet explain</code> draws these, and GradCAM and integrated
+gradients, for any image.</p>
 </body></html>
 """
 

@@ -58,7 +58,7 @@ class TopK:
         self.images = torch.zeros((units, 0), dtype=torch.long)
         self.positions = torch.zeros((units, 0, 2), dtype=torch.long)
 
-    def update(self, values: torch.Tensor, first_image: int, positions: torch.Tensor) -> None:
+    def update(self, values: torch.Tensor, positions: torch.Tensor, first_image: int) -> None:
         """values (n, units), positions (n, units, 2) of a batch whose first image is
         number first_image."""
         n = values.shape[0]
@@ -75,7 +75,7 @@ class TopK:
 
 
 @dataclass
-class _Stimuli:
+class Stimuli:
     ids: list[str]
     source: object  # a store split, or a list of file paths
 
@@ -86,19 +86,19 @@ class _Stimuli:
         return self.source.image(index)
 
 
-def _stimuli(data: str, split: str) -> _Stimuli:
+def _stimuli(data: str, split: str) -> Stimuli:
     if is_store(data):
         view = Store(data).split(split)
         if len(view) == 0:
             raise UsageError(f"--data {data}: the {split} split has no images")
-        return _Stimuli(list(view.keys), view)
+        return Stimuli(list(view.keys), view)
     root = Path(data)
     if not root.is_dir():
         raise UsageError(f"--data {data}: neither a prepared store nor a folder of images")
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_name(p))
     if not files:
         raise UsageError(f"--data {data}: no image files below it")
-    return _Stimuli([str(p.relative_to(root)) for p in files], [str(p) for p in files])
+    return Stimuli([str(p.relative_to(root)) for p in files], [str(p) for p in files])
 
 
 def _field(model, module: str) -> Field | None:
@@ -130,36 +130,54 @@ def top_units(
         raise UsageError(f"--top must be between 1 and {MAX_TOP}, not {top}")
     stimuli = _stimuli(data, split)
     loaded = load_for_inference(weights, device, precision)
-    (request,) = parse_layers(loaded.model, [layer])
-    field = _field(loaded.model, request.module)
-    crop = loaded.transform("cpu").crop
-    state, chosen = None, None
+    (result,) = scan(loaded, stimuli, {layer: units}, top, batch_size)
+    return result
+
+
+def scan(loaded, stimuli: Stimuli, layers: dict[str, str], top: int, batch_size: int = 64):
+    """One pass over the stimuli for several layers at once ({layer: units spec}): a
+    result per layer, as top_units returns it."""
+    requests = parse_layers(loaded.model, list(layers))
+    chosen: dict[str, list[int]] = {}
+    states: dict[str, TopK] = {}
     for start, x in preprocessed_batches(loaded, stimuli.source, stimuli.ids, batch_size, 1):
-        acts = extract(loaded.model, x, [request], autocast_dtype=loaded.amp)[layer]
-        if chosen is None:
-            chosen = parse_units(units, acts.shape[1])
-            state = TopK(len(chosen), top)
-        acts = acts[:, chosen]
-        if acts.dim() == 4:
-            flat = acts.flatten(2)
-            values, where = flat.max(dim=2)
-            positions = torch.stack([where // acts.shape[3], where % acts.shape[3]], dim=2)
-        else:
-            values, positions = acts, torch.full((*acts.shape, 2), -1, dtype=torch.long)
-        state.update(values, start, positions)
-    return {
-        "weights": loaded.source or loaded.path,
-        "layer": layer,
-        "module": request.module,
-        "input_crop": crop,
-        "receptive_field": None if field is None else field.__dict__,
-        "images": len(stimuli.ids),
-        "units": [
-            _unit_record(u, state, row, stimuli, field, crop) for row, u in enumerate(chosen)
-        ],
-        "_stimuli": stimuli,
-        "_image_size": loaded.image_size,
-    }
+        acts = extract(loaded.model, x, requests, autocast_dtype=loaded.amp)
+        for name, a in acts.items():
+            if name not in chosen:
+                chosen[name] = parse_units(layers[name], a.shape[1])
+                states[name] = TopK(len(chosen[name]), top)
+            states[name].update(*_strongest(a[:, chosen[name]]), start)
+    crop = loaded.transform("cpu").crop
+    results = []
+    for r in requests:
+        field = _field(loaded.model, r.module)
+        rows = enumerate(chosen[r.name])
+        results.append(
+            {
+                "weights": loaded.source or loaded.path,
+                "layer": r.name,
+                "module": r.module,
+                "input_crop": crop,
+                "receptive_field": None if field is None else field.__dict__,
+                "images": len(stimuli.ids),
+                "units": [
+                    _unit_record(u, states[r.name], i, stimuli, field, crop) for i, u in rows
+                ],
+                "_stimuli": stimuli,
+                "_image_size": loaded.image_size,
+            }
+        )
+    return results
+
+
+def _strongest(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each unit's strongest response per image (n, units), its position (n, units, 2):
+    (-1, -1) for a vector unit)."""
+    if acts.dim() == 4:
+        values, where = acts.flatten(2).max(dim=2)
+        positions = torch.stack([where // acts.shape[3], where % acts.shape[3]], dim=2)
+        return values, positions
+    return acts, torch.full((*acts.shape, 2), -1, dtype=torch.long)
 
 
 def _unit_record(unit: int, state: TopK, row: int, stimuli, field, crop: int) -> dict:

@@ -149,7 +149,8 @@ class AblateConfig:
         "CIFAR-net studies train in float32)",
         PRECISIONS,
     )
-    # small data: the paper's recipe does not learn there
+    # small data: five epochs of AdamW suit it (the paper's recipe diverges on few
+    # classes, docs/paper.md §5)
     recipe: str = option("demo", "the AlexNet-scale runs' recipe", tuple(RECIPES))
     batch_size: int = option(32, "the AlexNet-scale runs' batch size")
     workers: int = option(2, "data loading processes")
