@@ -66,7 +66,9 @@ def open_rgb(source: str | Path | bytes) -> Image.Image:
     except FileNotFoundError:
         if "://" in str(source):
             raise BadImage("a URL: alexnet reads local files, download it first") from None
-        raise BadImage("no such file") from None
+        if Path(source).is_symlink():
+            raise BadImage("unreadable: a link to a file that is not there") from None
+        raise BadImage("unreadable: no such file") from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower():
