@@ -98,6 +98,7 @@ def run_record(
     lscpu: str | None = None,
     ten_crop: dict | None = None,
     started: float | None = None,
+    note: str | None = None,
 ) -> dict:
     """One run of the record (see the module docstring). `started`: the run's start as
     a Unix time, for runs whose epochs do not carry their validation time."""
@@ -123,6 +124,8 @@ def run_record(
         "epochs": epochs,
         "first_reached": first_crossings(epochs),
     }
+    if note:
+        record["note"] = note  # what a reader must know to weigh the figures
     if ten_crop is not None:
         record["ten_crops"] = {
             "top1_accuracy": round(1 - ten_crop["top1_error"], 4),
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lscpu", help="lscpu's output on the machine it ran on (a file)")
     p.add_argument("--ten-crop", help="`alexnet evaluate --crops 10 --json` of its net")
     p.add_argument("--started", type=float, help="its start, Unix time (older runs' epochs)")
+    p.add_argument("--note", help="what else to know: other work on the machine, a resume")
     p.add_argument("--out", required=True, help="the record (JSON), created or updated")
     p.add_argument("--figure", help="draw the record's runs here (PNG)")
     a = p.parse_args(argv)
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             lscpu=Path(a.lscpu).read_text() if a.lscpu else None,
             ten_crop=json.loads(Path(a.ten_crop).read_text()) if a.ten_crop else None,
             started=a.started,
+            note=a.note,
         )
         runs = add_to_record(Path(a.out), record)
         if a.figure:
