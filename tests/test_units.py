@@ -203,3 +203,30 @@ def test_info_prints_each_layers_receptive_field():
     assert fields["features.conv1"] == 11 and fields["features.pool5"] == 195
     assert fields["classifier.fc6"] is None
     assert "field: the side of the input square a unit sees" in run_here("info").stdout
+
+
+def test_a_store_whose_split_is_empty_is_one_line(detector, tmp_path):
+    ckpt, pics, _ = detector
+    src = tmp_path / "src"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for p in sorted(pics.iterdir())[:4]:
+            (src / c / p.name).write_bytes(p.read_bytes())
+    prepare_store(src, tmp_path / "store", val_fraction=0.5)
+    meta = json.loads((tmp_path / "store" / "meta.json").read_text())
+    meta["splits"]["val"] = {"count": 0, "shards": []}
+    (tmp_path / "store" / "meta.json").write_text(json.dumps(meta))
+    r = run_here(
+        "units",
+        ckpt,
+        "--data",
+        tmp_path / "store",
+        "--layer",
+        "conv1",
+        "--out",
+        tmp_path / "u.png",
+        "--device",
+        "cpu",
+    )
+    assert r.returncode == 2 and "the val split has no images" in r.stderr, r.stderr
+    assert not (tmp_path / "u.png").exists()

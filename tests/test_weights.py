@@ -593,3 +593,53 @@ def test_an_imagenet_net_on_a_store_of_some_imagenet_classes(tmp_path, monkeypat
     prepare_store(tmp_path / "src2", tmp_path / "store2", val_fraction=0.5)
     r = run_here(*evaluate, "--data", tmp_path / "store2")
     assert r.returncode == 2 and "holds other classes than torchvision" in r.stderr
+
+
+def test_units_and_explain_on_caffe_by_name(tmp_path, monkeypatch, weights):
+    """Both commands on the published two-tower net from torch.hub's cache (here a
+    stand-in .caffemodel of random weights: the commands, not the weights, are tested)."""
+    from conftest import prepare_store
+
+    _cached_published(tmp_path, monkeypatch, weights)
+    for c, color in (("a", (200, 40, 40)), ("b", (40, 60, 200))):
+        for i in range(3):
+            write_image(tmp_path / "src" / c / f"{i}.jpg", size=(260, 256), color=color)
+    prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.34)
+    r = run_here(
+        "units",
+        "caffe",
+        "--data",
+        tmp_path / "store",
+        "--layer",
+        "conv5",
+        "--top",
+        "2",
+        "--units",
+        "0-3",
+        "--out",
+        tmp_path / "u.png",
+        "--device",
+        "cpu",
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "u.png").read_bytes()[:4] == b"\x89PNG"
+    photo = tmp_path / "src" / "a" / "0.jpg"
+    r = run_here(
+        "explain",
+        "caffe",
+        photo,
+        "--method",
+        "occlusion",
+        "--size",
+        "76",
+        "--stride",
+        "76",
+        "--out",
+        tmp_path / "o.png",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    (item,) = json.loads(r.stdout)["images"]
+    assert len(item["map"]) == 3  # 227 = 0, 76, 151 (the last touching the border)
