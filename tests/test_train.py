@@ -295,11 +295,13 @@ def test_bad_arguments_exit_2(tiny_store, tmp_path):
     cases = [
         (["--data", tiny_store, "--lr", "-1"], "--lr"),
         (["--data", tiny_store, "--batch-size", "1000"], "larger than"),
-        (["--data", tmp_path], "not a prepared store"),
+        (["--data", tmp_path / "no-such-folder"], "neither a prepared store nor a folder"),
+        (["--data", tmp_path / "empty"], "neither a prepared store nor a folder of images"),
         (["--resume", tmp_path], "no checkpoint"),
         (["--data", tiny_store, "--recipe", "nope"], "invalid choice"),
         (["--data", tiny_store, "--variant", "vgg"], "invalid choice"),
     ]
+    (tmp_path / "empty").mkdir()
     for args, message in cases:
         r = run_here("train", "--out", tmp_path / "r", *args, *FAST)
         assert r.returncode == 2, (args, r.stderr)

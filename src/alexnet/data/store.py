@@ -269,6 +269,43 @@ class SubsetView(SplitView):
         return self.parent.encoded(int(self.indices[index]))
 
 
+ALL_SPLITS = "all"
+
+
+class JoinedView(SplitView):
+    """Several splits' images one after another, in split then store order."""
+
+    def __init__(self, parts: list[SplitView]):
+        super().__init__(ALL_SPLITS, parts[0].format, parts[0].size)
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _where(self, index: int) -> tuple[SplitView, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range ({len(self)} images)")
+        k = int(np.searchsorted(self.starts, index, side="right") - 1)
+        return self.parts[k], index - int(self.starts[k])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([p.labels for p in self.parts])
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for p in self.parts for k in p.keys]
+
+    def image(self, index: int) -> np.ndarray:
+        part, j = self._where(index)
+        return part.image(j)
+
+    def encoded(self, index: int) -> np.ndarray:
+        part, j = self._where(index)
+        return part.encoded(j)
+
+
 def fixed_subset(split: SplitView, n: int | None) -> SplitView:
     """The whole split, or n of its images: a fixed seeded choice (the same in every run
     and every arm of an ablation, whatever their seeds), kept in store order."""
@@ -392,10 +429,13 @@ class Store:
                 f"crops the {variant} net takes: prepare it with --size 256 (the paper's)"
             )
 
-    def split(self, name: str) -> StoreSplit:
-        """A split by name ('train', 'val'); UsageError for one the store lacks."""
+    def split(self, name: str) -> SplitView:
+        """A split by name ('train', 'val'; 'all': every split one after another, as an
+        image folder is evaluated whole); UsageError for one the store lacks."""
+        if name == ALL_SPLITS:
+            return JoinedView([self.split(n) for n in self.meta["splits"]])
         if name not in self.meta["splits"]:
-            have = ", ".join(self.meta["splits"])
+            have = ", ".join([*self.meta["splits"], ALL_SPLITS])
             raise UsageError(f"{self.root} has no split {name!r} (it has: {have})")
         return StoreSplit(
             self.root, name, self.meta["splits"][name], self.format, self.size, self.num_classes

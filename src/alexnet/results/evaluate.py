@@ -34,9 +34,12 @@ def evaluate_ensemble(
     its own crops averaged first and its own preprocessing, then the mean over nets.
     One net is in memory at a time; the running sum of probabilities is N x classes.
     Each net's own errors are reported beside the ensemble's."""
-    from ..data.store import Store
+    from ..data.folders import store_for
+    from ..data.store import ALL_SPLITS, Store, is_store
     from ..weights.load import load_for_inference
 
+    if not is_store(data):  # an image folder, evaluated whole from its cached store
+        data, split = store_for(data), ALL_SPLITS
     store = Store(data)
     view = store.split(split)
     total = torch.zeros(len(view), store.num_classes)

@@ -108,9 +108,11 @@ def _stimuli(cfg: FeaturesConfig):
     if sum(given) != 1:
         raise UsageError("give the images once: image files, --images FOLDER or --data STORE")
     if cfg.data is not None:
-        from ..data.store import Store
+        from ..data.folders import store_for
+        from ..data.store import ALL_SPLITS, Store, is_store
 
-        split = Store(cfg.data).split(cfg.split)
+        name = cfg.split if is_store(cfg.data) else ALL_SPLITS  # a folder: every image
+        split = Store(store_for(cfg.data)).split(name)
         return list(split.keys), split
     if cfg.folder is not None:
         root = Path(cfg.folder)

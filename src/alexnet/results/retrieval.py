@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.store import Store, StoreSplit
+from ..data.folders import store_for
+from ..data.store import ALL_SPLITS, Store, StoreSplit, is_store
 from ..evaluation.embed import split_features
 from ..runtime.device import autocast, precision_name
 from ..runtime.errors import UsageError
@@ -184,6 +185,8 @@ def neighbors(
         check_output_file(out, reads=[ckpt, *queries])
     loaded = load_for_inference(ckpt, device, precision)
     q_images = _query_images(queries, loaded.image_size)
+    if not is_store(gallery):  # an image folder: every image of its cached store
+        gallery, split = store_for(gallery, "--gallery"), ALL_SPLITS
     store = Store(gallery)
     loaded.check_store(store)
     data = store.split(split)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from ..data.folders import store_for
 from .design import (
     CONVERGED_WITHIN,
     STUDIES,
@@ -43,6 +44,7 @@ from .runs import pending_trains, record_train, run_eval, run_small_study, run_t
 def ablate(cfg: AblateConfig, log=print) -> dict:
     """Run every study's missing runs, then write the summary, the tables and figures."""
     cfg.check()
+    cfg.data = store_for(cfg.data)  # an image folder: its cached store (data/folders.py)
     out = Path(cfg.out)
     claim_results_folder(out)
     results = Results(out)

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.augment import BatchTransform
+from ..data.folders import store_for
 from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store, class_ids, fixed_subset, is_store
 from ..evaluation.embed import split_features
@@ -115,6 +116,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
         ckpt.check_resumable(str(run.last))
         cfg = config_for_resume(ckpt.config, cfg, resume)
     else:
+        if cfg.data is not None:  # an image folder: its cached store (data/folders.py)
+            cfg = replace(cfg, data=store_for(cfg.data))
         weights = StartingWeights.read(cfg.weights) if cfg.weights else None
         cfg = weights.configure(cfg) if weights else cfg
         recipe, why = choose_recipe(

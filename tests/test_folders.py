@@ -1,0 +1,66 @@
+"""An image folder wherever a store is asked for: prepared once into the cache, reused
+while unchanged, prepared again when a file changes; evaluate and features read all of it."""
+
+import json
+import os
+
+import numpy as np
+
+from alexnet.data.folders import store_for
+from alexnet.data.store import Store
+from conftest import EVAL_FAST, run_here
+
+FAST_TRAIN = ["--recipe", "demo", "--batch-size", "4", "--max-steps", "1", "--workers", "0"]
+FAST_TRAIN += ["--device", "cpu", "--no-report", "--eval-batch-size", "8"]
+
+
+def test_train_on_a_folder_prepares_it_once_and_again_when_it_changes(image_folder, tmp_path):
+    r = run_here("train", "--data", image_folder, "--out", tmp_path / "a", *FAST_TRAIN)
+    assert r.returncode == 0, r.stderr
+    assert f"--data {image_folder}: preparing it once into" in r.stderr
+    cached = json.loads((tmp_path / "a" / "config.json").read_text())["data"]
+    assert Store(cached).num_classes == 3
+    r = run_here("train", "--data", image_folder, "--out", tmp_path / "b", *FAST_TRAIN)
+    assert r.returncode == 0 and "the store prepared from it earlier, unchanged" in r.stderr
+    # a file changes (its modification time): prepared again, into the same place
+    some = next(image_folder.rglob("*.jpg"))
+    os.utime(some, ns=(some.stat().st_atime_ns, some.stat().st_mtime_ns + 10**9))
+    said = []
+    assert store_for(image_folder, say=said.append) == cached
+    assert "preparing it again, as its files changed" in said[0]
+
+
+def test_evaluate_and_features_read_every_image_of_a_folder(image_folder, tmp_path):
+    run = tmp_path / "run"
+    assert run_here("train", "--data", image_folder, "--out", run, *FAST_TRAIN).returncode == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    images = len([p for p in image_folder.rglob("*") if p.is_file()])
+    r = run_here("evaluate", ckpt, "--data", image_folder, *EVAL_FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["images"] == images == 24  # train and val alike
+    out = tmp_path / "f.npz"
+    r = run_here("features", ckpt, "--data", image_folder, "--layers", "fc7", "--out", out)
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as f:
+        assert f["fc7"].shape == (images, 4096)
+    query = next(image_folder.rglob("*.png"))
+    r = run_here(
+        "neighbors",
+        ckpt,
+        "--gallery",
+        image_folder,
+        "--query",
+        query,
+        "--out",
+        tmp_path / "n.png",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_path_that_is_neither_store_nor_folder_is_one_line(tmp_path):
+    r = run_here("train", "--data", tmp_path / "nothing", "--out", tmp_path / "r", *FAST_TRAIN)
+    assert r.returncode == 2 and "neither a prepared store nor a folder of images" in r.stderr
+    assert not (tmp_path / "r").exists()
