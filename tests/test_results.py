@@ -483,6 +483,9 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
     (tmp_path / "runs" / "photos").mkdir(parents=True)
     shutil.copytree(trained / "run" / "checkpoints", tmp_path / "runs" / "photos" / "checkpoints")
     write_image(tmp_path / "cat.jpg", size=(120, 90))
+    for c, color in (("apple", (220, 40, 40)), ("leaf", (40, 200, 60)), ("sky", (40, 80, 230))):
+        for i in range(3):
+            write_image(tmp_path / "photos" / c / f"{i}.jpg", size=(80 + i, 70), color=color)
     shutil.copy(Path(__file__).resolve().parent.parent / "hubconf.py", tmp_path)  # "a clone"
     names = {}
     exec(compile(block, "README.md", "exec"), names)
@@ -498,6 +501,9 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
         names["trained"].state_dict()["classifier.fc8.weight"], ref["classifier.fc8.weight"]
     )
     assert names["hub"].classifier.fc8.out_features == 10
+    assert names["result"]["images"] == 9 and set(names["result"]["per_class"]) == set(
+        names["names"]
+    )
 
 
 def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
