@@ -586,6 +586,29 @@ def test_an_imagenet_net_on_a_store_of_some_imagenet_classes(tmp_path, monkeypat
         total += len(y)
     assert result["top1_error"] == pytest.approx(wrong / total)
     assert result["top5_error"] == 0.0  # five guesses among three classes
+    # predict among the store's classes: the same restricted softmax, named by the store
+    photo = tmp_path / "src" / "goldfish" / "0.jpg"
+    r = run_here(
+        "predict",
+        "torchvision",
+        photo,
+        "--data",
+        tmp_path / "store",
+        "--json",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "holds 3 of ImageNet's 1,000 classes" in r.stderr
+    (pred,) = json.loads(r.stdout)
+    assert {t["name"] for t in pred["top"]} == set(names) and pred["class_subset"]["of"] == 1000
+    x = loaded.preprocess_files([photo])
+    with torch.no_grad():
+        want = loaded.model(x)[0, outputs].softmax(0)
+    got = {t["name"]: t["prob"] for t in pred["top"]}
+    assert [got[n] for n in names] == pytest.approx(want.tolist(), abs=1e-5)
     # a class that is not ImageNet's: refused as before
     for name in ("teapot-from-my-lab", "tench"):
         for i in range(2):

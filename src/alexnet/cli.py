@@ -443,11 +443,19 @@ def _cmd_predict(args) -> int:
         batch_size=cfg.batch_size,
         device=cfg.device,
         precision=cfg.precision,
+        data=cfg.data,
     )
     if len(ckpts) == 1:
         for r in results:
             r.pop("members", None)
     failed = [r for r in results if "error" in r]
+    subset = next((r["class_subset"] for r in results if "class_subset" in r), None)
+    if subset:
+        print(
+            f"predict: {cfg.data} holds {subset['classes']} of ImageNet's {subset['of']:,} "
+            "classes; the softmax is over those alone",
+            file=sys.stderr,
+        )
     for r in failed:
         say_error(f"{r['image']}: {r['error']}")
     if args.json:

@@ -65,6 +65,12 @@ class PredictConfig(_Checked):
         "torchvision, caffe) join CKPT in an ensemble: their softmax averaged"
     )
     top: int = option(5, "classes per image")
+    data: str | None = option(
+        None,
+        "predict among this store's (or image folder's) classes: an ImageNet net on some of "
+        "ImageNet's classes scores those alone",
+        metavar="STORE",
+    )
     figure: str | None = option(None, "draw the predictions with bars into this PNG", metavar="PNG")
     batch_size: int = option(32, "images per forward pass")
     device: str = option("auto", DEVICE_HELP)

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.folders import store_for
 from ..data.images import BadImage, center_view, load_for_store
+from ..data.store import Store, class_ids
 from ..runtime.device import autocast
 from ..runtime.errors import UsageError
 from ..weights.load import Loaded, load_for_inference
@@ -24,12 +26,13 @@ def _top(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:
 
 @torch.no_grad()
 def file_probabilities(
-    loaded: Loaded, paths: list[str], batch_size: int = 32
+    loaded: Loaded, paths: list[str], batch_size: int = 32, outputs: list[int] | None = None
 ) -> tuple[torch.Tensor, dict[int, str]]:
     """(len(paths) x classes softmax probabilities, {position: error} of the files that
     could not be read, whose rows stay 0). A bad file never stops the rest; images go
-    through the net `batch_size` at a time, so memory stays bounded."""
-    probs = torch.zeros(len(paths), loaded.num_classes)
+    through the net `batch_size` at a time, so memory stays bounded. `outputs`: the
+    softmax over these of the net's outputs only (an ImageNet net on some classes)."""
+    probs = torch.zeros(len(paths), len(outputs) if outputs else loaded.num_classes)
     errors: dict[int, str] = {}
     for start in range(0, len(paths), batch_size):
         slots, inputs = [], []
@@ -44,6 +47,8 @@ def file_probabilities(
         if slots:
             with autocast(loaded.device, loaded.amp):
                 logits = loaded.model(torch.cat(inputs).to(loaded.device))
+            if outputs is not None:
+                logits = logits[:, outputs]
             probs[slots] = logits.float().softmax(1).cpu()
     return probs, errors
 
@@ -63,27 +68,38 @@ def predict_ensemble(
     batch_size: int = 32,
     device="cpu",
     precision: str = "fp32",
+    data: str | None = None,
 ) -> list[dict]:
     """The nets' softmax averaged (§6's "CNNs"), each net with its own preprocessing, one
     net in memory at a time. Each entry: {image, top: the ensemble's, members: [{checkpoint,
     top}]} or {image, error}; one net is simply itself. The nets must predict the same
-    classes (by id where known)."""
-    total, members, first = None, [], None
+    classes (by id where known). `data` (a store or an image folder): predict among its
+    classes, which for an ImageNet net may be some of ImageNet's (its softmax over those)."""
+    total, members, first, subset = None, [], None, None
+    store = None if data is None else Store(store_for(data))
     for ckpt in ckpts:
         loaded = load_for_inference(ckpt, device, precision)
-        classes = (loaded.class_ids or loaded.classes, loaded.classes)
+        outputs = None if store is None else loaded.check_store(store)
+        names = loaded.classes if store is None else [c["name"] for c in store.classes]
+        classes = (loaded.class_ids or loaded.classes, names)
+        if store is not None:
+            classes = (class_ids(store.classes), names)
         if first is None:
             first = (str(ckpt), *classes)
         elif classes[0] != first[1]:
             raise UsageError(f"{ckpt} predicts other classes than {first[0]}")
-        probs, errors = file_probabilities(loaded, paths, batch_size)
+        if outputs is not None:
+            subset = {"classes": len(outputs), "of": loaded.num_classes}
+        probs, errors = file_probabilities(loaded, paths, batch_size, outputs)
         total = probs if total is None else total + probs
-        members.append((str(ckpt), _top(probs, loaded.classes, top)))
+        members.append((str(ckpt), _top(probs, names, top)))
         del loaded  # one net in memory at a time
     results = _results(paths, total / len(ckpts), errors, first[2], top)
     for slot, r in enumerate(results):
         if "top" in r:
             r["members"] = [{"checkpoint": c, "top": tops[slot]} for c, tops in members]
+            if subset:
+                r["class_subset"] = subset
     return results
 
 
