@@ -65,3 +65,22 @@ def test_the_recipe_for_large_stores_does_not_diverge_where_the_papers_does(phot
     assert max(chosen) < chosen[0] + 0.5, chosen
     paper = step_losses(photo_store, tmp_path / "paper", "paper")
     assert max(paper[1:]) > paper[0] + 3, paper  # the second step's jump, and on
+
+
+def test_the_first_steps_script_runs_its_arms(photo_store):
+    """scripts/first_steps.py, docs/paper.md §5's table, runs its arms."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "first_steps.py"
+    spec = importlib.util.spec_from_file_location("first_steps", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # the arms that change the built net (the others are flags, tested with train), a step
+    arms = ("paper", "caffe-init", "bias-0.1", "fc-0.005", "conv345-0.03")
+    assert set(arms) <= set(script.ARMS)
+    rows = {arm: script.first_steps(str(photo_store), arm, 1, batch_size=8) for arm in arms}
+    assert all(len(r["loss"]) == 1 and len(r["update_ratio_steps_1_2"]) == 1 for r in rows.values())
+    # the paper's first step moves fc8 by far more than Caffe's init does
+    ratio = lambda arm: float(rows[arm]["update_ratio_steps_1_2"][0]["fc8"])  # noqa: E731
+    assert ratio("paper") > 5 * ratio("caffe-init")
