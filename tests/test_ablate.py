@@ -203,3 +203,38 @@ def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):
     )  # the paper arm once per seed, shared by every study; no small-net run
     results.rows["alexnet:paper:seed0"] = {"id": "alexnet:paper:seed0"}
     assert ("paper", {}, 0) not in pending_trains(cfg, results)
+
+
+def test_a_schedule_given_to_ablate_reaches_every_run(tmp_path, monkeypatch):
+    """--schedule constant (dropout's convergence claim needs a run that is not stopped
+    by its schedule) is what each AlexNet-scale run trains with; left out, the recipe's."""
+    from alexnet.studies import runs
+    from alexnet.studies.design import AblateConfig, Results
+    from alexnet.train import loop
+
+    seen = []
+
+    def fake_train(cfg, resume=None):
+        seen.append(cfg)
+        return {
+            "history": [
+                {
+                    "epoch": 1,
+                    "train_top1_error": 0.5,
+                    "val_top1_error": 0.5,
+                    "val_top5_error": 0.1,
+                    "train_loss": 1.0,
+                }
+            ]
+        }
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    for schedule in ("constant", None):
+        out = tmp_path / str(schedule)
+        out.mkdir()
+        cfg = AblateConfig(
+            studies=["dropout"], data="unused", out=str(out), recipe="fast", schedule=schedule
+        )
+        row = runs.run_train(cfg, "paper", {}, 0, Results(out), lambda *a: None)
+        assert row["config"]["schedule"] == schedule
+    assert [c.schedule for c in seen] == ["constant", None]

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..options import DEVICE_HELP, PRECISIONS, check_choices, option
+from ..options import DEVICE_HELP, PRECISIONS, SCHEDULES, check_choices, option
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes
 from ..train.recipes import RECIPES
@@ -153,6 +153,12 @@ class AblateConfig:
     # classes, docs/paper.md §5)
     recipe: str = option("demo", "the AlexNet-scale runs' recipe", tuple(RECIPES))
     batch_size: int = option(32, "the AlexNet-scale runs' batch size")
+    schedule: str | None = option(
+        None,
+        "the AlexNet-scale runs' learning-rate schedule (default: the recipe's); constant "
+        "lets a run converge on its own, as dropout's 'twice the iterations' needs",
+        SCHEDULES,
+    )
     workers: int = option(2, "data loading processes")
     lrs: tuple[float, ...] = option(SMALL_LRS, "relu: the learning-rate grid of each arm")
     extra: dict = field(default_factory=dict, metadata={"cli": False})  # other TrainConfig fields

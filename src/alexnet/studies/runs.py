@@ -130,6 +130,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         seed=seed,
         epochs=math.ceil(cfg.epochs),
         batch_size=cfg.batch_size,
+        schedule=cfg.schedule,
         device=cfg.device,
         precision=cfg.precision,
         workers=cfg.workers,
