@@ -64,3 +64,44 @@ def test_a_path_that_is_neither_store_nor_folder_is_one_line(tmp_path):
     r = run_here("train", "--data", tmp_path / "nothing", "--out", tmp_path / "r", *FAST_TRAIN)
     assert r.returncode == 2 and "neither a prepared store nor a folder of images" in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_flat_folder_where_no_labels_are_needed(image_folder, tmp_path):
+    """features --data and neighbors --gallery take a folder of images without class
+    sub-folders (one class, named after it); a net of other classes searches it."""
+    flat = tmp_path / "stimuli"
+    flat.mkdir()
+    for i, p in enumerate(sorted(image_folder.rglob("*.jpg"))[:5]):
+        (flat / f"s{i}.jpg").write_bytes(p.read_bytes())
+    run = tmp_path / "run"
+    assert run_here("train", "--data", image_folder, "--out", run, *FAST_TRAIN).returncode == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    out = tmp_path / "f.npz"
+    r = run_here("features", ckpt, "--data", flat, "--layers", "fc7", "--out", out)
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as f:
+        assert f["fc7"].shape == (5, 4096)
+    query = flat / "s0.jpg"
+    r = run_here(
+        "neighbors",
+        ckpt,
+        "--gallery",
+        flat,
+        "--query",
+        query,
+        "--k",
+        "3",
+        "--out",
+        tmp_path / "n.png",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    (found,) = json.loads(r.stdout)["queries"]
+    assert [n["name"] for n in found["neighbors"]] == ["stimuli"] * 3
+    assert found["neighbors"][0]["key"].endswith("s0.jpg")  # the query itself is in it
+    # training needs classes: a flat folder is refused there, in one line
+    r = run_here("train", "--data", flat, "--out", tmp_path / "r2", *FAST_TRAIN)
+    assert r.returncode == 2 and "no class sub-folders with images" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

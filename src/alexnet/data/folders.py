@@ -43,20 +43,34 @@ def contents_key(folder: Path) -> tuple[str, int]:
     return h.hexdigest(), len(files)
 
 
-def store_for(path: str | Path, flag: str = "--data", say=_say) -> str:
+def _has_class_folders(folder: Path) -> bool:
+    """Whether any sub-folder holds an image (at any depth): ImageFolder's layout."""
+    return any(d.is_dir() and any(is_image_name(f) for f in d.rglob("*")) for d in folder.iterdir())
+
+
+def store_for(path: str | Path, flag: str = "--data", say=_say, labels: bool = True) -> str:
     """The store to read for `path`: itself when it is a store; for an image folder, its
-    prepared copy in the cache (see the module docstring)."""
+    prepared copy in the cache (see the module docstring). Where no labels are needed
+    (`labels=False`: features, a retrieval gallery), a flat folder of images is taken
+    too, as one class named after it."""
     if is_store(path):
         return str(path)
     folder = Path(path)
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: neither a prepared store nor a folder of images")
     real = folder.resolve()
-    home = cache_dir() / "folders" / hashlib.sha256(str(real).encode()).hexdigest()[:16]
-    store, key_file = home / "store", home / KEY_FILE
     key, count = contents_key(real)
     if count == 0:
         raise UsageError(f"{flag} {path}: neither a prepared store nor a folder of images")
+    flat = not _has_class_folders(real)  # taken as one class, by a link to it
+    if flat and labels:
+        raise UsageError(
+            f"{flag} {path}: no class sub-folders with images in them (one folder per class; "
+            "a flat folder serves features --data and neighbors --gallery)"
+        )
+    name = f"{real} flat" if flat else str(real)  # a flat store never stands for a labelled one
+    home = cache_dir() / "folders" / hashlib.sha256(name.encode()).hexdigest()[:16]
+    store, key_file = home / "store", home / KEY_FILE
     if is_store(store) and key_file.is_file() and key_file.read_text().strip() == key:
         say(f"{flag} {path}: the store prepared from it earlier, unchanged ({store})")
         return str(store)
@@ -68,6 +82,13 @@ def store_for(path: str | Path, flag: str = "--data", say=_say) -> str:
     home.mkdir(parents=True, exist_ok=True)
     if key_file.exists():
         os.unlink(key_file)  # a store without its key is prepared again, never reused
-    prepare(PrepareConfig(src=str(real), out=str(store), overwrite=True, progress=False))
+    src = real
+    if flat:
+        src = home / "flat"
+        link = src / (real.name or "images")
+        if not link.is_symlink():
+            src.mkdir(exist_ok=True)
+            link.symlink_to(real, target_is_directory=True)
+    prepare(PrepareConfig(src=str(src), out=str(store), overwrite=True, progress=False))
     atomic_write_bytes(key_file, (key + "\n").encode())
     return str(store)

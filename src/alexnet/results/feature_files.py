@@ -112,7 +112,7 @@ def _stimuli(cfg: FeaturesConfig):
         from ..data.store import ALL_SPLITS, Store, is_store
 
         name = cfg.split if is_store(cfg.data) else ALL_SPLITS  # a folder: every image
-        split = Store(store_for(cfg.data)).split(name)
+        split = Store(store_for(cfg.data, labels=False)).split(name)
         return list(split.keys), split
     if cfg.folder is not None:
         root = Path(cfg.folder)

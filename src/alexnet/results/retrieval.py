@@ -186,9 +186,10 @@ def neighbors(
     loaded = load_for_inference(ckpt, device, precision)
     q_images = _query_images(queries, loaded.image_size)
     if not is_store(gallery):  # an image folder: every image of its cached store
-        gallery, split = store_for(gallery, "--gallery"), ALL_SPLITS
+        gallery, split = store_for(gallery, "--gallery", labels=False), ALL_SPLITS
     store = Store(gallery)
-    loaded.check_store(store)
+    loaded.check_store(store, classes=False)  # any gallery: retrieval needs no classes
+    names = [c["name"] for c in store.classes]
     data = store.split(split)
     gal = torch.from_numpy(gallery_features(loaded, store, split, progress=progress))
     q = features(loaded, torch.from_numpy(q_images))
@@ -202,7 +203,7 @@ def neighbors(
                     {
                         "index": i,
                         "key": data.keys[i],
-                        "name": loaded.classes[int(data.labels[i])],
+                        "name": names[int(data.labels[i])],
                         "distance": d,
                     }
                     for d, i in zip(d_row, i_row, strict=True)
@@ -218,7 +219,7 @@ def neighbors(
             "hamming_neighbors": h_idx.tolist(),
         }
     if out:
-        result["figure"] = _draw(out, q_images, data, idx, loaded.classes)
+        result["figure"] = _draw(out, q_images, data, idx, names)
     return result
 
 
