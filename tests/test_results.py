@@ -486,6 +486,16 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
     for c, color in (("apple", (220, 40, 40)), ("leaf", (40, 200, 60)), ("sky", (40, 80, 230))):
         for i in range(3):
             write_image(tmp_path / "photos" / c / f"{i}.jpg", size=(80 + i, 70), color=color)
+    for wnid, color in (("n01440764", (200, 60, 30)), ("n02102040", (230, 140, 20))):
+        for i in range(2):
+            write_image(tmp_path / "imagenette" / wnid / f"{i}.jpg", size=(90, 80), color=color)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision's file, cached
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(
+        torchvision.models.alexnet().state_dict(),
+        tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth",
+    )
     shutil.copy(Path(__file__).resolve().parent.parent / "hubconf.py", tmp_path)  # "a clone"
     names = {}
     exec(compile(block, "README.md", "exec"), names)
@@ -504,6 +514,7 @@ def test_the_readme_python_section_runs(trained, tmp_path, monkeypatch):
     assert names["result"]["images"] == 9 and set(names["result"]["per_class"]) == set(
         names["names"]
     )
+    assert names["subset"]["class_subset"]["classes"] == 2 and names["subset"]["images"] == 4
 
 
 def test_an_ensemble_averages_its_members_probabilities(trained, tmp_path):
