@@ -52,23 +52,10 @@ def evaluate_ensemble(
             subsets.append({"checkpoint": str(ckpt), "of": loaded.num_classes})
         variants.append(loaded.model.variant)
         amp = loaded.amp
-        tally, start = Tally(store.num_classes), 0
-        for probs, y in split_probabilities(
-            loaded.model,
-            view,
-            loaded.transform(),
-            crops,
-            batch_size,
-            workers,
-            progress=progress,
-            autocast_dtype=loaded.amp,
-            outputs=outputs,
-        ):
-            tally.update(probs, y)
-            total[start : start + len(y)] += probs.cpu()
-            start += len(y)
-        r = tally.result()
-        members.append({"checkpoint": str(ckpt), **{k: r[k] for k in ("top1_error", "top5_error")}})
+        errors = _add_probabilities(
+            total, loaded, view, outputs, crops, batch_size, workers, progress
+        )
+        members.append({"checkpoint": str(ckpt), **errors})
         del loaded  # one net in memory at a time
     ensemble = Tally(store.num_classes)
     ensemble.update(total / len(ckpts), labels)
@@ -80,6 +67,30 @@ def evaluate_ensemble(
         # an ImageNet net on some of its classes: its softmax over the store's classes
         r["class_subset"] = {"classes": store.num_classes, "nets": subsets}
     return _beside_the_paper(r, store, split, variants)
+
+
+def _add_probabilities(
+    total: torch.Tensor, loaded, view, outputs, crops, batch_size, workers, progress
+) -> dict:
+    """One net's softmax over the split added into `total` (images x classes); returns
+    the net's own top-1 and top-5 error."""
+    tally, start = Tally(total.shape[1]), 0
+    for probs, y in split_probabilities(
+        loaded.model,
+        view,
+        loaded.transform(),
+        crops,
+        batch_size,
+        workers,
+        progress=progress,
+        autocast_dtype=loaded.amp,
+        outputs=outputs,
+    ):
+        tally.update(probs, y)
+        total[start : start + len(y)] += probs.cpu()
+        start += len(y)
+    r = tally.result()
+    return {k: r[k] for k in ("top1_error", "top5_error")}
 
 
 def evaluate_checkpoint(
