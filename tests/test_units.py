@@ -84,6 +84,15 @@ def detector(module_dir):
     return _red_detector(module_dir / "red.pt"), module_dir / "pics", squares
 
 
+def _two_class_store(pics, n: int, root) -> None:
+    """root/store: the first n pictures in each of two classes, half held out."""
+    for c in ("a", "b"):
+        (root / "src" / c).mkdir(parents=True)
+        for p in sorted(pics.iterdir())[:n]:
+            (root / "src" / c / p.name).write_bytes(p.read_bytes())
+    prepare_store(root / "src", root / "store", val_fraction=0.5)
+
+
 def test_a_red_unit_finds_the_red_squares_and_its_patches_hold_them(detector, tmp_path):
     ckpt, pics, squares = detector
     out = tmp_path / "u.png"
@@ -136,12 +145,7 @@ def test_the_running_top_k_holds_k_per_unit_whatever_the_images(detector, tmp_pa
 
 def test_fully_connected_units_see_the_whole_image_and_a_store_works(detector, tmp_path):
     ckpt, pics, _ = detector
-    src = tmp_path / "src"
-    for c in ("a", "b"):
-        (src / c).mkdir(parents=True)
-        for p in sorted(pics.iterdir())[:6]:
-            (src / c / p.name).write_bytes(p.read_bytes())
-    prepare_store(src, tmp_path / "store", val_fraction=0.5)
+    _two_class_store(pics, 6, tmp_path)
     r = run_here(
         "units",
         ckpt,
@@ -207,12 +211,7 @@ def test_info_prints_each_layers_receptive_field():
 
 def test_a_store_whose_split_is_empty_is_one_line(detector, tmp_path):
     ckpt, pics, _ = detector
-    src = tmp_path / "src"
-    for c in ("a", "b"):
-        (src / c).mkdir(parents=True)
-        for p in sorted(pics.iterdir())[:4]:
-            (src / c / p.name).write_bytes(p.read_bytes())
-    prepare_store(src, tmp_path / "store", val_fraction=0.5)
+    _two_class_store(pics, 4, tmp_path)
     meta = json.loads((tmp_path / "store" / "meta.json").read_text())
     meta["splits"]["val"] = {"count": 0, "shards": []}
     (tmp_path / "store" / "meta.json").write_text(json.dumps(meta))
