@@ -19,6 +19,7 @@ STAGES = (
     "runtime",  # device, distributed, files, errors, seeds
     "data",  # images -> store, the store, the loader, augmentation
     "model",  # the net of §3
+    "kernels",  # the fast drop-ins for the net's modules, and the plan that picks them
     "weights",  # trained nets as files: checkpoint format, run directory, loading
     "evaluation",  # the tally, a split's errors and features
     "results",  # the verbs on trained nets, the figures, the report

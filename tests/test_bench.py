@@ -79,11 +79,11 @@ def test_bench_train_ratios_divide_ours_by_each_baseline(monkeypatch):
     """With the measured rates fixed, every ratio in the result is ours over its baseline."""
     import alexnet.bench.step as step
 
-    train = {"ours": 30.0, "naive": 10.0, "torchvision": 60.0, "no_lrn": 45.0}
-    infer = {"ours": 100.0, "naive": 40.0, "torchvision": 200.0, "no_lrn": 125.0}
+    train = {"ours": 30.0, "plain": 24.0, "naive": 10.0, "torchvision": 60.0, "no_lrn": 45.0}
+    infer = {"ours": 100.0, "plain": 80.0, "naive": 40.0, "torchvision": 200.0, "no_lrn": 125.0}
     runners = []
 
-    def fake_runner(model, dev, batch, amp, training, *rest):
+    def fake_runner(model, plan, batch, training, *rest):
         runners.append(training)
         return training
 
@@ -94,6 +94,7 @@ def test_bench_train_ratios_divide_ours_by_each_baseline(monkeypatch):
     monkeypatch.setattr(step, "Runner", fake_runner)
     out = step.bench_step("cpu", batch_size=2, steps=1, precision="fp32", rounds=1)
     assert (out.ratio_vs_naive, out.ratio_vs_torchvision, out.lrn_overhead) == (3.0, 0.5, 0.5)
+    assert (out.ratio_vs_plain, out.ratio_vs_plain_infer) == (1.25, 1.25)
     assert out.lrn_overhead_infer == 0.25 and True in runners and False in runners
     assert "LRN overhead 50.0% of the no-LRN net (25.0% at inference)" in "\n".join(out.lines())
 

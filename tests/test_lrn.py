@@ -1,13 +1,18 @@
-"""LRN against the formula of §3.3 (docs/paper.md), written out here independently of the library."""
+"""LRN against the formula of §3.3 (docs/paper.md), written out here independently of the
+library: the plain module (model/lrn.py) and the fast passes (kernels/lrn.py) alike."""
 
 import io
 import warnings
-from functools import partial
 
 import pytest
 import torch
 
-from alexnet.model.lrn import LocalResponseNorm, fused_formula, onnx_formula
+from alexnet.kernels import lrn as lrn_module
+from alexnet.kernels.lrn import FastLRN
+from alexnet.kernels.onnx import OnnxLRN, onnx_formula
+from alexnet.model.lrn import LocalResponseNorm, local_response_norm
+
+BOTH = pytest.mark.parametrize("cls", [LocalResponseNorm, FastLRN], ids=["plain", "fast"])
 
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
@@ -30,38 +35,43 @@ def _input(dtype=torch.float64, shape=(2, 11, 5, 4)):
     return (torch.randn(shape, dtype=dtype) * 60).relu()
 
 
-def test_forward_matches_formula():
+@BOTH
+def test_forward_matches_formula(cls):
     x = _input()
-    assert torch.allclose(LocalResponseNorm(N, ALPHA, BETA, K)(x), reference_lrn(x), rtol=1e-12)
+    assert torch.allclose(cls(N, ALPHA, BETA, K)(x), reference_lrn(x), rtol=1e-12)
 
 
-def test_not_divided_by_n():
+@BOTH
+def test_not_divided_by_n(cls):
     x = _input()
-    ours = LocalResponseNorm(N, ALPHA, BETA, K)(x)
+    ours = cls(N, ALPHA, BETA, K)(x)
     divided = torch.nn.LocalResponseNorm(N, alpha=ALPHA, beta=BETA, k=K)(x)
     equivalent = torch.nn.LocalResponseNorm(N, alpha=ALPHA * N, beta=BETA, k=K)(x)
     assert not torch.allclose(ours, divided, rtol=1e-3)
     assert torch.allclose(ours, equivalent, rtol=1e-10)
 
 
-def test_gradient_gradcheck():
+@BOTH
+def test_gradient_gradcheck(cls):
     x = _input(shape=(2, 7, 3, 3)).requires_grad_()
-    assert torch.autograd.gradcheck(LocalResponseNorm(N, ALPHA, BETA, K), (x,))
+    assert torch.autograd.gradcheck(cls(N, ALPHA, BETA, K), (x,))
 
 
-def test_gradient_matches_autograd_of_formula():
+@BOTH
+def test_gradient_matches_autograd_of_formula(cls):
     x = _input().requires_grad_()
     g = torch.randn_like(x)
-    (gx,) = torch.autograd.grad(LocalResponseNorm(N, ALPHA, BETA, K)(x), x, g)
+    (gx,) = torch.autograd.grad(cls(N, ALPHA, BETA, K)(x), x, g)
     (gr,) = torch.autograd.grad(reference_lrn(x), x, g)
     assert torch.allclose(gx, gr, rtol=1e-10, atol=1e-14)
 
 
+@BOTH
 @pytest.mark.parametrize(
     "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
 )
-def test_low_precision_within_stated_tolerance(dtype, rtol):
-    assert_follows_formula(LocalResponseNorm(N, ALPHA, BETA, K), dtype, rtol)
+def test_low_precision_within_stated_tolerance(cls, dtype, rtol):
+    assert_follows_formula(cls(N, ALPHA, BETA, K), dtype, rtol)
 
 
 def assert_follows_formula(lrn, dtype, rtol, groups=1, device="cpu", fmt=torch.contiguous_format):
@@ -82,10 +92,11 @@ def assert_follows_formula(lrn, dtype, rtol, groups=1, device="cpu", fmt=torch.c
     )
 
 
+@BOTH
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_per_tower_groups_forward_and_gradient(fmt):
+def test_per_tower_groups_forward_and_gradient(cls, fmt):
     x = _input(shape=(2, 12, 4, 3)).contiguous(memory_format=fmt).requires_grad_()
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
+    lrn = cls(N, ALPHA, BETA, K, groups=2)
     y = lrn(x)
     assert torch.allclose(y, reference_lrn(x, groups=2), rtol=1e-12)
     assert not torch.allclose(y, reference_lrn(x, groups=1), rtol=1e-6)  # boundary differs
@@ -99,9 +110,10 @@ def test_per_tower_groups_forward_and_gradient(fmt):
     )
 
 
-def test_channels_last_same_result():
+@BOTH
+def test_channels_last_same_result(cls):
     x = _input(torch.float32, shape=(2, 12, 5, 5))
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K)
+    lrn = cls(N, ALPHA, BETA, K)
     a = lrn(x)
     b = lrn(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b)
@@ -110,7 +122,7 @@ def test_channels_last_same_result():
 @pytest.mark.parametrize("groups", [1, 2])
 def test_inference_path_equals_training_path(groups):
     x = _input(torch.float32, shape=(2, 12, 5, 5))
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    lrn = FastLRN(N, ALPHA, BETA, K, groups=groups)
     with torch.no_grad():
         fast = lrn(x)  # no autograd function: plain in-place ops
     train = lrn(x.clone().requires_grad_())
@@ -124,7 +136,7 @@ def test_bf16_band_matmul_path_per_tower_and_layouts(groups):
     windows stay apart, and both memory formats give the formula within bf16's rounding."""
     x64 = _input(shape=(3, 12, 5, 4))
     ref = reference_lrn(x64.to(torch.bfloat16).double(), groups=groups)
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    lrn = FastLRN(N, ALPHA, BETA, K, groups=groups)
     for fmt in (torch.contiguous_format, torch.channels_last):
         x = x64.to(torch.bfloat16).contiguous(memory_format=fmt).requires_grad_()
         y = lrn(x)
@@ -139,12 +151,10 @@ def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels
     """Above WHOLE_BAND channels the window sums run per block of output channels over
     overlapping views: the same sums as the whole band, bit for bit, forward and backward,
     with the windows clipped at the channels' ends and at the towers' edges."""
-    from alexnet.model import lrn as lrn_module
-
     torch.manual_seed(0)
     x64 = (torch.randn(2, channels, 3, 4, dtype=torch.float64) * 60).relu()
     g = torch.randn_like(x64).to(torch.bfloat16)
-    lrn = LocalResponseNorm(size, ALPHA, BETA, K, groups=groups)
+    lrn = FastLRN(size, ALPHA, BETA, K, groups=groups)
 
     def run():
         x = x64.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
@@ -173,13 +183,11 @@ def test_bf16_band_in_blocks_sums_what_the_whole_band_sums(monkeypatch, channels
 def test_in_chunks_of_rows_computes_what_whole_rows_compute(monkeypatch, channels, groups, dtype):
     """On a CPU the bf16 passes, and float32's, run chunk by chunk of rows
     (ragged here: 105 rows in chunks of 8): the same bits as whole rows."""
-    from alexnet.model import lrn as lrn_module
-
     torch.manual_seed(0)
     x0 = (torch.randn(3, channels, 5, 7) * 60).relu().to(dtype)
     x0 = x0.contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(x0)
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups)
+    lrn = FastLRN(N, ALPHA, BETA, K, groups=groups)
 
     def run(rows):
         monkeypatch.setattr(lrn_module, "CHUNK_ROWS", rows)
@@ -256,37 +264,20 @@ def test_a_checkpoint_from_before_the_option_loads_undivided_with_identical_logi
 @pytest.mark.parametrize(
     "dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)]
 )
-@pytest.mark.parametrize("path", ["operators", "fused formula"])
-def test_compiled_lrn_is_one_graph_and_follows_the_formula(dtype, rtol, path):
-    """`--compile` traces the LRN whole in every precision (fullgraph raises at a graph
-    break), on a CPU as custom operators, on a GPU as the formula for the compiler to fuse;
-    the traced forward and backward (AOTAutograd's, no code generation) keep to the
-    formula as the eager paths do."""
-    torch._dynamo.reset()
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
-    if path == "fused formula":
-        lrn = partial(fused_formula, size=N, alpha=ALPHA, beta=BETA, k=K, groups=2)
-    compiled = torch.compile(lrn, backend="aot_eager", fullgraph=True)
-    assert_follows_formula(compiled, dtype, rtol, groups=2, fmt=torch.channels_last)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
-@pytest.mark.parametrize("shape", [(2, 12, 5, 4), (2, 12, 48, 48)])  # whole rows, chunks
-def test_the_operators_compiled_graphs_call_keep_their_contracts(dtype, fmt, shape):
-    """torch.library.opcheck: the shapes, dtypes and strides the compiler is promised are
-    what the passes return, and the registered autograd is the one that runs."""
-    x = (torch.randn(shape) * 30).relu().to(dtype).contiguous(memory_format=fmt)
-    params = (N, ALPHA, BETA, K, 2)
-    torch.library.opcheck(torch.ops.alexnet.lrn, (x, *params))
-    torch.library.opcheck(torch.ops.alexnet.lrn_forward, (x.clone().requires_grad_(), *params))
-    y, u, v = torch.ops.alexnet.lrn_forward(x, *params)
-    torch.library.opcheck(torch.ops.alexnet.lrn_backward, (torch.randn_like(y), x, u, v, *params))
+def test_compiled_lrn_is_one_graph_and_follows_the_formula(dtype, rtol):
+    """`--compile` traces the plain formula whole in every precision (fullgraph raises at
+    a graph break), and the fast module hands the compiler that formula too; the traced
+    forward and backward (AOTAutograd's, no code generation) keep to the formula."""
+    for cls in (LocalResponseNorm, FastLRN):
+        torch._dynamo.reset()
+        compiled = torch.compile(
+            cls(N, ALPHA, BETA, K, groups=2), backend="aot_eager", fullgraph=True
+        )
+        assert_follows_formula(compiled, dtype, rtol, groups=2, fmt=torch.channels_last)
 
 
 def test_an_exported_program_stands_alone_with_the_formula():
-    """torch.export traces plain ops (no alexnet:: operator for a loader to lack), and the
-    program computes what the eager LRN computes."""
+    """torch.export traces plain ops, and the program computes what the eager LRN computes."""
     x = _input(torch.float32, shape=(2, 12, 5, 4)).contiguous(memory_format=torch.channels_last)
     lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=2)
     program = torch.export.export(lrn, (x,))
@@ -294,15 +285,16 @@ def test_an_exported_program_stands_alone_with_the_formula():
     assert torch.allclose(program.module()(x), lrn(x), rtol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [LocalResponseNorm, OnnxLRN], ids=["plain", "onnx form"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_onnx_runs_the_formula_with_its_windows(groups):
-    """ONNX's exporter lost the window sums of our in-place passes (each map squared alone:
-    24 off on outputs of 48); onnxruntime's outputs follow the formula, at another batch
-    size than the export's."""
+def test_onnx_runs_the_formula_with_its_windows(cls, groups):
+    """Both forms export with their windows (an earlier exporter run lost the window sums
+    of in-place passes: 24 off on outputs of 48); onnxruntime's outputs follow the formula,
+    at another batch size than the export's."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     x = _input(torch.float32, shape=(2, 12, 5, 4))
-    lrn = LocalResponseNorm(N, ALPHA, BETA, K, groups=groups).eval()
+    lrn = cls(N, ALPHA, BETA, K, groups=groups).eval()
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on its own work
@@ -318,11 +310,53 @@ def test_onnx_runs_the_formula_with_its_windows(groups):
 @pytest.mark.parametrize("groups", [1, 2])
 def test_the_onnx_form_is_the_formula(groups):
     """ONNX's form (the band as a 1x1 convolution, alpha in its weights, k its bias), at the
-    paper's beta (rsqrt and sqrt) and another (a power), and in fp16 (computed in float32)."""
+    paper's beta and another, and in fp16 (computed in float32)."""
     x = _input(shape=(2, 12, 5, 4))
     assert torch.allclose(onnx_formula(x, N, ALPHA, BETA, K, groups), reference_lrn(x, groups))
     other = onnx_formula(x, N, ALPHA, 0.5, K, groups)
-    assert torch.allclose(other, fused_formula(x, N, ALPHA, 0.5, K, groups), rtol=1e-12)
+    assert torch.allclose(other, local_response_norm(x, N, ALPHA, 0.5, K, groups), rtol=1e-12)
     half = onnx_formula(x.half(), N, ALPHA, BETA, K, groups)
     assert half.dtype == torch.float16
     assert torch.allclose(half.double(), reference_lrn(x.half().double(), groups), rtol=1e-3)
+
+
+@pytest.mark.parametrize("over_n", [True, False])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_second_derivatives_of_both_forms_pass_gradgradcheck(over_n, groups):
+    """float64, both conventions for alpha, one window or one per tower; the fast module's
+    backward hands a graph of the gradient to the formula's own derivative."""
+    alpha = ALPHA / N if over_n else ALPHA
+    x = _input(shape=(2, 8, 3, 3)).requires_grad_()
+    for cls in (LocalResponseNorm, FastLRN):
+        lrn = cls(N, alpha, BETA, K, groups=groups)
+        assert torch.autograd.gradgradcheck(lrn, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fast_passes_second_derivative_is_the_formulas(dtype):
+    """A Hessian-vector product through the fast module, on the chunked float32 path and
+    the bf16 band path: the formula's, where the earlier fast LRN gave exactly 0."""
+    x0 = (
+        (torch.randn(2, 96, 9, 9) * 60)
+        .relu()
+        .to(dtype)
+        .contiguous(memory_format=torch.channels_last)
+    )
+    v = torch.randn_like(x0)
+
+    def hvp(lrn, chunk_rows):
+        lrn_module.CHUNK_ROWS = chunk_rows
+        x = x0.clone().requires_grad_()
+        (g,) = torch.autograd.grad((lrn(x).float() ** 2).sum(), x, create_graph=True)
+        return torch.autograd.grad((g * v).sum(), x)[0]
+
+    saved = lrn_module.CHUNK_ROWS
+    try:
+        fast = hvp(FastLRN(N, ALPHA, BETA, K, groups=2), 16)  # several chunks of rows
+    finally:
+        lrn_module.CHUNK_ROWS = saved
+    plain = hvp(LocalResponseNorm(N, ALPHA, BETA, K, groups=2), saved)
+    assert fast.abs().max() > 0
+    # the outputs the loss squares differ in their last bits between the two forms
+    tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
+    assert (fast.double() - plain.double()).norm() <= tol * plain.double().norm()

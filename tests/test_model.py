@@ -229,49 +229,6 @@ def test_colour_index_scores_grey_kernels_below_coloured_ones_per_tower(tmp_path
     assert colour_lines(index)[1].startswith("tower 2 (GPU 2): colour index mean 1.000")
 
 
-@pytest.mark.skipif(
-    not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not torch.backends.mkldnn.is_available(),
-    reason="this PyTorch has no oneDNN matmul",
-)
-@pytest.mark.parametrize("batch", [1, 5])
-def test_fc_layers_through_onednn_compute_nn_linear(monkeypatch, batch):
-    """Where float32 products go to oneDNN (AMD CPUs with AVX-512), the fc layers give
-    nn.Linear's output and gradients within float32's rounding; under autocast and when
-    traced they are nn.Linear exactly, and elsewhere they never call oneDNN."""
-    from torch.nn import functional as F
-
-    from alexnet.model import linear
-
-    calls = []
-    matmul = linear._matmul
-    monkeypatch.setattr(linear, "_matmul", lambda *a: calls.append(1) or matmul(*a))
-    monkeypatch.setattr(linear, "onednn_faster", lambda: True)
-    torch.manual_seed(0)
-    fc = linear.Linear(37, 11)
-    x = torch.randn(batch, 37, requires_grad=True)
-    g = torch.randn(batch, 11)
-
-    def grads(forward):
-        x.grad = fc.weight.grad = fc.bias.grad = None
-        y = forward(x)
-        y.backward(g)
-        return y.detach(), x.grad, fc.weight.grad, fc.bias.grad
-
-    ours = grads(fc)
-    assert len(calls) == 3  # forward, input gradient, weight gradient
-    ref = grads(lambda t: F.linear(t, fc.weight, fc.bias))
-    for a, b in zip(ours, ref):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-    with torch.autocast("cpu", torch.bfloat16):
-        assert torch.equal(fc(x), F.linear(x, fc.weight, fc.bias))
-    exported = torch.export.export(fc, (x.detach(),))
-    assert "mkldnn" not in str(exported.graph)
-    calls.clear()
-    monkeypatch.setattr(linear, "onednn_faster", lambda: False)
-    assert torch.equal(fc(x), F.linear(x, fc.weight, fc.bias)) and not calls
-    assert isinstance(create_model("paper").classifier.fc6, linear.Linear)
-
-
 @pytest.mark.parametrize("variant", ["paper", "caffe"])
 def test_the_net_compiles_as_one_graph_with_eager_modes_gradients(variant):
     """`--compile` of a net with LRN: one graph, forward and backward (fullgraph raises at a
@@ -301,12 +258,12 @@ def test_the_net_compiles_as_one_graph_with_eager_modes_gradients(variant):
 def test_onnx_pooling_averages_the_adaptive_windows():
     """ONNX has no adaptive pooling: its stand-in, two averaging products, takes the
     same windows as adaptive_avg_pool2d at every map size a larger input gives."""
-    from alexnet.model.net import _averaged
+    from alexnet.kernels.onnx import MatrixAvgPool
 
     for h, w in ((7, 7), (8, 9), (13, 13), (6, 20), (1, 1)):
         x = torch.randn(2, 3, h, w, dtype=torch.float64)
         want = torch.nn.functional.adaptive_avg_pool2d(x, 6)
-        assert torch.allclose(_averaged(x), want, rtol=1e-12, atol=1e-15), (h, w)
+        assert torch.allclose(MatrixAvgPool(6)(x), want, rtol=1e-12, atol=1e-15), (h, w)
 
 
 def test_a_torchscript_trace_with_gradients_saves_and_learns(tmp_path):

@@ -117,32 +117,26 @@ def test_a_bf16_run_stopped_and_resumed_ends_bit_identical(tmp_path):
     ]
 
 
-def test_bf16_training_on_the_optimisers_copies_is_autocasts_training(tmp_path, monkeypatch):
-    """On a CPU a bf16 run's forward uses PaperSGD's bf16 copies of the weights: the same
-    checkpoint, bit for bit, as autocast casting the float32 weights at each step."""
-    from alexnet.train import loop
+def test_a_run_prints_and_records_its_execution_plan(store, tmp_path):
+    """`train` resolves the plan once, says it in one line and records it whole in
+    environment.json; --kernels none trains the plain model, and a bad name is one line."""
+    import json
 
-    used = []
-    forward = loop.forward
-    monkeypatch.setattr(loop, "forward", lambda n, o, x: used.append(o) or forward(n, o, x))
-    for c, color in enumerate(((200, 40, 40), (40, 200, 60))):
-        for i in range(2):
-            write_image(tmp_path / "src" / f"c{c}" / f"{i}.jpg", (60 + 9 * i, 50), color)
-    prepare_store(tmp_path / "src", tmp_path / "store", val_fraction=0.25)
-    common = ["--data", tmp_path / "store", "--epochs", "1", "--batch-size", "1"]
-    common += ["--max-steps", "2", "--precision", "bf16", "--recipe", "paper", *FAST]
-    saved = {}
-    for copies in (True, False):
-        monkeypatch.setattr(loop, "copies_dtype", lambda d, amp, on=copies: amp if on else None)
-        r = run_here("train", *common, "--out", tmp_path / str(copies))
-        assert r.returncode == 0, r.stderr
-        assert used.pop().compute_dtype == (torch.bfloat16 if copies else None)
-        saved[copies] = torch.load(
-            tmp_path / str(copies) / "checkpoints" / "last.pt", weights_only=True
-        )
-    a, b = saved[True], saved[False]
-    assert all(v.dtype == torch.float32 for v in a["model"].values())
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    common = ["--data", store, "--epochs", "1", "--max-steps", "1", "--batch-size", "2", *FAST]
+    r = run_here("train", *common, "--precision", "fp32", "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("plan: ")]
+    assert len(line) == 1 and "kernels: lrn" in line[0] and "no autocast" in line[0]
+    plan = json.loads((tmp_path / "a" / "environment.json").read_text())["plan"]
+    assert plan["precision"] == "fp32" and plan["weights"] == "float32"
+    assert plan["kernels"][0] == "lrn"
+    r = run_here("train", *common, "--kernels", "none", "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "b" / "environment.json").read_text())["plan"]["kernels"] == []
+    assert "kernels: none (the plain model)" in r.stderr
+    r = run_here("train", *common, "--kernels", "lrn,fast", "--out", tmp_path / "c")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown kernel 'fast'" in r.stderr
 
 
 def test_the_inference_verbs_take_the_same_choice(store, tmp_path, monkeypatch, image_folder):

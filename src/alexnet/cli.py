@@ -822,6 +822,7 @@ def _cmd_bench_train(args) -> int:
             compile=cfg.compile,
             profile=cfg.profile,
             rounds=cfg.rounds,
+            kernels=cfg.kernels,
         )
     return _print_result(r, args.json)
 

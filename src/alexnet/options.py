@@ -19,6 +19,7 @@ Optimizer = Literal["paper-sgd", "sgd", "adamw"]
 StoreFormat = Literal["auto", "raw", "jpeg"]
 Freeze = Literal["features", "fc7"]  # fine-tuning: train the classifier only, or fc8 only
 ExportFormat = Literal["onnx", "torch-export", "safetensors"]
+Kernel = Literal["lrn", "linear"]  # the fast kernels the execution plan may put in (kernels/)
 
 VARIANTS: tuple[str, ...] = get_args(Variant)
 INITS: tuple[str, ...] = get_args(Init)
@@ -30,6 +31,11 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)
 FREEZES: tuple[str, ...] = get_args(Freeze)
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+KERNELS: tuple[str, ...] = get_args(Kernel)
+KERNELS_HELP = (
+    "fast kernels in place of the formula's modules: auto (what the execution plan picks "
+    f"for this device and precision), none (the plain model), or a comma list of {', '.join(KERNELS)}"
+)
 # an exported file's number type: named, never "auto" (a file outlives the CPU it was made on)
 EXPORT_PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = (1, 10)  # evaluation views: the centre, or §4.1's ten patches (docs/paper.md)

@@ -6,40 +6,35 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
 
 from ..data.augment import CROP, BatchTransform
 from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store
+from ..kernels.plan import Plan
 from ..runtime.device import autocast, synchronizer
-from ..train.optim import PaperSGD, copies_dtype, forward
+from ..train.optim import PaperSGD
+from ..train.step import training_step
 from .result import BenchResult  # noqa: F401  (re-exported for the benchmarks)
 
 
 class Runner:
-    """One model's training (or inference) step on fixed random data, timed per call."""
+    """One model's training (or inference) step on fixed random data, timed per call,
+    computed as the execution plan says (the verbs' own plan: kernels, precision, how
+    the weights are held), the step `alexnet train` takes."""
 
-    def __init__(
-        self, model, device, batch_size, amp, train: bool, cast: bool = True, compile=False
-    ):
-        """cast: hold the weights in the low precision as `alexnet`'s verbs do: cast once
-        for inference; for a CPU's bf16 training in one process, the optimiser's copies
-        (PaperSGD.compute_weights)."""
-        self.model = model.to(device, memory_format=torch.channels_last).train(train)
+    def __init__(self, model, plan: Plan, batch_size: int, train: bool, compile: bool = False):
+        device = torch.device(plan.device)
+        model = model.to(device, memory_format=torch.channels_last)
+        self.model = plan.apply(model).train(train)
         # a fixed seed: the same batch in every process (both towers of a pair need it)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch_size, 3, 224, 224, generator=g) * 60
         self.x = x.to(device).contiguous(memory_format=torch.channels_last)
-        if amp is not None and not train and cast:
-            # inference in a low precision holds its weights in it: cast once, not at
-            # every forward as autocast casts them (a quarter of a CPU bf16 forward)
-            self.model, self.x, amp = self.model.to(amp), self.x.to(amp), None
         self.y = torch.randint(0, 1000, (batch_size,), generator=g).to(device)
         # the update `alexnet train` makes (§5's rule, weight decay included), for every
         # model alike; a small rate, so that fixed data cannot drive it to overflow
-        copies = copies_dtype(device, amp) if cast and train and not compile else None
-        self.opt = PaperSGD(self.model.parameters(), lr=1e-4, compute_dtype=copies)
-        self.device, self.amp, self.train, self.batch = device, amp, train, batch_size
+        self.opt = PaperSGD(self.model.parameters(), lr=1e-4)
+        self.device, self.plan, self.train, self.batch = device, plan, train, batch_size
         if compile:
             self.model = torch.compile(self.model)
 
@@ -47,17 +42,11 @@ class Runner:
         """One step on the fixed batch, or on (x, y) when given (end-to-end runs)."""
         x = self.x if x is None else x.to(self.device, non_blocking=True)
         y = self.y if y is None else y.to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
-            if self.train:
-                loss = nn.functional.cross_entropy(forward(self.model, self.opt, x).float(), y)
-                loss.backward()
-                self.opt.step()
-                # freed now, not at the next step: the models take turns, and only the
-                # one stepping holds gradients (0.24 GB each for the paper net)
-                self.opt.zero_grad(set_to_none=True)
-            else:
-                with torch.no_grad():
-                    self.model(x)
+        if self.train:
+            training_step(self.model, self.opt, x, y, self.plan.amp)
+            return
+        with torch.no_grad(), autocast(self.device, self.plan.amp):
+            self.model(x)
 
     def rate(self, steps: int) -> float:
         """Images per second over `steps` steps, the device drained before and after."""

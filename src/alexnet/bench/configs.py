@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..options import (
     DECODES,
     DEVICE_HELP,
+    KERNELS_HELP,
     MODEL_PARALLEL,
     PRECISIONS,
     STORE_FORMATS,
@@ -56,6 +57,7 @@ class BenchTrainConfig:
     rounds: int = option(3, "round-robin passes over the models; each keeps its best")
     precision: str = option("auto", "autocast precision (auto: as train resolves it)", PRECISIONS)
     compile: bool = option(False, "torch.compile every model")
+    kernels: str = option("auto", KERNELS_HELP)
     profile: bool = option(False, "name the top operators")
     model_parallel: int = option(
         1, "2: the paper's two towers on two processes vs one device", MODEL_PARALLEL

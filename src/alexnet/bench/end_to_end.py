@@ -12,9 +12,10 @@ import torch
 
 from ..data.loader import decode_where
 from ..data.store import Store
+from ..kernels.plan import resolve_plan
 from ..model import create_model
 from ..runtime.allocator import allocator_tuned
-from ..runtime.device import autocast_dtype, pick_device, precision_name, synchronizer
+from ..runtime.device import pick_device, precision_name, synchronizer
 from .common import (
     BenchResult,
     Runner,
@@ -109,7 +110,8 @@ def bench_end_to_end(
     full queue would flatter whichever pipeline the data bounds."""
     check_counts({"batch-size": batch_size, "steps": steps}, {"warmup": warmup, "workers": workers})
     dev = pick_device(device)
-    amp = autocast_dtype(precision, dev)
+    plan = resolve_plan(dev, precision, compile=compile)
+    amp = plan.amp
     store = Store(store_path)
     train_images(store, batch_size)
     check_fits(batch_size, dev)
@@ -120,8 +122,8 @@ def bench_end_to_end(
     def feed():
         return store_batches(store, batch_size, workers, dev, decode)
 
-    runner = functools.partial(Runner, device=dev, batch_size=batch_size, amp=amp, train=True)
-    ours = runner(create_model("paper", num_classes=classes), compile=compile)
+    runner = functools.partial(Runner, batch_size=batch_size, train=True, compile=compile)
+    ours = runner(create_model("paper", num_classes=classes), plan)
     feed_rate = timed(feed(), lambda x, y: None)
     step_rate = timed(iter(lambda: (None, None), 0), ours.step)
     ours_rate = timed(feed(), ours.step)
@@ -148,7 +150,8 @@ def bench_end_to_end(
     if source is not None:
         import torchvision
 
-        tv = runner(torchvision.models.alexnet(num_classes=classes), compile=compile)
+        plain = resolve_plan(dev, precision, "none", compile=compile)
+        tv = runner(torchvision.models.alexnet(num_classes=classes), plain)
         batches = examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
         result.torchvision_img_s = timed(batches, tv.step)
         result.ratio_vs_torchvision = round(ours_rate / result.torchvision_img_s, 3)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.plan import resolve_plan
 from ..model import create_model
-from ..runtime.device import autocast_dtype, pick_device, precision_name
+from ..runtime.device import pick_device, precision_name
 from .common import BenchResult, Runner, check_counts, interleaved
 
 
@@ -78,13 +79,14 @@ def bench_model_parallel(
             f"{torch.cuda.device_count()} (use --device cpu to measure the split "
             "on the CPU)"
         )
-    amp = autocast_dtype(precision, dev)
+    plan = resolve_plan(dev, precision)
+    amp = plan.amp
     threads = torch.get_num_threads()
     torch.manual_seed(0)
-    single = Runner(create_model("paper"), dev, batch_size, amp, True)
+    single = Runner(create_model("paper"), plan, batch_size, True)
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/result.pt"
-        args = (tmp, out, dev.type, batch_size, steps, rounds, amp, max(1, threads // 2))
+        args = (tmp, out, dev.type, batch_size, steps, rounds, precision, max(1, threads // 2))
         mp.spawn(_worker, args=args, nprocs=2, join=True)
         towers = torch.load(out, weights_only=True)
     best = interleaved({"single": single}, steps, rounds)["single"]
@@ -104,7 +106,7 @@ def bench_model_parallel(
     )
 
 
-def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads):
+def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, precision, threads):
     import torch.distributed as dist
 
     from ..model.towers import TowerParallelAlexNet
@@ -120,8 +122,7 @@ def _worker(rank, tmp, out, device_type, batch_size, steps, rounds, amp, threads
         torch.manual_seed(0)
         dev = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
         tower = TowerParallelAlexNet(create_model("paper"), rank)
-        # cast=False: a run of two processes trains on autocast's casts, as `alexnet train` does
-        runner = Runner(tower, dev, batch_size, amp, True, cast=False)
+        runner = Runner(tower, resolve_plan(dev, precision), batch_size, True)
         rate = interleaved({"towers": runner}, steps, rounds)["towers"]
         rates = [torch.zeros(1, dtype=torch.float64, device=dev) for _ in range(2)]
         dist.all_gather(rates, torch.tensor([rate], dtype=torch.float64, device=dev))

@@ -1,21 +1,24 @@
-"""`alexnet bench train`: training and inference img/s of our paper net against the
-naive eager paper net and torchvision's alexnet, interleaved in one run."""
+"""`alexnet bench train`: training and inference img/s of our paper net (as the
+execution plan runs it) against the same net with no kernels, the naive eager paper
+net and torchvision's alexnet, interleaved in one run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from ..kernels.plan import resolve_plan
 from ..model import create_model
 from ..model.net import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from ..runtime.allocator import allocator_tuned
-from ..runtime.device import autocast_dtype, cpu_info, pick_device, precision_name
+from ..runtime.device import cpu_info, pick_device, precision_name
 from .common import BenchResult, Runner, check_counts, check_fits, interleaved
 
 MODELS = {  # name -> label in the printed table
-    "ours": "ours (fast LRN)",
+    "ours": "ours (the plan's kernels)",
+    "plain": "ours, plain model (no kernels)",
     "naive": "naive (nn.LocalResponseNorm)",
     "torchvision": "torchvision.models.alexnet",
     "no_lrn": "paper net without LRN (bound)",
@@ -35,14 +38,19 @@ class StepBench(BenchResult):
     threads: int
     malloc_tuned: bool
     gpu: str | None
+    kernels: list[str]  # what the plan put into ours (and the no-LRN net)
     ours_img_s: float
+    plain_img_s: float
     naive_img_s: float
     torchvision_img_s: float
     no_lrn_img_s: float
     ours_infer_img_s: float
+    plain_infer_img_s: float
     naive_infer_img_s: float
     torchvision_infer_img_s: float
     no_lrn_infer_img_s: float
+    ratio_vs_plain: float  # what the kernels buy in training
+    ratio_vs_plain_infer: float  # and at inference
     ratio_vs_naive: float
     ratio_vs_torchvision: float
     lrn_overhead: float  # time per image spent in LRN, relative to the net without it
@@ -56,7 +64,7 @@ class StepBench(BenchResult):
         out = [
             f"{self.device}, batch {self.batch_size}, best of {self.rounds} interleaved "
             f"rounds, {self.precision}, channels_last, {self.threads} threads"
-            f"{', compiled' if self.compile else ''}",
+            f"{', compiled' if self.compile else ''}, kernels: {', '.join(self.kernels) or 'none'}",
             f"{'model':<34}{'train img/s':>12}{'infer img/s':>13}",
         ]
         for name, label in MODELS.items():
@@ -69,6 +77,10 @@ class StepBench(BenchResult):
                 f"{label:<34}{self.fp32[name + '_img_s']:>12.2f}"
                 f"{self.fp32[name + '_infer_img_s']:>13.2f}"
             )
+        out.append(
+            f"ours / plain: {self.ratio_vs_plain:.3f}x training, "
+            f"{self.ratio_vs_plain_infer:.3f}x inference"
+        )
         out.append(
             f"ours / naive: {self.ratio_vs_naive:.2f}x, ours / torchvision: "
             f"{self.ratio_vs_torchvision:.2f}x, LRN overhead {self.lrn_overhead:.1%} "
@@ -100,19 +112,24 @@ def naive_paper_model(num_classes: int = 1000) -> nn.Module:
     return model
 
 
-def _builders(amp) -> dict:
-    """name -> (build, autocast dtype); with a low precision, float32 baselines too."""
+def _builders(dev, precision: str, kernels: str, compile: bool, train: bool) -> dict:
+    """name -> (build, plan); in a low precision, float32 baselines too."""
     import torchvision
 
+    ours = resolve_plan(dev, precision, kernels, train, compile)
+    plain = resolve_plan(dev, precision, "none", train, compile)
     builders = {
-        "ours": (lambda: create_model("paper"), amp),
-        "naive": (naive_paper_model, amp),
-        "torchvision": (lambda: torchvision.models.alexnet(), amp),
-        "no_lrn": (lambda: create_model("paper", lrn=False), amp),  # the bound for any LRN
+        "ours": (lambda: create_model("paper"), ours),
+        "plain": (lambda: create_model("paper"), plain),
+        # nn.LocalResponseNorm has no bf16 CPU kernel: the naive net's weights stay float32
+        "naive": (naive_paper_model, replace(plain, weights="float32")),
+        "torchvision": (lambda: torchvision.models.alexnet(), plain),
+        "no_lrn": (lambda: create_model("paper", lrn=False), ours),  # the bound for any LRN
     }
-    if amp is not None:
-        builders["ours_fp32"] = (lambda: create_model("paper"), None)
-        builders["no_lrn_fp32"] = (lambda: create_model("paper", lrn=False), None)
+    if ours.precision != "fp32":
+        fp32 = resolve_plan(dev, "fp32", kernels, train, compile)
+        builders["ours_fp32"] = (lambda: create_model("paper"), fp32)
+        builders["no_lrn_fp32"] = (lambda: create_model("paper", lrn=False), fp32)
     return builders
 
 
@@ -124,20 +141,22 @@ def bench_step(
     compile: bool = False,
     profile: bool = False,
     rounds: int = 3,
+    kernels: str = "auto",
 ) -> StepBench:
     """Every model with the same settings, round-robin, each keeping its best pass."""
     check_counts({"batch-size": batch_size, "steps": steps, "rounds": rounds})
     dev = pick_device(device)
-    amp = autocast_dtype(precision, dev)
-    builders = _builders(amp)
-    check_fits(batch_size, dev, models=len(builders))
+    plan = resolve_plan(dev, precision, kernels, compile=compile)
+    amp = plan.amp
+    check_fits(batch_size, dev, models=len(_builders(dev, precision, kernels, compile, True)))
     torch.manual_seed(0)
     rates = {}
     for train in (True, False):
         runners = {
-            # nn.LocalResponseNorm has no bf16 CPU kernel: the naive net stays under autocast
-            name: Runner(build(), dev, batch_size, dtype, train, name != "naive", compile)
-            for name, (build, dtype) in builders.items()
+            name: Runner(build(), model_plan, batch_size, train, compile)
+            for name, (build, model_plan) in _builders(
+                dev, precision, kernels, compile, train
+            ).items()
         }
         suffix = "_img_s" if train else "_infer_img_s"
         for name, rate in interleaved(runners, steps, rounds).items():
@@ -157,22 +176,26 @@ def bench_step(
         threads=torch.get_num_threads(),
         malloc_tuned=allocator_tuned(),
         gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        kernels=list(plan.kernels),
         **rates,
+        ratio_vs_plain=round(rates["ours_img_s"] / rates["plain_img_s"], 3),
+        ratio_vs_plain_infer=round(rates["ours_infer_img_s"] / rates["plain_infer_img_s"], 3),
         ratio_vs_naive=round(rates["ours_img_s"] / rates["naive_img_s"], 3),
         ratio_vs_torchvision=round(rates["ours_img_s"] / rates["torchvision_img_s"], 3),
         lrn_overhead=round(rates["no_lrn_img_s"] / rates["ours_img_s"] - 1, 3),
         lrn_overhead_infer=round(rates["no_lrn_infer_img_s"] / rates["ours_infer_img_s"] - 1, 3),
         cpu=cpu_info() if dev.type == "cpu" else {},
         fp32=fp32,
-        top_operators=_profile(dev, batch_size, amp) if profile else [],
+        top_operators=_profile(plan, batch_size) if profile else [],
     )
 
 
-def _profile(dev, batch_size, amp, top: int = 12) -> list[dict]:
+def _profile(plan, batch_size, top: int = 12) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
+    dev = torch.device(plan.device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    runner = Runner(create_model("paper"), dev, batch_size, amp, True)
+    runner = Runner(create_model("paper"), plan, batch_size, True)
     runner.step()
     with profile(activities=acts) as prof:
         runner.step()

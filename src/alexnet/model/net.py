@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..options import ACTIVATIONS, INITS, VARIANTS, check_choice
-from .linear import Linear
 from .lrn import LocalResponseNorm
 
 # §3.3 Local response normalisation: k, n, alpha, beta. The paper prints alpha on the
@@ -158,23 +157,8 @@ class AlexNet(nn.Module):
         # at 224 px the maps are 6x6 already, and pooling them copies them bit for bit;
         # done always, with no branch on their size, so that torch.fx can trace the net
         x = self.features(x)
-        x = _averaged(x) if torch.onnx.is_in_onnx_export() else self.avgpool(x)
+        x = self.avgpool(x)
         return torch.flatten(x, 1)
-
-
-def _averaged(x: torch.Tensor) -> torch.Tensor:
-    """The adaptive pooling's windows as two averaging matrices, for ONNX, which has no
-    adaptive pooling (torch's exporter stops at it): output row i averages
-    input rows floor(i H / 6) to ceil((i + 1) H / 6) - 1, as adaptive_avg_pool2d does."""
-
-    def averaging(n: int) -> torch.Tensor:  # (6, n), from the export's fixed input size
-        i, j = torch.arange(POOLED_SIZE), torch.arange(n)
-        lo, hi = i * n // POOLED_SIZE, -(-(i + 1) * n // POOLED_SIZE)
-        inside = ((j >= lo[:, None]) & (j < hi[:, None])).to(x.dtype)
-        return inside / inside.sum(1, keepdim=True)
-
-    h, w = (int(n) for n in x.shape[-2:])
-    return averaging(h) @ x @ averaging(w).T
 
 
 def _activation(options: ModelOptions) -> nn.Module:
@@ -227,20 +211,20 @@ def _caffe_features() -> nn.Sequential:
 def _paper_classifier(num_classes: int, options: ModelOptions) -> tuple[nn.Sequential, int]:
     # §4.2: dropout acts on the *outputs* of fc6 and fc7 (torchvision puts it before them).
     layers = OrderedDict(
-        fc6=Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
+        fc6=nn.Linear(256 * POOLED_SIZE * POOLED_SIZE, HIDDEN),
         **{f"{options.activation}6": _activation(options)},
         drop6=nn.Dropout(options.dropout),
-        fc7=Linear(HIDDEN, HIDDEN),
+        fc7=nn.Linear(HIDDEN, HIDDEN),
         **{f"{options.activation}7": _activation(options)},
         drop7=nn.Dropout(options.dropout),
-        fc8=Linear(HIDDEN, num_classes),
+        fc8=nn.Linear(HIDDEN, num_classes),
     )
     return nn.Sequential(layers), 5  # last_hidden stops after relu7
 
 
 def _torchvision_layout(num_classes: int, options: ModelOptions) -> AlexNet:
     """The "one weird trick" net, index for index the same as torchvision.models.alexnet
-    (nn.Linear, not linear.Linear: its outputs equal torchvision's bit for bit)."""
+    (its outputs equal torchvision's bit for bit)."""
     act = lambda: _activation(options)  # noqa: E731
     pool = (POOL_SIZE, POOL_STRIDE) if options.overlap_pool else (2, 2)
     features = nn.Sequential(

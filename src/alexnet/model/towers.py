@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .linear import Linear
 from .lrn import LocalResponseNorm
 from .net import TOWERS, AlexNet, _activation
 
@@ -141,7 +140,7 @@ def _tower_conv(full: nn.Conv2d) -> nn.Conv2d:
 
 
 def _tower_linear(full: nn.Linear, tower: int) -> nn.Linear:
-    return Linear(full.in_features, shard(full.weight, tower).shape[0], device="meta")
+    return nn.Linear(full.in_features, shard(full.weight, tower).shape[0], device="meta")
 
 
 class TowerParallelAlexNet(nn.Module):

@@ -46,7 +46,7 @@ def evaluate_ensemble(
     labels = torch.from_numpy(view.labels.astype("int64"))
     members, variants, subsets = [], [], []
     for ckpt in ckpts:
-        loaded = load_for_inference(ckpt, pick_device(device), precision)
+        loaded = load_for_inference(ckpt, pick_device(device), precision, kernels="auto")
         outputs = loaded.check_store(store)
         if outputs is not None:
             subsets.append({"checkpoint": str(ckpt), "of": loaded.num_classes})

@@ -134,7 +134,7 @@ def explain_images(
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if method != "occlusion":
         _captum(method)
-    loaded = load_for_inference(weights, device, "fp32")
+    loaded = load_for_inference(weights, device, "fp32", kernels="auto")
     model = loaded.model
     module = None
     if method == "gradcam":

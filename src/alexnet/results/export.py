@@ -1,8 +1,8 @@
 """`alexnet export`: a trained net in the forms the ecosystem loads.
 
 - onnx: checked against PyTorch's own outputs when onnxruntime is installed;
-- torch-export: a torch.export program (.pt2), checked the same way; this is what
-  TorchScript was (torch.jit.script does not compile the LRN's autograd function);
+- torch-export: a torch.export program (.pt2), checked the same way (the plain net also
+  scripts and traces with torch.jit, for those who still load TorchScript);
 - safetensors: the weights alone, with the classes and normalisation, for `alexnet.load`
   and every verb that takes a checkpoint (a third of a training checkpoint's size).
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data.augment import BatchTransform
+from ..kernels.onnx import onnx_ready
 from ..model.info import layer_table
 from ..model.net import input_crop
 from ..options import EXPORT_FORMATS, EXPORT_PRECISIONS, check_choice
@@ -98,7 +99,7 @@ def export_onnx(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
-            model,
+            onnx_ready(model),  # the LRN and the pooling in the forms ONNX runs well
             (x,),
             buf,
             input_names=["image"],

@@ -189,7 +189,7 @@ def write_features(cfg: FeaturesConfig, device="cpu") -> dict:
     if out.suffix not in SUFFIXES:
         raise UsageError(f"--out {out}: name it .npz or .h5 (HDF5)")
     ids, source = _stimuli(cfg)
-    loaded = load_for_inference(cfg.weights, device, cfg.precision)
+    loaded = load_for_inference(cfg.weights, device, cfg.precision, kernels="auto")
     layers = parse_layers(loaded.model, cfg.layers)
     meta = _meta(cfg, loaded, layers)
     writer = (NpzWriter if out.suffix == ".npz" else H5Writer)(out, len(ids), ids, meta)

@@ -78,7 +78,7 @@ def predict_ensemble(
     total, members, first, subset = None, [], None, None
     store = None if data is None else Store(store_for(data))
     for ckpt in ckpts:
-        loaded = load_for_inference(ckpt, device, precision)
+        loaded = load_for_inference(ckpt, device, precision, kernels="auto")
         outputs = None if store is None else loaded.check_store(store)
         names = loaded.classes if store is None else [c["name"] for c in store.classes]
         classes = (loaded.class_ids or loaded.classes, names)

@@ -137,7 +137,7 @@ def collect_report(
     """Everything the page shows, gathered from a run directory (see ReportData)."""
     run = RunDir(run_dir)
     history, config, ckpt = _read_run(run)
-    loaded = load_for_inference(ckpt, device)
+    loaded = load_for_inference(ckpt, device, kernels="auto")
     store = Store(config["data"])
     val, train = store.split("val"), store.split("train")
     rng = np.random.default_rng(0)

@@ -183,7 +183,7 @@ def neighbors(
         raise UsageError(f"--codes must be between 1 and {MAX_CODE_BITS} bits, not {codes}")
     if out:
         check_output_file(out, reads=[ckpt, *queries])
-    loaded = load_for_inference(ckpt, device, precision)
+    loaded = load_for_inference(ckpt, device, precision, kernels="auto")
     q_images = _query_images(queries, loaded.image_size)
     if not is_store(gallery):  # an image folder: every image of its cached store
         gallery, split = store_for(gallery, "--gallery", labels=False), ALL_SPLITS

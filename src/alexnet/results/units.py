@@ -129,7 +129,7 @@ def top_units(
     if not 1 <= top <= MAX_TOP:
         raise UsageError(f"--top must be between 1 and {MAX_TOP}, not {top}")
     stimuli = _stimuli(data, split)
-    loaded = load_for_inference(weights, device, precision)
+    loaded = load_for_inference(weights, device, precision, kernels="auto")
     (result,) = scan(loaded, stimuli, {layer: units}, top, batch_size)
     return result
 

@@ -171,7 +171,8 @@ def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
     if all(i in results.rows for i in ids.values()):
         return
     run_train(cfg, "paper", {}, seed, results, log)
-    loaded = load_for_inference(RunDir(run_dir(cfg, "paper", seed)).last, cfg.device)
+    path = RunDir(run_dir(cfg, "paper", seed)).last
+    loaded = load_for_inference(path, cfg.device, kernels="auto")
     val = fixed_subset(Store(cfg.data).split("val"), cfg.val_images)
     for crops, rid in ids.items():
         r = evaluate_split(loaded.model, val, loaded.transform(), loaded.num_classes, crops=crops)

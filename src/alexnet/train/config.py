@@ -20,6 +20,7 @@ from ..options import (
     DEVICE_HELP,
     FREEZES,
     INITS,
+    KERNELS_HELP,
     MODEL_PARALLEL,
     PRECISIONS,
     SCHEDULES,
@@ -113,6 +114,7 @@ class TrainConfig:
     compile: bool = option(
         False, "torch.compile the model (for GPUs: on a CPU eager mode measured faster)"
     )
+    kernels: str = option("auto", KERNELS_HELP)
     model_parallel: int = option(
         1,
         "2: the paper net's two towers on 2 processes (§3.2), under torchrun",
@@ -249,6 +251,7 @@ RESUME_MAY_CHANGE = (
     "max_steps",
     "report",
     "compile",
+    "kernels",
     "checkpoint_every",
     "log_every",
     "log_updates",

@@ -27,6 +27,7 @@ from ..data.loader import EpochSampler, TrainFeed
 from ..data.store import Store, class_ids, fixed_subset, is_store
 from ..evaluation.embed import split_features
 from ..evaluation.split import evaluate_split
+from ..kernels.plan import Plan, resolve_plan
 from ..model import create_model
 from ..model.net import input_crop
 from ..model.towers import (
@@ -36,13 +37,7 @@ from ..model.towers import (
     load_full_optimizer_state,
     make_layout,
 )
-from ..runtime.device import (
-    autocast,
-    autocast_dtype,
-    environment,
-    pick_device,
-    resolve_precision,
-)
+from ..runtime.device import environment, pick_device, resolve_precision
 from ..runtime.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_json
@@ -60,9 +55,10 @@ from .finetune import (
     probe_evaluate,
 )
 from .log import MetricsLog, StepLog
-from .optim import build_optimizer, build_schedule, copies_dtype, forward
+from .optim import build_optimizer, build_schedule
 from .recipes import RECIPES, choose_recipe
 from .state import TrainState
+from .step import training_step
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,7 +81,7 @@ class Trainer:
     feed: TrainFeed
     optimizer: torch.optim.Optimizer
     schedule: object
-    amp: torch.dtype | None
+    plan: Plan  # precision and kernels, resolved once (kernels/plan.py)
     state: TrainState
     log: MetricsLog | None  # rank 0 only
     steps_log: StepLog | None = None  # rank 0 only
@@ -180,10 +176,9 @@ def setup(
     layout = _layout(cfg, di)
     replicas, replica = (layout.replicas, layout.replica) if layout else (di.world, di.rank)
     train_split, val_split = _checked_splits(cfg, store, replicas)
-    run = _run_dir(cfg, ckpt, device, di)
-    model, net = _build_model(
-        cfg, store, ckpt, weights, layout, device, replicas, verbose=di.is_main
-    )
+    plan = resolve_plan(device, cfg.precision, cfg.kernels, train=True, compile=cfg.compile)
+    run = _run_dir(cfg, ckpt, device, di, plan)
+    model, net = _build_model(cfg, store, ckpt, weights, layout, plan, replicas, verbose=di.is_main)
     sampler = EpochSampler(
         len(train_split), cfg.batch_size, seed=cfg.seed, num_replicas=replicas, rank=replica
     )
@@ -194,11 +189,7 @@ def setup(
         **{k: v for k, v in norm.items() if k != "kind"},
     )
     feed, net, probe = _feed(cfg, model, net, train_split, val_split, transform, sampler)
-    amp = autocast_dtype(cfg.precision, device)
-    # the optimiser's bf16 copies where the module stepped holds the weights itself
-    holds = di.world == 1 and net in (model, *model.modules())
-    copies = copies_dtype(device, amp) if holds else None
-    optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device, copies)
+    optimizer, schedule = _optimizer_and_schedule(cfg, model, sampler, device)
     log = MetricsLog(run, cfg.progress) if di.is_main else None
     trainer = Trainer(
         cfg=cfg,
@@ -213,7 +204,7 @@ def setup(
         feed=feed,
         optimizer=optimizer,
         schedule=schedule,
-        amp=amp,
+        plan=plan,
         state=TrainState(),
         log=log,
         norm=norm,
@@ -264,7 +255,7 @@ def _feed(cfg: TrainConfig, model, net, train_split, val_split, transform, sampl
     return feed, net, None
 
 
-def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device, compute_dtype=None):
+def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device):
     optimizer = build_optimizer(
         RECIPES[cfg.recipe].optimizer,
         param_groups(model, cfg.head_lr_mult),
@@ -272,7 +263,6 @@ def _optimizer_and_schedule(cfg: TrainConfig, model, sampler, device, compute_dt
         cfg.momentum,
         cfg.weight_decay,
         device,
-        compute_dtype,
     )
     schedule = build_schedule(
         cfg.schedule, cfg.lr, cfg.epochs, sampler.steps_per_epoch(), cfg.patience, cfg.warmup_epochs
@@ -428,18 +418,18 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float
     for group in t.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     torch.manual_seed(derive_seed(t.cfg.seed, s.epoch, step, STREAM_DROPOUT, t.dist.rank))
-    with autocast(t.device, t.amp):
-        logits = forward(t.net, t.optimizer, x)
-        loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=t.cfg.label_smoothing)
-    if t.device.type == "cpu" and not torch.isfinite(loss).all():
-        raise diverged(
-            t,
-            f"non-finite loss ({loss.item()}) at epoch {s.epoch + 1}, step {step + 1} "
-            f"(global step {s.global_step + 1})",
-        )
-    t.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    t.optimizer.step()
+
+    def check_loss(loss: torch.Tensor) -> None:
+        if t.device.type == "cpu" and not torch.isfinite(loss).all():
+            raise diverged(
+                t,
+                f"non-finite loss ({loss.item()}) at epoch {s.epoch + 1}, step {step + 1} "
+                f"(global step {s.global_step + 1})",
+            )
+
+    loss, logits = training_step(
+        t.net, t.optimizer, x, y, t.plan.amp, t.cfg.label_smoothing, check_loss
+    )
     with torch.no_grad():
         s.running.add(loss, (logits.argmax(1) == y).sum(), len(y))
     t.last_loss = loss.detach()
@@ -576,7 +566,7 @@ def _validate(t: Trainer, replica: int, replicas: int, group) -> dict:
         batch_size=t.cfg.eval_batch_size,
         rank=replica,
         world=replicas,
-        autocast_dtype=t.amp,
+        autocast_dtype=t.plan.amp,
         group=group,
     )
 
@@ -663,7 +653,7 @@ def _open_store(cfg: TrainConfig, ckpt: Checkpoint | None) -> Store:
     return store
 
 
-def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) -> RunDir:
+def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo, plan: Plan) -> RunDir:
     run = RunDir(cfg.out)
     if not di.is_main:
         return run
@@ -672,7 +662,9 @@ def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo) ->
     run.lock()
     run.remove_stale_temp_files()
     run.write_config(asdict(cfg))
-    atomic_write_json(run.environment, environment(device, di.world, cfg.precision))
+    env = {**environment(device, di.world, cfg.precision), "plan": plan.as_dict()}
+    atomic_write_json(run.environment, env)
+    print(plan.line(), file=sys.stderr, flush=True)
     return run
 
 
@@ -682,7 +674,7 @@ def _build_model(
     ckpt: Checkpoint | None,
     weights: StartingWeights | None,
     layout: Layout | None,
-    device: torch.device,
+    plan: Plan,
     replicas: int,
     verbose: bool,
 ) -> tuple[nn.Module, nn.Module]:
@@ -714,7 +706,8 @@ def _build_model(
     if layout:
         model = TowerParallelAlexNet(model, layout.tower, layout.pair)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    device = torch.device(plan.device)
+    model = plan.apply(model.to(device, memory_format=memory_format))
     net: nn.Module = model
     if replicas > 1:
         net = nn.parallel.DistributedDataParallel(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.func import functional_call
 from torch.optim import Optimizer
 
 from .recipes import BASE_LR, LR_FACTOR, MAX_REDUCTIONS, MOMENTUM, WEIGHT_DECAY
@@ -28,41 +27,10 @@ class PaperSGD(Optimizer):
         lr: float = BASE_LR,
         momentum: float = MOMENTUM,
         weight_decay: float = WEIGHT_DECAY,
-        compute_dtype: torch.dtype | None = None,
     ):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError("lr, momentum and weight_decay must be non-negative")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
-        # the low-precision weights the forward computes with, one per float32 weight
-        # (see compute_weights); not optimiser state: a checkpoint need not carry them
-        self.compute_dtype = compute_dtype
-        self._copies: dict[torch.Tensor, tuple[torch.Tensor, int]] = {}
-
-    def compute_weights(self, named_params) -> dict[str, torch.Tensor]:
-        """name -> the compute_dtype copy of each trained weight of named_params, for
-        torch.func.functional_call: leaves whose gradients step() reads, and which it
-        rewrites while each chunk of the float32 weight is in the cache. Autocast would
-        cast every weight at each forward and its gradient back at each backward: the
-        same bits, two more passes over 61 M parameters. A weight changed elsewhere
-        (loaded, edited) is cast afresh."""
-        if self.compute_dtype is None:
-            raise ValueError("PaperSGD was built without a compute_dtype")
-        trained = {p for group in self.param_groups for p in group["params"]}
-        out = {}
-        for name, p in named_params:
-            if p not in trained or not p.requires_grad:  # a frozen weight stays as it is
-                continue
-            copy, version = self._copies.get(p, (None, -1))
-            if copy is None or version != p._version:
-                copy = p.detach().to(self.compute_dtype).requires_grad_()
-                self._copies[p] = (copy, p._version)
-            out[name] = copy
-        return out
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        super().zero_grad(set_to_none)
-        for copy, _ in self._copies.values():
-            copy.grad = None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -72,11 +40,11 @@ class PaperSGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if self._grad(p) is not None]
+            params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
-            grads = [self._grad(p) for p in params]
+            grads = [p.grad for p in params]
             vs = []
             for p in params:
                 state = self.state[p]
@@ -90,39 +58,10 @@ class PaperSGD(Optimizer):
                 _update(params, vs, grads, lr, m, wd)
         return loss
 
-    def _grad(self, p: torch.Tensor) -> torch.Tensor | None:
-        """p's gradient: its low-precision copy's when the forward computed with one."""
-        if p in self._copies:
-            return self._copies[p][0].grad
-        return p.grad
-
-    def _update_in_chunks(self, w, v, g, lr: float, m: float, wd: float) -> None:
-        if w not in self._copies:
-            for wc, vc, gc in _cache_sized_chunks(w, v, g):
-                _update([wc], [vc], [gc], lr, m, wd)
-            return
-        copy = self._copies[w][0]
-        for wc, vc, gc, cc in _cache_sized_chunks(w, v, g, copy):
-            _update([wc], [vc], [gc.float()], lr, m, wd)
-            cc.copy_(wc)
-        self._copies[w] = (copy, w._version)
-
-
-def copies_dtype(device: torch.device, amp: torch.dtype | None) -> torch.dtype | None:
-    """PaperSGD's compute_dtype for a step under autocast to `amp` on `device`: bf16 on
-    a CPU, where autocast's casts of the weights and of their gradients cost 3-4 % of a
-    step; None elsewhere. For a module that holds its weights itself, in one process:
-    not behind torch.compile's wrapper, nor DDP, whose gradient hooks sit on the
-    float32 weights."""
-    return amp if device.type == "cpu" and amp == torch.bfloat16 else None
-
-
-def forward(net: torch.nn.Module, optimizer: Optimizer, x: torch.Tensor) -> torch.Tensor:
-    """net(x), on the optimiser's low-precision copies of the trained weights when it
-    keeps them (PaperSGD.compute_weights): the same bits as autocast's casts."""
-    if getattr(optimizer, "compute_dtype", None) is None:
-        return net(x)
-    return functional_call(net, optimizer.compute_weights(net.named_parameters()), (x,))
+    @staticmethod
+    def _update_in_chunks(w, v, g, lr: float, m: float, wd: float) -> None:
+        for wc, vc, gc in _cache_sized_chunks(w, v, g):
+            _update([wc], [vc], [gc], lr, m, wd)
 
 
 def _update(ws, vs, gs, lr: float, m: float, wd: float) -> None:
@@ -268,10 +207,8 @@ def build_optimizer(
     momentum: float,
     weight_decay: float,
     device: torch.device,
-    compute_dtype: torch.dtype | None = None,
 ) -> Optimizer:
-    """kind: options.Optimizer; compute_dtype: PaperSGD's copies of the weights for the
-    forward (PaperSGD.compute_weights), where the caller's step uses them."""
+    """kind: options.Optimizer."""
     if kind == "adamw":
         # fused: one pass over the 61 M parameters instead of a dozen (on the CPU box the
         # step fell from 0.33 s to 0.05 s, a third of a batch-16 training step)
@@ -284,9 +221,7 @@ def build_optimizer(
         return torch.optim.SGD(
             params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused
         )
-    return PaperSGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, compute_dtype=compute_dtype
-    )
+    return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def build_schedule(

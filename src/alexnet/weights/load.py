@@ -20,9 +20,10 @@ from ..data.augment import BatchTransform
 from ..data.imagenet import imagenet_classes, imagenet_indices, imagenet_wnids
 from ..data.images import STORE_SIZE, load_for_store
 from ..data.store import class_ids
+from ..kernels.plan import Plan, resolve_plan
 from ..model import AlexNet, create_model
 from ..model.net import ModelOptions, input_crop
-from ..runtime.device import autocast_dtype, model_device, pick_device
+from ..runtime.device import model_device, pick_device
 from ..runtime.errors import UsageError
 from . import caffe, hub
 from .checkpoint import (
@@ -49,7 +50,13 @@ class Loaded:
     path: str = ""  # the file the weights were read from
     class_ids: list[str] = field(default_factory=list)  # the store's class ids, when known
     source: str = ""  # what the user named: a path, or "torchvision" / "caffe"
-    amp: torch.dtype | None = None  # the autocast dtype its forwards run in (None: float32)
+    plan: Plan | None = None  # how its forwards run: precision, weights, kernels
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        """The autocast dtype its forwards run in (None: float32)."""
+        return self.plan.amp if self.plan else None
+
     about: dict = field(default_factory=dict)  # what the file says of its training (ours)
 
     def transform(self, device=None) -> BatchTransform:
@@ -199,18 +206,21 @@ def read_weights(spec: str | Path) -> tuple[dict, Path]:
     return read_file(path), path
 
 
-def load_for_inference(path: str | Path, device="cpu", precision: str = "fp32") -> Loaded:
+def load_for_inference(
+    path: str | Path, device="cpu", precision: str = "fp32", kernels: str = "none"
+) -> Loaded:
     """Our checkpoint, a torchvision AlexNet state_dict, a .caffemodel, or "torchvision"
     / "caffe" by name, eval-ready on `device`; its forwards to run in `precision`
-    ("auto": bf16 on CUDA and on CPUs with native bf16, as training resolves it)."""
+    ("auto": bf16 on CUDA and on CPUs with native bf16, as training resolves it).
+
+    The model is the plain one (model/) unless `kernels` asks the execution plan for
+    its fast kernels ("auto", or a comma list: kernels/plan.py). In a low precision its
+    weights are held in it, cast once rather than by autocast at every batch: the same
+    rounding, the same outputs bit for bit."""
     device = pick_device(device) if isinstance(device, str) else device
     loaded = _loaded(path, device)
-    loaded.amp = autocast_dtype(precision, device)
-    if loaded.amp is not None:
-        # Held in the low precision once, rather than cast by autocast at every batch
-        # (61 M weights, 10 ms a batch on a 2-core CPU): the same rounding, the same
-        # outputs bit for bit. Autocast stays on for the inputs.
-        loaded.model.to(loaded.amp)
+    loaded.plan = resolve_plan(device, precision, kernels, train=False)
+    loaded.plan.apply(loaded.model)
     return loaded
 
 
