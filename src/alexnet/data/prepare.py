@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..runtime.errors import UsageError
+from ..runtime.printed import Printed
 from ..runtime.files import (
     atomic_save_npz,
     atomic_write_json,
@@ -320,3 +321,9 @@ def format_summary(summary: dict) -> str:
     if len(skipped) > 20:
         lines.append(f"    ... and {len(skipped) - 20} more")
     return "\n".join(lines)
+
+
+def prepare_command(cfg: PrepareConfig) -> Printed:
+    """`alexnet prepare`: the store written, summarised."""
+    summary = prepare(cfg)
+    return Printed(summary, [format_summary(summary)])

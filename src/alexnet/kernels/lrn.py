@@ -81,12 +81,8 @@ def _unrows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 # Most output channels per block of the banded product, and up to how many channels
-# the band stays whole. Cutting conv1's 96 maps into two blocks measured slower (40 vs
-# 36 ms forward and backward, AVX512-BF16 EPYC, 2026-12-02), into three blocks of 32
-# no faster (40-42 vs 39 ms); conv2's 256 in four blocks of 64 faster than whole (25
-# vs 30 ms), in eight of 32 faster again (23.9 vs 26.0-26.1 ms forward and backward,
-# 12.8-13.1 vs 14.4-14.6 at inference; Zen 5 EPYC, ten alternating rounds twice,
-# 2026-12-03).
+# the band stays whole: the sizes that measured fastest for conv1's 96 maps and
+# conv2's 256 (docs/benchmarks.md, "the bf16 LRN's band").
 BLOCK = 32
 WHOLE_BAND = 128
 
@@ -105,12 +101,10 @@ def band_blocks(channels: int, size: int, groups: int, dtype, device) -> torch.T
     return torch.stack([padded[j : j + b + 2 * h, j : j + b] for j in range(0, channels, b)])
 
 
-# Rows per chunk of the bf16 passes on a CPU: a chunk's intermediates (a^2, the sums,
-# their logarithm; 0.8-2 MB) stay in the cache from one pass to the next, and no
-# map-sized temporary is allocated. conv1's LRN forward and backward 37-40 ms against
-# 42-48, conv2's 26-28 against 29-35, on a cold cache (AVX512-BF16 EPYC, 2026-12-03;
-# within that shared machine's noise in a whole training step). A GPU takes the rows
-# whole: there a chunk would be a kernel launch per pass.
+# Rows per chunk of the passes on a CPU: a chunk's intermediates (a^2, the sums, their
+# logarithm; 0.8-2 MB) stay in the cache from one pass to the next, and no map-sized
+# temporary is allocated. A GPU takes the rows whole: there a chunk would be a kernel
+# launch per pass.
 CHUNK_ROWS = 4096
 
 
@@ -160,9 +154,8 @@ def _bf16_forward(x: torch.Tensor, size, alpha, beta, k, groups, keep: bool):
     """(y, r, r^-beta) for a bf16 x, chunk by chunk, where y = x * s^-beta and r = s / k,
     so that s^-beta = k^-beta * r^-beta; r and r^-beta (for the backward) only with keep.
 
-    r^-beta is exp(-beta * log r): torch's CPU pow is not vectorised (16 ms on a batch
-    of conv2's maps, against 6 for log, a product and exp; log1p is not either), and
-    log r is near 0, where bf16's absolute step is fine. k^-beta is applied inside the
+    r^-beta is exp(-beta * log r): torch's CPU pow is not vectorised in bf16 (nor is
+    log1p), and log r is near 0, where bf16's absolute step is fine. k^-beta is applied inside the
     one product that uses it (addcmul computes in float32 and rounds once)."""
     blocks = band_blocks(x.shape[1], size, groups, x.dtype, x.device)
     xr = _rows(x)
@@ -228,11 +221,9 @@ def _fp32_backward(g, xf, s, scale, size, alpha, beta, groups) -> torch.Tensor:
 
 
 def _in_rows(x: torch.Tensor) -> bool:
-    """Whether float32 maps take the chunked path: channels-last (N, C, H, W) maps
-    of more than one chunk of rows, on a CPU, in eager mode. The passes are the
-    same per chunk, so the bits are too; conv1's LRN forward and backward took 45 ms
-    in chunks against 74 ms whole, conv2's 26-27 against 40-46, at inference 21 against
-    40 and 14-17 against 24-25 (cold cache, AVX512-BF16 EPYC, 2026-12-03)."""
+    """Whether float32 maps take the chunked path: channels-last (N, C, H, W) maps of
+    more than one chunk of rows, on a CPU. The passes are the same per chunk, so the
+    bits are too."""
     return (
         x.dtype == torch.float32
         and x.dim() == 4
@@ -281,11 +272,10 @@ def _backward(grad, x, u, v, size, alpha, beta, k, groups) -> torch.Tensor:
 
 def _inference(x, size, alpha, beta, k, groups) -> torch.Tensor:
     """The output alone, nothing saved. The float product stays out of place: with the
-    tuned allocator a fresh buffer is cheap, and writing it into s in place measured
-    slower (conv1 maps, no grad: 47 vs 33 ms on the 2-core CPU box, 2026-11-25)."""
+    tuned allocator (runtime/allocator.py) a fresh buffer is cheaper than writing into s."""
     if x.dtype == torch.bfloat16:
         return _bf16_forward(x, size, alpha, beta, k, groups, keep=False)[0]
-    if _in_rows(x):  # the same passes per chunk of rows: conv1's 21 ms against 40
+    if _in_rows(x):  # the same passes per chunk of rows
         xr = _rows(x)
         y = torch.empty_like(xr)
         for rows in _chunks(xr.shape[0], x.device):

@@ -9,6 +9,7 @@ from ..evaluation.metrics import Tally
 from ..evaluation.split import split_probabilities
 from ..options import PATCHES_PER_PASS
 from ..runtime.device import pick_device, precision_name
+from ..runtime.printed import Printed
 from .paper_rows import matching_rows, store_dataset
 
 
@@ -112,3 +113,48 @@ def evaluate_checkpoint(
         [ckpt], data, split, crops, batch_size, workers, device, progress, precision
     )
     return {k: v for k, v in r.items() if k not in ("nets", "members")}
+
+
+def evaluate_command(cfg, progress: bool = False) -> Printed:
+    """`alexnet evaluate`: one net or the mean of several (cfg: EvaluateConfig)."""
+    options = {k: v for k, v in vars(cfg).items() if k != "ckpts"}
+    if len(cfg.ckpts) > 1:
+        r = evaluate_ensemble(cfg.ckpts, **options, progress=progress)
+    else:
+        r = evaluate_checkpoint(cfg.ckpts[0], **options, progress=progress)
+    notes = []
+    subset = r.get("class_subset")
+    if subset:
+        of = subset["nets"][0]["of"]
+        notes.append(
+            f"evaluate: the store holds {subset['classes']} of ImageNet's {of:,} classes; "
+            "the softmax is over those alone"
+        )
+    return Printed(r, evaluation_lines(r), notes)
+
+
+def evaluation_lines(r: dict) -> list[str]:
+    """An evaluation as text: each member, the errors, the paper's rows, per class."""
+    lines = [
+        f"{m['checkpoint']}: top-1 error {m['top1_error']:.4f}, top-5 error {m['top5_error']:.4f}"
+        for m in r.get("members", [])
+    ]
+    nets = f"the mean of {r['nets']} nets, " if "nets" in r else ""
+    lines.append(
+        f"{r['images']} images, {r['crops']} crop(s), {r['precision']}, {nets}"
+        f"top-1 error {r['top1_error']:.4f}, top-5 error {r['top5_error']:.4f}"
+    )
+    for row in r["paper"]:
+        top1 = "-" if row["top1_error"] is None else f"{row['top1_error']:.3f}"
+        lines.append(
+            f"  beside {row['source']}, {row['model']} ({row['dataset']} {row['split']}): "
+            f"top-1 error {top1}, top-5 error {row['top5_error']:.3f}"
+        )
+    lines.append(
+        "per-class top-1 accuracy (the share of each class's images whose first guess is right):"
+    )
+    lines += [
+        f"  {name:<30} {'-' if acc is None else f'{acc:.3f}'}"
+        for name, acc in r["per_class"].items()
+    ]
+    return lines

@@ -21,6 +21,7 @@ import torch
 
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes
+from ..runtime.printed import Printed
 
 METHODS = ("occlusion", "gradcam", "integrated-gradients")
 CAPTUM_MISSING = (
@@ -227,3 +228,20 @@ def draw(results: list[dict]) -> bytes:
 
 def write_explanations(results: list[dict], out: str) -> None:
     atomic_write_bytes(out, draw(results))
+
+
+def explain_command(cfg) -> Printed:
+    """`alexnet explain` (cfg: ExplainConfig): a map per image, drawn into one figure."""
+    from ..runtime.files import check_output_file
+
+    check_output_file(cfg.out, reads=[cfg.weights, *cfg.images])
+    if not cfg.out.lower().endswith(".png"):
+        raise UsageError(f"--out {cfg.out}: name it .png")
+    options = {k: getattr(cfg, k) for k in ("method", "target", "layer", "size", "stride")}
+    results = explain_images(cfg.weights, cfg.images, device=cfg.device, **options)
+    write_explanations(results, cfg.out)
+    shown = public(results)
+    lines = [
+        f"{r['image']}: {r['target']} ({r['probability']:.1%}), peak at {r['peak']}" for r in shown
+    ]
+    return Printed({"out": cfg.out, "images": shown}, [*lines, f"figure: {cfg.out}"])

@@ -22,6 +22,7 @@ from ..model.net import input_crop
 from ..options import EXPORT_FORMATS, EXPORT_PRECISIONS, check_choice
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
+from ..runtime.printed import Printed
 from ..weights.checkpoint import Checkpoint, is_finite, model_options, save_safetensors
 from ..weights.load import load_for_inference
 
@@ -238,3 +239,16 @@ def export_safetensors(ckpt: str, out: str, precision: str = "fp32") -> dict:
         "bytes": Path(out).stat().st_size,
         "checked": False,
     }
+
+
+def export_command(cfg) -> Printed:
+    """`alexnet export` (cfg: ExportConfig): the file written, and how it was checked."""
+    fmt = "onnx" if cfg.onnx else cfg.format
+    r = export(cfg.ckpt, cfg.out or cfg.onnx, fmt, cfg.input_size, cfg.precision)
+    if r["checked"]:
+        state = (
+            f"outputs match PyTorch's in {r['precision']} (max abs diff {r['max_abs_diff']:.2e})"
+        )
+    else:
+        state = r.get("note", f"{r.get('bytes', 0) / 2**20:.0f} MiB of {r['precision']} weights")
+    return Printed(r, [f"{r.get('out', r.get('onnx'))}: {state}"])

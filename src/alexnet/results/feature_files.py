@@ -23,6 +23,7 @@ import torch
 
 from ..data.images import BadImage, is_image_name
 from ..runtime.errors import UsageError
+from ..runtime.printed import Printed
 from ..runtime.files import atomic_save_npz, check_output_file
 from .features import LayerRequest, batches_of, extract, parse_layers
 from .features_config import FeaturesConfig
@@ -221,3 +222,10 @@ def _progress(batches, n: int, cfg: FeaturesConfig):
             if not bar and time.monotonic() - last >= LOG_EVERY_S:
                 last = time.monotonic()
                 print(f"features: {done} of {n} images", file=sys.stderr, flush=True)
+
+
+def features_command(cfg: FeaturesConfig) -> Printed:
+    """`alexnet features`: the activations written, and their shapes."""
+    r = write_features(cfg, cfg.device)
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items())
+    return Printed(r, [f"{r['out']}: {r['images']} images; {shapes}"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..options import CROPS, PRECISIONS, option
+from ..options import CROPS, DEVICE_HELP, PRECISIONS, option
 
 POOLINGS = ("none", "mean", "max")  # over the positions of each map
 
@@ -40,5 +40,6 @@ class FeaturesConfig:
         "the activations are the net's exactly; auto: as train resolves it",
         PRECISIONS,
     )
+    device: str = option("auto", DEVICE_HELP)
     images: list = field(default_factory=list, metadata={"cli": False, "help": ""})
     progress: bool = option(True, "progress bar", cli=False)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..model import AlexNet, learned_layers  # noqa: E402
+from ..runtime.printed import Printed  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -252,3 +253,16 @@ def ablation_bars_png(rows: list[tuple[str, str, list[float]]]) -> bytes:
     ax.set_ylabel("validation top-1 error")
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def kernels_command(cfg) -> Printed:
+    """`alexnet kernels` (cfg: KernelsConfig): Figure 3, and each tower's colour index."""
+    from ..runtime.files import atomic_write_bytes, check_output_file
+    from ..weights.load import load_for_inference
+
+    check_output_file(cfg.out, reads=[cfg.ckpt])
+    model = load_for_inference(cfg.ckpt).model
+    atomic_write_bytes(cfg.out, kernels_png(model))
+    index = colour_index(model)
+    lines = [str(cfg.out), *(f"  {line}" for line in colour_lines(index))]
+    return Printed({"out": str(cfg.out), "colour_index": index}, lines)

@@ -12,6 +12,7 @@ from ..data.images import BadImage, center_view, load_for_store
 from ..data.store import Store, class_ids
 from ..runtime.device import autocast
 from ..runtime.errors import UsageError
+from ..runtime.printed import Printed
 from ..weights.load import Loaded, load_for_inference
 
 
@@ -128,3 +129,42 @@ def write_predictions_figure(path: str, results: list[dict]) -> None:
         titles=[Path(r["image"]).name for r in results],
     )
     atomic_write_bytes(path, png)
+
+
+def predict_command(cfg) -> Printed:
+    """`alexnet predict` (cfg: PredictConfig): leading image arguments that name weights
+    join the ensemble. A bad image is a note of its own; the others are predicted, and
+    the exit status says that one failed."""
+    from ..runtime.files import check_output_file
+    from ..weights.load import names_weights
+
+    ckpts, images = [cfg.ckpt], list(cfg.images)
+    while len(images) > 1 and names_weights(images[0]):
+        ckpts.append(images.pop(0))
+    if cfg.figure:
+        check_output_file(cfg.figure, reads=[*ckpts, *images])
+    options = {k: getattr(cfg, k) for k in ("top", "batch_size", "device", "precision", "data")}
+    results = predict_ensemble(ckpts, images, **options)
+    if len(ckpts) == 1:
+        for r in results:
+            r.pop("members", None)
+    failed = [r for r in results if "error" in r]
+    notes = []
+    subset = next((r["class_subset"] for r in results if "class_subset" in r), None)
+    if subset:
+        notes.append(
+            f"predict: {cfg.data} holds {subset['classes']} of ImageNet's {subset['of']:,} "
+            "classes; the softmax is over those alone"
+        )
+    notes += [f"alexnet: error: {r['image']}: {r['error']}" for r in failed]
+    mean = f" (the mean of {len(ckpts)} nets)" if len(ckpts) > 1 else ""
+    lines = []
+    for r in results:
+        if "top" in r:
+            lines.append(r["image"] + mean)
+            lines += [f"  {t['prob']:6.1%}  {t['name']}" for t in r["top"]]
+    ok = [r for r in results if "top" in r]
+    if cfg.figure and ok:
+        write_predictions_figure(cfg.figure, ok)
+        lines.append(f"figure: {cfg.figure}")
+    return Printed(results, lines, notes, code=2 if failed else 0)

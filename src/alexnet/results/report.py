@@ -23,6 +23,7 @@ from ..model.net import learned_layers
 from ..runtime.device import pick_device
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
+from ..runtime.printed import Printed
 from ..weights.load import load_for_inference
 from ..weights.rundir import RunDir
 from .explain import draw as draw_explanations
@@ -334,3 +335,9 @@ table { border-collapse: collapse; } td, th { padding: 4px 12px; border-bottom: 
 tr.ours { background: #eef6ff; font-weight: bold; }
 img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
 """
+
+
+def report_command(cfg) -> Printed:
+    """`alexnet report` (cfg: ReportConfig): the page written."""
+    path = build_report(cfg.run_dir, cfg.out, device=cfg.device)
+    return Printed(str(path), [str(path)])

@@ -16,6 +16,7 @@ from ..evaluation.embed import split_features
 from ..runtime.device import autocast, precision_name
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_save_npy, cache_dir, check_output_file
+from ..runtime.printed import Printed
 from ..weights.load import Loaded
 
 
@@ -235,3 +236,18 @@ def _draw(
     png = neighbors_png([center_view(im) for im in q_images], rows, labels)
     atomic_write_bytes(out, png)  # checked before the search, against its inputs
     return str(out)
+
+
+def neighbors_command(cfg, progress: bool = False) -> Printed:
+    """`alexnet neighbors` (cfg: NeighborsConfig): each query's nearest gallery images."""
+    r = neighbors(**vars(cfg), progress=progress)
+    lines = []
+    for q in r["queries"]:
+        names = ", ".join(f"{n['name']} ({n['distance']:.1f})" for n in q["neighbors"])
+        lines.append(f"{q['image']}: {names}")
+    if "codes" in r:
+        c = r["codes"]
+        lines.append(
+            f"{c['bits']}-bit codes: top-{cfg.k} agreement with Euclidean {c['agreement']:.1%}"
+        )
+    return Printed(r, [*lines, r["figure"]])

@@ -24,6 +24,7 @@ from ..data.store import Store, is_store
 from ..model.receptive import Field, receptive_fields
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
+from ..runtime.printed import Printed
 from .feature_files import preprocessed_batches
 from .features import extract, parse_layers
 
@@ -302,3 +303,13 @@ def check_units_output(out: str, reads: list[str]) -> None:
     if Path(out).suffix.lower() not in (".png", ".html"):
         raise UsageError(f"--out {out}: name it .png or .html")
     check_output_file(out, reads=reads)
+
+
+def units_command(cfg) -> Printed:
+    """`alexnet units` (cfg: UnitsConfig): the figure or page written, and its units."""
+    check_units_output(cfg.out, reads=[cfg.weights])
+    options = {k: getattr(cfg, k) for k in ("units", "top", "split", "batch_size", "device")}
+    r = top_units(cfg.weights, cfg.data, cfg.layer, precision=cfg.precision, **options)
+    out = write_units(r, cfg.out, cfg.whole)
+    line = f"{out}: {len(r['units'])} units of {r['layer']}, top {cfg.top} of {r['images']} images"
+    return Printed({**public(r), "out": str(out)}, [line])

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..data.folders import store_for
+from ..runtime.printed import Printed
 from .design import (
     CONVERGED_WITHIN,
     STUDIES,
@@ -193,3 +194,16 @@ def epochs_to_converge(history: list[dict]) -> int:
     return next(
         h["epoch"] for h in history if h["val_top1_error"] <= final + CONVERGED_WITHIN + 1e-12
     )
+
+
+def ablate_command(cfg: AblateConfig) -> Printed:
+    """`alexnet ablate`: the studies' table, and where the results are (each run's
+    progress on stderr as it goes)."""
+    import sys
+
+    from .report import table_rows
+
+    summary = ablate(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    lines = [" | ".join(row) for row in table_rows(summary)]
+    lines.append(f"results: {cfg.out}/ablations.md, {cfg.out}/report.html")
+    return Printed(summary, lines)

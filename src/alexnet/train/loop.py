@@ -130,8 +130,10 @@ def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     cfg = _settled_paths(cfg, dist_info)  # what config.json records, before setup reads it
     try:
         trainer = setup(cfg, ckpt, device, dist_info, weights)
-        if why and dist_info.is_main:  # said once the run has started, not before an error
-            print(why, file=sys.stderr, flush=True)
+        if dist_info.is_main:  # said once the run has started, not before an error
+            print(trainer.plan.line(), file=sys.stderr, flush=True)
+            if why:
+                print(why, file=sys.stderr, flush=True)
         if ckpt is not None and dist_info.is_main:
             st = trainer.state
             where = (
@@ -664,7 +666,6 @@ def _run_dir(cfg: TrainConfig, ckpt: Checkpoint | None, device, di: DistInfo, pl
     run.write_config(asdict(cfg))
     env = {**environment(device, di.world, cfg.precision), "plan": plan.as_dict()}
     atomic_write_json(run.environment, env)
-    print(plan.line(), file=sys.stderr, flush=True)
     return run
 
 

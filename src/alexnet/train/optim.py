@@ -75,8 +75,7 @@ def _update(ws, vs, gs, lr: float, m: float, wd: float) -> None:
 
 # Elements per chunk of a CPU update: the rule's four passes then run over a
 # parameter's chunk while it sits in the cache (three float32 tensors, 12 MB), so its
-# 61 M parameters cross memory once instead of four times: 25 ms a step instead of
-# 29-48 (2-core AVX512-BF16 EPYC, 32 MiB L3, 2026-12-03). Each element sees the same
+# 61 M parameters cross memory once instead of four times. Each element sees the same
 # operations in the same order, so the result is the same bit for bit.
 CHUNK = 1 << 20
 
@@ -210,13 +209,11 @@ def build_optimizer(
 ) -> Optimizer:
     """kind: options.Optimizer."""
     if kind == "adamw":
-        # fused: one pass over the 61 M parameters instead of a dozen (on the CPU box the
-        # step fell from 0.33 s to 0.05 s, a third of a batch-16 training step)
+        # fused: one pass over the 61 M parameters instead of a dozen
         fused = device.type in ("cpu", "cuda") or None
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if kind == "sgd":
-        # fused on the CPU too: 22 ms a step for the paper net against 36 for the loop
-        # over tensors (AVX512-BF16 EPYC, 2026-12-03)
+        # fused on the CPU too: one pass instead of a loop over tensors
         fused = device.type in ("cpu", "cuda") or None
         return torch.optim.SGD(
             params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused

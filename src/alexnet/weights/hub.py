@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runtime.errors import UsageError
+from ..runtime.printed import Printed
 
 BASE_URL_ENV = "ALEXNET_WEIGHTS_URL"
 TIMEOUT_S = 30.0  # per blocking read: a server that never answers fails, never hangs
@@ -237,3 +238,14 @@ def _fetch(url: str, tmp: Path, log) -> None:
                     log(f"  {got / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""))
         if total is not None and got != total:
             raise ValueError(f"the transfer ended after {got} of {total} bytes")
+
+
+def info_command(cfg) -> Printed:
+    """`alexnet info` (cfg: InfoConfig): a variant's layer table, or the weights by name."""
+    from ..model.info import format_info, model_info
+
+    if cfg.weights:
+        known = list_weights()
+        return Printed(known, [format_weights(known)])
+    info = model_info(cfg.variant, cfg.input_size, cfg.num_classes)
+    return Printed(info, [format_info(info)])

@@ -1,0 +1,47 @@
+"""`alexnet train` as the command line runs it: the run, and what it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runtime.printed import Printed
+from .config import TrainConfig
+from .loop import TrainingDiverged, train
+
+
+def train_command(cfg: TrainConfig, resume: str | None = None) -> Printed:
+    """Run (or resume) training. A diverged run exits 3 with its one line; a rank other
+    than 0 prints nothing."""
+    try:
+        summary = train(cfg, resume=resume)
+    except TrainingDiverged as e:
+        return Printed(None, [], notes=[f"alexnet: error: {e}"], code=3)
+    if summary["rank"] != 0:
+        return Printed(None, [])
+    return Printed(summary, summary_lines(summary))
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A run's summary as text: its final errors, where it stopped, its files."""
+    lines = []
+    last = summary["history"][-1] if summary["history"] else None
+    if last:
+        lines.append(
+            f"final: val top-1 error {last['val_top1_error']:.3f}, "
+            f"top-5 error {last['val_top5_error']:.3f} after {last['epoch']} epoch(s)"
+        )
+    if summary["stopped_mid_epoch"]:
+        lines.append(
+            f"stopped by --max-steps at step {summary['step_in_epoch']} of epoch "
+            f"{summary['epochs_done'] + 1} (global step {summary['global_step']}); "
+            f"continue with --resume {summary['run_dir']}"
+        )
+    lines.append(f"run directory: {summary['run_dir']}")
+    lines.append(f"metrics:       {summary['metrics']}")
+    lines.append(f"checkpoint:    {summary['checkpoint']}")
+    if Path(summary["best_checkpoint"]).is_file():
+        lines.append(f"best:          {summary['best_checkpoint']}")
+    lines.append(f"store:         {summary['store']}")
+    if summary.get("report"):
+        lines.append(f"report:        {summary['report']}")
+    return lines
