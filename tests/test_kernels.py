@@ -135,3 +135,23 @@ def test_the_fast_lrn_gives_the_formula_to_tracers_and_transforms():
     xr = x[:1].clone().requires_grad_()
     (expected,) = torch.autograd.grad(lrn(xr).sum(), xr)
     assert torch.allclose(jac, expected[0], rtol=1e-5, atol=1e-7)
+
+
+def test_the_model_options_are_listed_once():
+    """ModelOptions' fields are the one list: the training config has a flag for each,
+    a run builds its net from them, and a checkpoint keeps them whole."""
+    from dataclasses import asdict, fields
+
+    from alexnet.model import ModelOptions
+    from alexnet.model.net import ARCHITECTURE_OPTIONS, options_of
+    from alexnet.train.config import TrainConfig
+    from alexnet.weights.checkpoint import model_options
+
+    names = {f.name for f in fields(ModelOptions)}
+    assert names <= {f.name for f in fields(TrainConfig)}
+    assert set(ARCHITECTURE_OPTIONS) <= names
+    cfg = TrainConfig(recipe="demo", dropout=0.25, activation="tanh").resolved()
+    assert options_of(cfg) == ModelOptions(
+        dropout=0.25, activation="tanh", init=cfg.init, lrn=True, overlap_pool=True
+    )
+    assert model_options(cfg) == asdict(options_of(cfg))

@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..runtime.errors import UsageError
-from ..runtime.printed import Printed
 from ..runtime.files import (
     atomic_save_npz,
     atomic_write_json,
     check_name_fits,
     check_writable_folder,
 )
+from ..runtime.printed import Printed
 from .config import PrepareConfig
 from .shards import ShardJob, StatSums, make_shards, worker_init
 from .sources import Item, Source, discover, stratified_split

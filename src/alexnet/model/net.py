@@ -14,7 +14,7 @@ so it computes what Caffe computes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -120,6 +120,16 @@ class ModelOptions:
         check_choice("init", self.init, INITS)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+# the options that change what trained weights compute: a net built otherwise cannot hold them
+ARCHITECTURE_OPTIONS = ("lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
+
+
+def options_of(source) -> ModelOptions:
+    """The ModelOptions of anything that carries their fields by name (a TrainConfig, a
+    net's options): the one list of the model's options is ModelOptions' fields."""
+    return ModelOptions(**{f.name: getattr(source, f.name) for f in fields(ModelOptions)})
 
 
 class AlexNet(nn.Module):

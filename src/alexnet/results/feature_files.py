@@ -23,8 +23,8 @@ import torch
 
 from ..data.images import BadImage, is_image_name
 from ..runtime.errors import UsageError
-from ..runtime.printed import Printed
 from ..runtime.files import atomic_save_npz, check_output_file
+from ..runtime.printed import Printed
 from .features import LayerRequest, batches_of, extract, parse_layers
 from .features_config import FeaturesConfig
 

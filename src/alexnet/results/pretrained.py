@@ -13,7 +13,7 @@ model sees it), `meta["categories"]`, and fc7 features.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ import torch
 from ..data.augment import CROP, BatchTransform
 from ..data.images import STORE_SIZE, resize_center_crop, to_rgb
 from ..model.info import min_input_size
+from ..model.net import ARCHITECTURE_OPTIONS, input_crop, output_layer
 from ..model.net import create_model as fresh_model
-from ..model.net import input_crop, output_layer
 from ..weights.hub import NAMED
 from ..weights.load import Loaded, load_for_inference
 from ..weights.transfer import load_matching
@@ -139,10 +139,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     return Pretrained(load_for_inference(path, device))
 
 
-# ModelOptions that change what the weights compute: a net built otherwise cannot hold them
-ARCHITECTURE_OPTIONS = ("lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
-
-
 def create_model(
     variant: str | None = None, num_classes: int | None = None, weights=None, **options
 ):
@@ -164,7 +160,7 @@ def create_model(
     grows = variant == "six-conv" and model.variant == "paper"
     if same_classes and not grows and not options:
         return model
-    kept = {k: getattr(model.options, k) for k in (*ARCHITECTURE_OPTIONS, "dropout", "init")}
+    kept = asdict(model.options)
     new = fresh_model(
         variant or model.variant,
         num_classes=num_classes or output_layer(model).out_features,

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..evaluation.embed import split_features
 from ..model import LAYER_NAMES, learned_layers, output_layer
+from ..model.net import ARCHITECTURE_OPTIONS
 from ..weights.load import load_for_inference
 from .config import TrainConfig
 
@@ -54,10 +55,7 @@ class StartingWeights:
         return replace(
             cfg,
             variant="six-conv" if grows else self.variant,
-            lrn=self.options.lrn,
-            lrn_alpha_over_n=self.options.lrn_alpha_over_n,
-            overlap_pool=self.options.overlap_pool,
-            activation=self.options.activation,
+            **{k: getattr(self.options, k) for k in ARCHITECTURE_OPTIONS},
             input_scale=float(self.norm.get("scale") or 1.0),
         )
 

@@ -29,7 +29,7 @@ from ..evaluation.embed import split_features
 from ..evaluation.split import evaluate_split
 from ..kernels.plan import Plan, resolve_plan
 from ..model import create_model
-from ..model.net import input_crop
+from ..model.net import input_crop, options_of
 from ..model.towers import (
     Layout,
     TowerParallelAlexNet,
@@ -680,16 +680,8 @@ def _build_model(
     verbose: bool,
 ) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(cfg.seed)
-    model = create_model(
-        cfg.variant,
-        num_classes=store.num_classes,
-        init=cfg.init,
-        dropout=cfg.dropout,
-        lrn=cfg.lrn,
-        lrn_alpha_over_n=cfg.lrn_alpha_over_n,
-        overlap_pool=cfg.overlap_pool,
-        activation=cfg.activation,
-    )
+    options = asdict(options_of(cfg))
+    model = create_model(cfg.variant, num_classes=store.num_classes, **options)
     if ckpt is not None:
         model.load_state_dict(ckpt.model)
     elif weights is not None:

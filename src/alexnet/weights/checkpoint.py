@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.net import MAX_CLASSES, ModelOptions
+from ..model.net import MAX_CLASSES, ModelOptions, options_of
 from ..options import VARIANTS
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_duplicate, atomic_write
@@ -124,18 +124,15 @@ def is_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-# the ModelOptions a checkpoint keeps; one without lrn_alpha_over_n predates it (False)
-SAVED_OPTIONS = ("dropout", "lrn", "lrn_alpha_over_n", "overlap_pool", "activation")
-
-
 def _with_old_defaults(saved: dict) -> dict:
     # one saved before lrn_alpha_over_n existed was trained with alpha undivided
     return {"lrn_alpha_over_n": False, **saved}
 
 
 def model_options(source) -> dict:
-    """The architecture switches a checkpoint records, from a TrainConfig or ModelOptions."""
-    return {k: getattr(source, k) for k in SAVED_OPTIONS}
+    """The ModelOptions a checkpoint keeps, whole, from a TrainConfig or a net's options
+    (one saved before `init` was kept loads with ModelOptions' default)."""
+    return asdict(options_of(source))
 
 
 def _validate(obj: dict, source: str) -> None:
