@@ -254,3 +254,26 @@ def test_rsatoolbox_as_the_readme_shows(ckpt, stimuli):
     assert isinstance(names["rdm"], rsatoolbox.rdm.RDMs)
     # rsatoolbox computes in float32 over 43,264 units: agreement to 1e-4
     assert np.allclose(names["rdm"].get_matrices()[0], 1 - np.corrcoef(pattern), atol=1e-4)
+
+
+def test_thingsvision_as_the_readme_shows(ckpt, stimuli):
+    """thingsvision's extractor over our net, as the README says to use it: a module name
+    from `alexnet info`, whose output is the layer's before its ReLU."""
+    pytest.importorskip(
+        "thingsvision",
+        reason="thingsvision is not importable here (it needs tensorflow, timm and open_clip: "
+        "pip install --no-deps thingsvision, then its dependencies by hand)",
+    )
+    from PIL import Image
+    from thingsvision import get_extractor_from_model
+
+    w = alexnet.load(ckpt)
+    paths = sorted(stimuli.rglob("*.jpg"))[:3]
+    x = torch.stack([w.transforms()(Image.open(p)) for p in paths])
+    extractor = get_extractor_from_model(model=w.model, device="cpu", backend="pt")
+    theirs = extractor.extract_features(
+        batches=[x], module_name="classifier.fc7", flatten_acts=True, output_type="ndarray"
+    )
+    ours = w.extract(x, ["fc7"], pre_relu=True)["fc7"].numpy()
+    assert theirs.shape == ours.shape
+    assert np.allclose(theirs, ours, rtol=1e-5, atol=1e-5)
