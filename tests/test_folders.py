@@ -44,20 +44,14 @@ def test_evaluate_and_features_read_every_image_of_a_folder(image_folder, tmp_pa
     with np.load(out) as f:
         assert f["fc7"].shape == (images, 4096)
     query = next(image_folder.rglob("*.png"))
-    r = run_here(
-        "neighbors",
-        ckpt,
-        "--gallery",
-        image_folder,
-        "--query",
-        query,
-        "--out",
-        tmp_path / "n.png",
-        "--device",
-        "cpu",
-        "--json",
-    )
+    r = _neighbors(ckpt, image_folder, query, tmp_path / "n.png")
     assert r.returncode == 0, r.stderr
+
+
+def _neighbors(ckpt, gallery, query, out, *extra):
+    """`alexnet neighbors` over a gallery folder, on the CPU, answering in JSON."""
+    args = ("--gallery", gallery, "--query", query, *extra, "--out", out)
+    return run_here("neighbors", ckpt, *args, "--device", "cpu", "--json")
 
 
 def test_a_path_that_is_neither_store_nor_folder_is_one_line(tmp_path):
@@ -82,21 +76,7 @@ def test_a_flat_folder_where_no_labels_are_needed(image_folder, tmp_path):
     with np.load(out) as f:
         assert f["fc7"].shape == (5, 4096)
     query = flat / "s0.jpg"
-    r = run_here(
-        "neighbors",
-        ckpt,
-        "--gallery",
-        flat,
-        "--query",
-        query,
-        "--k",
-        "3",
-        "--out",
-        tmp_path / "n.png",
-        "--device",
-        "cpu",
-        "--json",
-    )
+    r = _neighbors(ckpt, flat, query, tmp_path / "n.png", "--k", "3")
     assert r.returncode == 0, r.stderr
     (found,) = json.loads(r.stdout)["queries"]
     assert [n["name"] for n in found["neighbors"]] == ["stimuli"] * 3

@@ -111,7 +111,6 @@ def bench_end_to_end(
     check_counts({"batch-size": batch_size, "steps": steps}, {"warmup": warmup, "workers": workers})
     dev = pick_device(device)
     plan = resolve_plan(dev, precision, compile=compile)
-    amp = plan.amp
     store = Store(store_path)
     train_images(store, batch_size)
     check_fits(batch_size, dev)
@@ -135,7 +134,7 @@ def bench_end_to_end(
         steps=steps,
         warmup=warmup,
         workers=workers,
-        precision=precision_name(amp),
+        precision=precision_name(plan.amp),
         compile=compile,
         store_format=store.format,
         decode=decode_where(decode, store.format, dev),
@@ -148,11 +147,16 @@ def bench_end_to_end(
         fraction_of_bound=round(ours_rate / min(feed_rate, step_rate), 3),
     )
     if source is not None:
-        import torchvision
-
-        plain = resolve_plan(dev, precision, "none", compile=compile)
-        tv = runner(torchvision.models.alexnet(num_classes=classes), plain)
+        tv = runner(
+            _torchvision_net(classes), resolve_plan(dev, precision, "none", compile=compile)
+        )
         batches = examples_batches(source, batch_size, workers, pin_memory=dev.type == "cuda")
         result.torchvision_img_s = timed(batches, tv.step)
         result.ratio_vs_torchvision = round(ours_rate / result.torchvision_img_s, 3)
     return result
+
+
+def _torchvision_net(classes: int):
+    import torchvision
+
+    return torchvision.models.alexnet(num_classes=classes)

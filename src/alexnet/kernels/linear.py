@@ -33,9 +33,15 @@ class OneDNNLinear(nn.Linear):
     @classmethod
     def like(cls, linear: nn.Linear) -> OneDNNLinear:
         """The fast module in place of a plain one, holding the same Parameters."""
-        fast = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
-        fast.weight, fast.bias = linear.weight, linear.bias
-        return fast
+        return sharing(cls, linear)
+
+
+def sharing(cls, linear: nn.Linear) -> nn.Linear:
+    """A `cls` (nn.Linear or a subclass) holding `linear`'s own Parameters: the same
+    state dict, the same tensors for an optimiser."""
+    out = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+    out.weight, out.bias = linear.weight, linear.bias
+    return out
 
 
 def _takes(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -341,8 +341,3 @@ class FastLRN(LocalResponseNorm):
         if torch.is_grad_enabled() and x.requires_grad:
             return _LRNFunction.apply(x, *params)
         return _inference(x, *params)  # nothing saved for a backward
-
-    @classmethod
-    def like(cls, lrn: LocalResponseNorm) -> FastLRN:
-        """The fast module in place of a plain one."""
-        return cls(lrn.size, lrn.alpha, lrn.beta, lrn.k, lrn.groups)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..model.lrn import LocalResponseNorm, local_response_norm
 from .lrn import band
+from .plan import replace_modules
 
 
 def onnx_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
@@ -60,16 +61,13 @@ class MatrixAvgPool(nn.Module):
 def onnx_ready(model: nn.Module) -> nn.Module:
     """A copy of `model` with the ONNX forms in place of the LRN and adaptive pooling
     modules: the same function, in ops ONNX runs well."""
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, LocalResponseNorm):
-                setattr(
-                    parent,
-                    name,
-                    OnnxLRN(child.size, child.alpha, child.beta, child.k, child.groups),
-                )
-            elif isinstance(child, nn.AdaptiveAvgPool2d):
-                size = child.output_size
-                setattr(parent, name, MatrixAvgPool(size if isinstance(size, int) else size[0]))
-    return model
+
+    def onnx_form(module: nn.Module) -> nn.Module | None:
+        if isinstance(module, LocalResponseNorm):
+            return OnnxLRN.like(module)
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            size = module.output_size
+            return MatrixAvgPool(size if isinstance(size, int) else size[0])
+        return None
+
+    return replace_modules(copy.deepcopy(model), onnx_form)

@@ -26,7 +26,7 @@ from ..model.lrn import LocalResponseNorm
 from ..options import KERNELS
 from ..runtime.device import cpu_flags, cpu_model, cpu_vendor, resolve_precision
 from ..runtime.errors import UsageError
-from .linear import OneDNNLinear, available
+from .linear import OneDNNLinear, available, sharing
 from .lrn import FastLRN
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,7 +67,7 @@ class Plan:
     def apply(self, model: nn.Module) -> nn.Module:
         """Put the plan into `model`, in place: its kernels in place of the plain modules
         (sharing their parameters), its weights in the plan's dtype. Returns it."""
-        _swap(model, self.kernels)
+        replace_modules(model, lambda module: _fast_form(module, self.kernels))
         if self.weights == "cast":
             model.to(self.weight_dtype)
         return model
@@ -126,12 +126,15 @@ def _hardware(device: torch.device) -> str:
     return cpu_model() if device.type == "cpu" else device.type
 
 
-def _swap(model: nn.Module, kernels: tuple[str, ...]) -> None:
+def replace_modules(model: nn.Module, form) -> nn.Module:
+    """Each submodule of `model` for which form(module) gives another module replaced by
+    it, in place (form returns None to keep one). Returns the model."""
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            fast = _fast_form(child, kernels)
-            if fast is not None:
-                setattr(parent, name, fast)
+            other = form(child)
+            if other is not None:
+                setattr(parent, name, other)
+    return model
 
 
 def _fast_form(module: nn.Module, kernels: tuple[str, ...]) -> nn.Module | None:
@@ -144,15 +147,12 @@ def _fast_form(module: nn.Module, kernels: tuple[str, ...]) -> nn.Module | None:
 
 def plain(model: nn.Module) -> nn.Module:
     """`model` with the plain modules back in place of any kernel, in place."""
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, FastLRN):
-                lrn = LocalResponseNorm(child.size, child.alpha, child.beta, child.k, child.groups)
-                setattr(parent, name, lrn)
-            elif isinstance(child, OneDNNLinear):
-                lin = nn.Linear(
-                    child.in_features, child.out_features, child.bias is not None, device="meta"
-                )
-                lin.weight, lin.bias = child.weight, child.bias
-                setattr(parent, name, lin)
-    return model
+
+    def plain_form(module: nn.Module) -> nn.Module | None:
+        if isinstance(module, FastLRN):
+            return LocalResponseNorm.like(module)
+        if isinstance(module, OneDNNLinear):
+            return sharing(nn.Linear, module)
+        return None
+
+    return replace_modules(model, plain_form)

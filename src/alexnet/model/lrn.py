@@ -53,6 +53,12 @@ class LocalResponseNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
+    @classmethod
+    def like(cls, lrn: LocalResponseNorm) -> LocalResponseNorm:
+        """This class's module with `lrn`'s constants (a kernel in place of the plain
+        module, or the plain one back)."""
+        return cls(lrn.size, lrn.alpha, lrn.beta, lrn.k, lrn.groups)
+
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
