@@ -207,7 +207,8 @@ def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):
 
 def test_a_schedule_given_to_ablate_reaches_every_run(tmp_path, monkeypatch):
     """--schedule constant (dropout's convergence claim needs a run that is not stopped
-    by its schedule) is what each AlexNet-scale run trains with; left out, the recipe's."""
+    by its schedule) is what each AlexNet-scale run trains with; left out, the recipe's.
+    So is --checkpoint-every, which keeps a stopped full-size arm's steps."""
     from alexnet.studies import runs
     from alexnet.studies.design import AblateConfig, Results
     from alexnet.train import loop
@@ -233,8 +234,14 @@ def test_a_schedule_given_to_ablate_reaches_every_run(tmp_path, monkeypatch):
         out = tmp_path / str(schedule)
         out.mkdir()
         cfg = AblateConfig(
-            studies=["dropout"], data="unused", out=str(out), recipe="fast", schedule=schedule
+            studies=["dropout"],
+            data="unused",
+            out=str(out),
+            recipe="fast",
+            schedule=schedule,
+            checkpoint_every=0 if schedule else 150,
         )
         row = runs.run_train(cfg, "paper", {}, 0, Results(out), lambda *a: None)
         assert row["config"]["schedule"] == schedule
     assert [c.schedule for c in seen] == ["constant", None]
+    assert [c.checkpoint_every for c in seen] == [0, 150]

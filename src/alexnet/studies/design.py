@@ -160,6 +160,10 @@ class AblateConfig:
         SCHEDULES,
     )
     workers: int = option(2, "data loading processes")
+    # a full-size arm is hours of work: a stopped ablate should lose minutes of it
+    checkpoint_every: int = option(
+        0, "the AlexNet-scale runs also checkpoint every N steps (0: at epoch ends only)"
+    )
     lrs: tuple[float, ...] = option(SMALL_LRS, "relu: the learning-rate grid of each arm")
     extra: dict = field(default_factory=dict, metadata={"cli": False})  # other TrainConfig fields
 
@@ -174,8 +178,12 @@ class AblateConfig:
         for flag, n in counts.items():
             if n is not None and n < 1:
                 raise UsageError(f"{flag} must be at least 1, not {n}")
-        if self.workers < 0:
-            raise UsageError(f"--workers must be non-negative, not {self.workers}")
+        for flag, n in {
+            "--workers": self.workers,
+            "--checkpoint-every": self.checkpoint_every,
+        }.items():
+            if n < 0:
+                raise UsageError(f"{flag} must be non-negative, not {n}")
         if not (self.epochs > 0 and 0 < self.target_error < 1):
             raise UsageError("--epochs must be positive, --target-error in (0, 1)")
         if not all(0 < t < 1 for t in self.targets):

@@ -134,6 +134,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         device=cfg.device,
         precision=cfg.precision,
         workers=cfg.workers,
+        checkpoint_every=cfg.checkpoint_every,
         train_images=cfg.train_images,
         val_images=cfg.val_images,
         report=False,
