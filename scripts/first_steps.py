@@ -1,12 +1,17 @@
 """The first steps of the paper's recipe, one change at a time (docs/paper.md §5).
 
     .venv/bin/python scripts/first_steps.py STORE [--steps 20] [--arms paper,bias-0.1,...]
+    .venv/bin/python scripts/first_steps.py STORE --epoch --precision bf16 [--arms ...]
 
 For each arm: the loss of each of the first steps and each layer's update against its
 weights (|dw| / |w|) at the first two, in float32, seed 0, batch 128, through the
-library's own training step. Most arms are flags of `alexnet train`; three change the
-init in ways no flag does (the biases alone, fc6/fc7 alone, cuda-convnet2's conv3-5
-scale), which is why this is a script. Prints a JSON line per arm.
+library's own training step. With --epoch, each arm's whole first epoch instead, as
+`alexnet train` runs it (the recipe's schedule over its 90 epochs, stopped after the
+first): the running training loss every 25 steps, the epoch's training loss and error,
+and the test (val) split's top-1 and top-5 error with one centre crop. Most arms are flags
+of `alexnet train`; three change the init in ways no flag does (the biases alone,
+fc6/fc7 alone, cuda-convnet2's conv3-5 scale), which is why this is a script. Prints a
+JSON line per arm.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 
 import torch
 
@@ -70,24 +76,56 @@ ARMS = {
 }
 
 
-def first_steps(store: str, arm: str, steps: int, batch_size: int = 128) -> dict:
+def _trainer(store: str, arm: str, out: str, batch_size: int, precision: str, **more):
+    """The arm's trainer, set up as `alexnet train` would, with its change made."""
     fields, change = ARMS[arm]
+    cfg = TrainConfig(
+        data=store,
+        out=out,
+        recipe="paper",
+        precision=precision,
+        report=False,
+        progress=False,
+        seed=0,
+        batch_size=batch_size,
+        **fields,
+        **more,
+    ).resolved()
+    t = loop.setup(cfg, None, torch.device("cpu"), init_from_env("cpu"))
+    if change is not None:
+        with torch.no_grad():
+            change(t.model)
+    return t
+
+
+def first_epoch(
+    store: str, arm: str, batch_size: int = 128, precision: str = "bf16", images: int | None = None
+) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(
-            data=store,
-            out=out,
-            recipe="paper",
-            precision="fp32",
-            report=False,
-            progress=False,
-            seed=0,
-            batch_size=batch_size,
-            **fields,
-        ).resolved()
-        t = loop.setup(cfg, None, torch.device("cpu"), init_from_env("cpu"))
-        if change is not None:
-            with torch.no_grad():
-                change(t.model)
+        subset = {"train_images": images, "val_images": images}
+        t = _trainer(store, arm, out, batch_size, precision, log_every=25, **subset)
+        t.cfg = replace(t.cfg, max_steps=t.feed.sampler.steps_per_epoch())
+        try:
+            epoch = loop.fit(t)["history"][0]
+        except loop.TrainingDiverged as e:
+            epoch = {"diverged": str(e)}
+        finally:
+            loop.close(t)
+        logged = t.run.steps.read_text().splitlines() if t.run.steps.is_file() else []
+        steps = [json.loads(line) for line in logged]
+    return {
+        "arm": arm,
+        "precision": precision,
+        "running_loss": {r["global_step"]: round(r["train_loss"], 3) for r in steps},
+        "epoch": {k: v for k, v in epoch.items() if k != "time"},
+    }
+
+
+def first_steps(
+    store: str, arm: str, steps: int, batch_size: int = 128, precision: str = "fp32"
+) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        t = _trainer(store, arm, out, batch_size, precision)
         layers = learned_layers(t.model)
         losses, updates = [], []
         batches = t.feed.epoch(0, 0)
@@ -112,13 +150,24 @@ def main(argv=None) -> int:
     p.add_argument("store")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--epoch", action="store_true", help="the whole first epoch, then the test split"
+    )
+    p.add_argument(
+        "--precision", default=None, help="fp32 (the steps' default) or bf16 (--epoch's)"
+    )
+    p.add_argument("--images", type=int, default=None, help="train and test on this many (a check)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"of: {', '.join(ARMS)}")
     a = p.parse_args(argv)
     for arm in a.arms.split(","):
         if arm not in ARMS:
             print(f"first_steps: no arm {arm!r} ({', '.join(ARMS)})", file=sys.stderr)
             return 2
-        print(json.dumps(first_steps(a.store, arm, a.steps, a.batch_size)), flush=True)
+        if a.epoch:
+            row = first_epoch(a.store, arm, a.batch_size, a.precision or "bf16", a.images)
+        else:
+            row = first_steps(a.store, arm, a.steps, a.batch_size, a.precision or "fp32")
+        print(json.dumps(row), flush=True)
     return 0
 
 
