@@ -19,7 +19,9 @@ def fake_run(root, store, epochs):
     epoch line, which the record skips)."""
     root.mkdir()
     (root / "config.json").write_text(
-        json.dumps({"data": str(store), "recipe": "fast", "variant": "paper", "seed": 0})
+        json.dumps(
+            {"data": str(store), "recipe": "fast", "variant": "paper", "seed": 0, "dropout": 0.5}
+        )
     )
     (root / "environment.json").write_text(json.dumps({"precision": "bf16", "torch": "2"}))
     lines = [
@@ -53,6 +55,7 @@ def test_the_record_of_a_run(image_folder, tmp_path):
     assert full_size.main([*args, *more, "--out", str(out), "--figure", str(fig)]) == 0
     (r,) = json.loads(out.read_text())["runs"]
     assert r["commit"] == "abc1234" and r["precision"] == "bf16" and r["recipe"] == "fast"
+    assert r["switches"] == {"dropout": 0.5}  # the ablation switches its config holds
     assert r["cpu"] == {
         "model_name": "AMD EPYC",
         "family": "25",
@@ -76,9 +79,10 @@ def test_the_record_of_a_run(image_folder, tmp_path):
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same run again replaces its entry; another is added beside it
     assert full_size.main([*args, "--out", str(out)]) == 0
-    other = fake_run(tmp_path / "other", store, [0.5])
-    assert full_size.main([str(other), "--command", "c", "--commit", "d", "--out", str(out)]) == 0
-    assert [r["name"] for r in json.loads(out.read_text())["runs"]] == ["fast-s0", "other"]
+    other = fake_run(tmp_path / "seed0", store, [0.5])  # an ablate arm's directory
+    more = ["--command", "c", "--commit", "d", "--name", "no-dropout-s0"]
+    assert full_size.main([str(other), *more, "--out", str(out)]) == 0
+    assert [r["name"] for r in json.loads(out.read_text())["runs"]] == ["fast-s0", "no-dropout-s0"]
 
 
 def test_a_folder_without_epochs_is_one_line(tmp_path, capsys):

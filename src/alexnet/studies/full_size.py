@@ -25,6 +25,8 @@ from ..weights.rundir import RunDir
 
 # accuracies whose first crossing the record names: d2l's 10-epoch figure, 90%, the goal
 TARGETS = (0.88, 0.90, 0.93)
+# the switches an ablation arm turns (alexnet ablate): a record says where its net stands
+SWITCHES = ("dropout", "augment", "pca_lighting", "lrn", "lrn_alpha_over_n")
 # the flags that decide a CPU's training speed (docs/benchmarks.md)
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -99,9 +101,11 @@ def run_record(
     ten_crop: dict | None = None,
     started: float | None = None,
     note: str | None = None,
+    name: str | None = None,
 ) -> dict:
     """One run of the record (see the module docstring). `started`: the run's start as
-    a Unix time, for runs whose epochs do not carry their validation time."""
+    a Unix time, for runs whose epochs do not carry their validation time; `name`: the
+    run's in the record (its directory's name unless given: an ablate arm's is seedN)."""
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise UsageError(f"{run.root} has no metrics.jsonl: not a run directory with epochs")
@@ -110,7 +114,7 @@ def run_record(
     store = Store(config["data"])
     epochs = epochs_of(run, started)
     record = {
-        "name": run.root.name,
+        "name": name or run.root.name,
         "command": command,
         "commit": commit,
         "cpu": cpu_from_lscpu(lscpu) if lscpu else {"model_name": env.get("cpu_model")},
@@ -119,6 +123,7 @@ def run_record(
         "recipe": config["recipe"],
         "variant": config["variant"],
         "seed": config["seed"],
+        "switches": {k: config[k] for k in SWITCHES if k in config},
         "train_images": config.get("train_images") or len(store.split("train")),
         "test_images": config.get("val_images") or len(store.split("val")),
         "epochs": epochs,
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ten-crop", help="`alexnet evaluate --crops 10 --json` of its net")
     p.add_argument("--started", type=float, help="its start, Unix time (older runs' epochs)")
     p.add_argument("--note", help="what else to know: other work on the machine, a resume")
+    p.add_argument("--name", help="the run's name in the record (default: its directory's)")
     p.add_argument("--out", required=True, help="the record (JSON), created or updated")
     p.add_argument("--figure", help="draw the record's runs here (PNG)")
     a = p.parse_args(argv)
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             ten_crop=json.loads(Path(a.ten_crop).read_text()) if a.ten_crop else None,
             started=a.started,
             note=a.note,
+            name=a.name,
         )
         runs = add_to_record(Path(a.out), record)
         if a.figure:
