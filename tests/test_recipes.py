@@ -84,3 +84,22 @@ def test_the_first_steps_script_runs_its_arms(photo_store):
     # the paper's first step moves fc8 by far more than Caffe's init does
     ratio = lambda arm: float(rows[arm]["update_ratio_steps_1_2"][0]["fc8"])  # noqa: E731
     assert ratio("paper") > 5 * ratio("caffe-init")
+
+
+def test_the_first_steps_script_runs_a_first_epoch(photo_store):
+    """--epoch: the arm's first epoch as train runs it, stopped there, then the test split."""
+    import importlib.util
+    from pathlib import Path
+
+    from alexnet.data.store import Store
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "first_steps.py"
+    spec = importlib.util.spec_from_file_location("first_steps", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    row = script.first_epoch(str(photo_store), "bias-0.1", batch_size=8, precision="fp32")
+    epoch = row["epoch"]
+    steps = len(Store(photo_store).split("train")) // 8
+    assert epoch["epoch"] == 1 and epoch["step"] == steps  # one epoch of the 90, no more
+    assert 0 <= epoch["val_top1_error"] <= 1 and epoch["train_loss"] > 0
+    assert row["precision"] == "fp32"
