@@ -252,8 +252,9 @@ def test_rsatoolbox_as_the_readme_shows(ckpt, stimuli):
     exec(compile(block, "README.md", "exec"), names)
     pattern = w.extract(x, ["conv5"])["conv5"].flatten(1).numpy()
     assert isinstance(names["rdm"], rsatoolbox.rdm.RDMs)
-    # rsatoolbox computes in float32 over 43,264 units: agreement to 1e-4
-    assert np.allclose(names["rdm"].get_matrices()[0], 1 - np.corrcoef(pattern), atol=1e-4)
+    # rsatoolbox sums float32 products over 43,264 units (np.corrcoef: float64); such a sum
+    # was 1.1e-4 off on one fixture net, so 1e-3, against distances of 0.1 to 0.5 here
+    assert np.allclose(names["rdm"].get_matrices()[0], 1 - np.corrcoef(pattern), atol=1e-3)
 
 
 def test_thingsvision_as_the_readme_shows(ckpt, stimuli):
