@@ -68,7 +68,12 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
     assert "epochs to within 1 point of its final error" in (out / "ablations.md").read_text()
     ten = summary["ten-crop"]["top1_error"]
     assert set(ten) == {"ten-crops", "one-crop"}
+    views = summary["ten-crop"]["view_top1_error"]
+    assert len(views) == 10 and views == {
+        v: [e] for v, e in rows["ten-crop:ten-crops:seed0"]["views"].items()
+    }
     table = (out / "ablations.md").read_text()
+    assert "each patch alone: centre " in table
     assert "| towers (§3.2) |" in table and "(paper: +1.7)" in table and "bars.png" in table
     assert (out / "bars.png").read_bytes()[:4] == b"\x89PNG" and "<table>" in (
         out / "report.html"

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from alexnet.data.augment import crop_flip, ten_crop_params
+from alexnet.data.augment import TEN_CROP_VIEWS, crop_flip, ten_crop_params
 from alexnet.data.store import Store
 from alexnet.evaluation.metrics import Tally, topk_correct
 from alexnet.evaluation.split import evaluate_split
@@ -92,6 +92,16 @@ def test_ten_crop_averages_softmax(trained):
     expected_err = 1 - (avg.argmax(1) == torch.from_numpy(val.labels)).float().mean().item()
     assert r["top1_error"] == pytest.approx(expected_err)
     assert r["crops"] == 10 and r["images"] == len(val)
+    # each view's own error, named in ten_crop_params's order
+    labels = torch.from_numpy(val.labels)
+    view_errors = [
+        1 - (probs.view(len(val), 10, 3)[:, i].argmax(1) == labels).float().mean().item()
+        for i in range(10)
+    ]
+    assert list(r["views"]) == list(TEN_CROP_VIEWS)
+    assert list(r["views"].values()) == pytest.approx(view_errors)
+    assert r["views"]["centre flipped"] == pytest.approx(view_errors[9])
+    assert "views" not in evaluate_split(loaded.model, val, norm, 3, crops=1)
     # the ten crops really are the corner/centre patches and their mirrors
     x = crop_flip(images, ten_crop_params(len(val)))
     assert torch.equal(x[5], x[0].flip(1))
@@ -115,6 +125,7 @@ def test_evaluate_cli_json(trained):
     assert set(out) >= {"top1_error", "top5_error", "crops", "images", "per_class"}
     assert out["crops"] == 10 and out["top5_error"] == 0.0  # 3 classes: always in the top 5
     assert set(out["per_class"]) == {"apple", "leaf", "sky"}
+    assert len(out["views"]) == 10 and all(0 <= e <= 1 for e in out["views"].values())
 
 
 def test_predict_cli_handles_bad_files_and_draws(trained, tmp_path):

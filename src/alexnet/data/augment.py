@@ -58,6 +58,13 @@ def center_params(batch: int, size: int = 256, crop: int = CROP) -> CropParams:
     return CropParams(off, off.clone(), torch.zeros(batch, dtype=torch.bool))
 
 
+TEN_CROP_VIEWS = tuple(
+    f"{corner}{side}"
+    for side in ("", " flipped")
+    for corner in ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
+)  # ten_crop_params's order
+
+
 def ten_crop_params(batch: int, size: int = 256, crop: int = CROP) -> CropParams:
     """§4.1 test time: four corners and the centre, then the same five flipped.
     Ordered image by image: rows 10*i .. 10*i+9 belong to image i."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from ..data.augment import BatchTransform
+from ..data.augment import TEN_CROP_VIEWS, BatchTransform
 from ..data.loader import eval_batches
 from ..data.store import StoreSplit
 from ..options import CROPS, PATCHES_PER_PASS, check_choice
@@ -15,7 +15,7 @@ from .metrics import Tally
 
 
 @torch.no_grad()
-def split_probabilities(
+def view_probabilities(
     model: torch.nn.Module,
     split: StoreSplit,
     transform: BatchTransform,
@@ -28,10 +28,10 @@ def split_probabilities(
     autocast_dtype: torch.dtype | None = None,
     outputs: list[int] | None = None,
 ):
-    """(softmax probabilities, labels) per batch of a split, in store order; with crops=10
-    each image's ten patches are averaged (§4.1). The model is left in eval mode.
-    `outputs`: the softmax over these of the net's outputs only, in this order (an
-    ImageNet net on a store of some of its classes).
+    """(softmax probabilities of each view, labels) per batch of a split, in store order:
+    probabilities (images, crops, classes), the views in TEN_CROP_VIEWS's order for ten
+    crops. The model is left in eval mode. `outputs`: the softmax over these of the net's
+    outputs only, in this order (an ImageNet net on a store of some of its classes).
 
     batch_size counts patches per forward pass, so ten crops read a tenth as many images
     a batch: the memory of a pass does not grow tenfold (128 images of ten crops held
@@ -49,10 +49,45 @@ def split_probabilities(
             logits = model(x)
         if outputs is not None:
             logits = logits[:, outputs]
-        probs = logits.float().softmax(dim=1)
-        if crops == 10:
-            probs = probs.view(n, 10, -1).mean(dim=1)
-        yield probs, labels
+        yield logits.float().softmax(dim=1).view(n, crops, -1), labels
+
+
+def split_probabilities(*args, **kwargs):
+    """view_probabilities's, each image's views averaged (§4.1): (images, classes) per
+    batch."""
+    for probs, labels in view_probabilities(*args, **kwargs):
+        yield probs.mean(dim=1), labels
+
+
+class ViewTally:
+    """The tally of the averaged views and, for ten crops, one per view: how much each
+    patch alone gets right, beside their mean (which patches a dataset's framing favours)."""
+
+    def __init__(self, num_classes: int, crops: int):
+        self.mean = Tally(num_classes)
+        self.views = [Tally(num_classes) for _ in range(crops)] if crops > 1 else []
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Count a batch of view_probabilities; returns its averaged probabilities."""
+        for i, tally in enumerate(self.views):
+            tally.update(probs[:, i], labels)
+        mean = probs.mean(dim=1)
+        self.mean.update(mean, labels)
+        return mean
+
+    def all_reduce(self, group=None) -> None:
+        for tally in (self.mean, *self.views):
+            tally.all_reduce(group)
+
+    def result(self) -> dict:
+        """The mean's Tally.result, with `views`: each view's top-1 error, by name."""
+        r = self.mean.result()
+        if self.views:
+            r["views"] = {
+                name: t.result()["top1_error"]
+                for name, t in zip(TEN_CROP_VIEWS, self.views, strict=True)
+            }
+        return r
 
 
 @torch.no_grad()
@@ -71,10 +106,11 @@ def evaluate_split(
     group=None,
 ) -> dict:
     """Top-1/top-5 error and per-class accuracy. With crops=10 the softmax outputs of
-    the ten patches are averaged per image, as in §4.1."""
+    the ten patches are averaged per image, as in §4.1, and `views` holds each patch's
+    own top-1 error."""
     was_training = model.training
-    tally = Tally(num_classes)
-    for probs, labels in split_probabilities(
+    tally = ViewTally(num_classes, crops)
+    for probs, labels in view_probabilities(
         model, split, transform, crops, batch_size, workers, rank, world, progress, autocast_dtype
     ):
         tally.update(probs, labels)

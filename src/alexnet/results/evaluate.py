@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..evaluation.metrics import Tally
-from ..evaluation.split import split_probabilities
+from ..evaluation.split import ViewTally, view_probabilities
 from ..options import PATCHES_PER_PASS
 from ..runtime.device import pick_device, precision_name
 from ..runtime.printed import Printed
@@ -74,9 +74,9 @@ def _add_probabilities(
     total: torch.Tensor, loaded, view, outputs, crops, batch_size, workers, progress
 ) -> dict:
     """One net's softmax over the split added into `total` (images x classes); returns
-    the net's own top-1 and top-5 error."""
-    tally, start = Tally(total.shape[1]), 0
-    for probs, y in split_probabilities(
+    the net's own top-1 and top-5 error (and each view's top-1 error for ten crops)."""
+    tally, start = ViewTally(total.shape[1], crops), 0
+    for views, y in view_probabilities(
         loaded.model,
         view,
         loaded.transform(),
@@ -87,11 +87,10 @@ def _add_probabilities(
         autocast_dtype=loaded.amp,
         outputs=outputs,
     ):
-        tally.update(probs, y)
-        total[start : start + len(y)] += probs.cpu()
+        total[start : start + len(y)] += tally.update(views, y).cpu()
         start += len(y)
     r = tally.result()
-    return {k: r[k] for k in ("top1_error", "top5_error")}
+    return {k: r[k] for k in ("top1_error", "top5_error", "views") if k in r}
 
 
 def evaluate_checkpoint(
@@ -112,7 +111,9 @@ def evaluate_checkpoint(
     r = evaluate_ensemble(
         [ckpt], data, split, crops, batch_size, workers, device, progress, precision
     )
-    return {k: v for k, v in r.items() if k not in ("nets", "members")}
+    views = r["members"][0].get("views")
+    r = {k: v for k, v in r.items() if k not in ("nets", "members")}
+    return r if views is None else {**r, "views": views}
 
 
 def evaluate_command(cfg, progress: bool = False) -> Printed:
@@ -144,6 +145,9 @@ def evaluation_lines(r: dict) -> list[str]:
         f"{r['images']} images, {r['crops']} crop(s), {r['precision']}, {nets}"
         f"top-1 error {r['top1_error']:.4f}, top-5 error {r['top5_error']:.4f}"
     )
+    if "views" in r:
+        lines.append("each view alone (§4.1's patches), top-1 error:")
+        lines += [f"  {name:<22} {err:.4f}" for name, err in r["views"].items()]
     for row in r["paper"]:
         top1 = "-" if row["top1_error"] is None else f"{row['top1_error']:.3f}"
         lines.append(

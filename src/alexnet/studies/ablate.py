@@ -174,6 +174,10 @@ def _summarise_errors(study: Study, rows: dict) -> dict:
     }
     if study.kind == "alexnet":
         out.update(_convergence(study, rows))
+    if study.kind == "eval":  # each of the ten patches alone, per seed
+        ten = [r["views"] for r in rows["ten-crops"] if "views" in r]
+        if ten:
+            out["view_top1_error"] = {v: [t[v] for t in ten] for v in ten[0]}
     return out
 
 

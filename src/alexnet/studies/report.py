@@ -70,7 +70,8 @@ def _error_row(name: str, s: dict) -> list[str]:
     return [
         f"{name} ({s['section']})",
         s["claim"],
-        f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}{_gaps(s)}{_converged(s)}",
+        f"{'test' if name == 'lrn-cifar' else 'top-1'} error %: {ours}{_gaps(s)}{_converged(s)}"
+        f"{_views(s)}",
         "; ".join(cells) or "-",
         _sign(s.get("same_sign")),
     ]
@@ -88,6 +89,21 @@ def _converged(s: dict) -> str:
     return (
         f"; epochs to within {100 * s['converged_within']:g} point of its final error: {cells} "
         f"(ratio {s['convergence_ratio']:.2f}x; paper: about {s['paper_convergence_ratio']:g}x)"
+    )
+
+
+def _views(s: dict) -> str:
+    """The ten patches alone: the centre's error and the corners' range (where a dataset
+    frames its objects decides how much the corners lose)."""
+    views = s.get("view_top1_error")
+    if not views:
+        return ""
+    m = {v: mean_sd(e)[0] for v, e in views.items()}
+    corners = [e for v, e in m.items() if not v.startswith("centre")]
+    return (
+        f"; each patch alone: centre {100 * m['centre']:.2f} (flipped "
+        f"{100 * m['centre flipped']:.2f}), corners {100 * min(corners):.2f}-"
+        f"{100 * max(corners):.2f}"
     )
 
 

@@ -185,6 +185,7 @@ def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
                 "config": {"crops": crops},
                 "curve": [],
                 "final": {"top1_error": r["top1_error"], "top5_error": r["top5_error"]},
+                **({"views": r["views"]} if "views" in r else {}),
             }
         )
         log(f"ablate {rid}: top-1 error {r['top1_error']:.4f}")
