@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
-from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule
+from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule, build_schedule
 from conftest import EVAL_FAST, prepare_store, run_here, stopped_and_resumed
 
 FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
@@ -96,6 +96,21 @@ def test_warmup_cosine_shape():
     s = WarmupCosineSchedule(0.1, epochs=4, steps_per_epoch=10, warmup_epochs=1)
     assert s.lr_at(0, 0) == pytest.approx(0.01) and s.lr_at(0, 9) == pytest.approx(0.1)
     assert s.lr_at(3, 9) < 0.01
+
+
+def test_every_schedule_can_start_with_a_warm_up():
+    # a fixed rate after a warm-up: runs that are not ended by their schedule
+    s = build_schedule("constant", 0.1, 90, 10, patience=5, warmup_epochs=0.5)
+    assert [s.lr_at(0, i) for i in range(6)] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
+    assert s.lr_at(50, 3) == 0.1
+    assert build_schedule("constant", 0.1, 90, 10, 5, warmup_epochs=0).lr_at(0, 0) == 0.1
+    p = build_schedule("plateau", 0.01, 90, 10, patience=0, warmup_epochs=1)
+    assert p.lr_at(0, 4) == pytest.approx(0.005) and p.lr_at(1, 0) == 0.01
+    p.end_epoch(0, 0.5)
+    p.end_epoch(1, 0.5)  # no better: divided by ten
+    assert p.lr_at(2, 0) == pytest.approx(0.001)
+    step = build_schedule("step", 0.1, 90, 10, 5, warmup_epochs=0.2)
+    assert step.lr_at(0, 0) == pytest.approx(0.05) and step.lr_at(30, 0) == pytest.approx(0.01)
 
 
 def _state(run: Path) -> dict:

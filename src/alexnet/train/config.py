@@ -78,7 +78,9 @@ class TrainConfig:
     weight_decay: float | None = option(None, "weight decay")
     schedule: str | None = option(None, "learning-rate schedule", SCHEDULES)
     patience: int | None = option(None, "plateau schedule: epochs without improvement")
-    warmup_epochs: float | None = option(None, "warmup-cosine schedule: epochs of warm-up")
+    warmup_epochs: float | None = option(
+        None, "epochs of linear warm-up before the schedule's rate (any schedule)"
+    )
     init: str | None = option(None, "weight initialisation", INITS)
     input_scale: float | None = option(
         None, "multiply the mean-subtracted 0..255 pixels by this (paper: 1)"

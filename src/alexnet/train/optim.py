@@ -100,16 +100,26 @@ def _flat(t: torch.Tensor) -> torch.Tensor | None:
 
 
 class Schedule:
-    """Learning rate per step; `end_epoch` feeds back the validation error."""
+    """Learning rate per step; `end_epoch` feeds back the validation error. A fixed rate,
+    after a linear warm-up over its first `warmup_epochs` when asked: a schedule that does
+    not end at a budget, to compare how long runs take to converge."""
 
     name = "constant"
 
-    def __init__(self, base_lr: float, epochs: int, steps_per_epoch: int):
+    def __init__(
+        self, base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0
+    ):
         self.base_lr, self.epochs, self.steps_per_epoch = base_lr, epochs, steps_per_epoch
+        self.warmup = round(warmup_epochs * steps_per_epoch)
+
+    def warm(self, epoch: int, step: int) -> float:
+        """The warm-up's factor: (t + 1) / warm-up steps over its steps, then 1."""
+        t = epoch * self.steps_per_epoch + step
+        return min(1.0, (t + 1) / self.warmup) if self.warmup else 1.0
 
     def lr_at(self, epoch: int, step: int) -> float:
         """The learning rate at (epoch, step)."""
-        return self.base_lr
+        return self.base_lr * self.warm(epoch, step)
 
     def end_epoch(self, epoch: int, val_error: float) -> None:
         """Feed back the epoch's validation error (the plateau schedule uses it)."""
@@ -137,13 +147,14 @@ class PlateauSchedule(Schedule):
         patience: int = 5,
         factor: float = LR_FACTOR,
         max_reductions: int = MAX_REDUCTIONS,
+        warmup_epochs: float = 0.0,
     ):
-        super().__init__(base_lr, epochs, steps_per_epoch)
+        super().__init__(base_lr, epochs, steps_per_epoch, warmup_epochs)
         self.patience, self.factor, self.max_reductions = patience, factor, max_reductions
         self.reductions, self.best, self.bad_epochs = 0, math.inf, 0
 
     def lr_at(self, epoch, step):
-        return self.base_lr * self.factor**self.reductions
+        return self.base_lr * self.factor**self.reductions * self.warm(epoch, step)
 
     def end_epoch(self, epoch, val_error):
         if val_error < self.best:
@@ -167,12 +178,20 @@ class StepSchedule(Schedule):
 
     name = "step"
 
-    def __init__(self, base_lr, epochs, steps_per_epoch, every: int = 30, factor: float = 0.1):
-        super().__init__(base_lr, epochs, steps_per_epoch)
+    def __init__(
+        self,
+        base_lr,
+        epochs,
+        steps_per_epoch,
+        every: int = 30,
+        factor: float = 0.1,
+        warmup_epochs: float = 0.0,
+    ):
+        super().__init__(base_lr, epochs, steps_per_epoch, warmup_epochs)
         self.every, self.factor = every, factor
 
     def lr_at(self, epoch, step):
-        return self.base_lr * self.factor ** (epoch // self.every)
+        return self.base_lr * self.factor ** (epoch // self.every) * self.warm(epoch, step)
 
 
 class WarmupCosineSchedule(Schedule):
@@ -182,7 +201,7 @@ class WarmupCosineSchedule(Schedule):
 
     def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs: float = 1.0):
         super().__init__(base_lr, epochs, steps_per_epoch)
-        self.warmup = max(1, round(warmup_epochs * steps_per_epoch))
+        self.warmup = max(1, round(warmup_epochs * steps_per_epoch))  # its own warm-up
         self.total = max(self.warmup + 1, epochs * steps_per_epoch)
 
     def lr_at(self, epoch, step):
@@ -224,10 +243,9 @@ def build_optimizer(
 def build_schedule(
     name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int, warmup_epochs: float
 ) -> Schedule:
-    """A schedule by name (options.Schedule) with its parameters."""
+    """A schedule by name (options.Schedule) with its parameters; every one starts with
+    `warmup_epochs` of linear warm-up."""
     cls = SCHEDULE_CLASSES[name]
     if name == "plateau":
-        return cls(lr, epochs, steps_per_epoch, patience=patience)
-    if name == "warmup-cosine":
-        return cls(lr, epochs, steps_per_epoch, warmup_epochs=warmup_epochs)
-    return cls(lr, epochs, steps_per_epoch)
+        return cls(lr, epochs, steps_per_epoch, patience=patience, warmup_epochs=warmup_epochs)
+    return cls(lr, epochs, steps_per_epoch, warmup_epochs=warmup_epochs)
