@@ -65,6 +65,7 @@ def test_alexnet_scale_arms_differ_in_their_one_switch(store, tmp_path):
     dropout = summary["dropout"]
     assert dropout["epochs_to_converge"] == {"paper": [1], "no-dropout": [1]}  # one epoch
     assert dropout["convergence_ratio"] == 1.0 and dropout["paper_convergence_ratio"] == 2.0
+    assert dropout["epochs_to_common_error"] == {"paper": [1], "no-dropout": [1]}
     assert "epochs to within 1 point of its final error" in (out / "ablations.md").read_text()
     ten = summary["ten-crop"]["top1_error"]
     assert set(ten) == {"ten-crops", "one-crop"}
@@ -194,6 +195,20 @@ def test_epochs_to_converge_is_the_first_epoch_within_a_point_of_the_last():
     history = [{"epoch": i + 1, "val_top1_error": e} for i, e in enumerate(errors)]
     assert epochs_to_converge(history) == 3
     assert epochs_to_converge(history[:1]) == 1
+
+
+def test_dropouts_iterations_are_counted_to_an_error_every_run_reaches():
+    from alexnet.studies.ablate import _to_common_error
+
+    def run(errors):
+        return {"curve": [{"epoch": i + 1, "val_top1_error": e} for i, e in enumerate(errors)]}
+
+    # no dropout: fast, then overfits (best 0.12); dropout: slow, ends lower
+    rows = {"paper": [run([0.4, 0.2, 0.15, 0.12, 0.1])], "no-dropout": [run([0.2, 0.12, 0.13])]}
+    r = _to_common_error(rows)
+    assert r["common_error"] == 0.12
+    assert r["epochs_to_common_error"] == {"paper": [4], "no-dropout": [2]}
+    assert r["common_error_ratio"] == 2.0
 
 
 def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):

@@ -189,7 +189,22 @@ def _convergence(study: Study, rows: dict) -> dict:
     if study.name == "dropout" and epochs["paper"] and epochs["no-dropout"]:
         out["convergence_ratio"] = mean_sd(epochs["paper"])[0] / mean_sd(epochs["no-dropout"])[0]
         out["paper_convergence_ratio"] = 2.0
+        out.update(_to_common_error(rows))
     return out
+
+
+def _to_common_error(rows: dict) -> dict:
+    """Epochs each run needs to reach the best validation error of the worst run: a
+    level every run reaches, so their ratio does not depend on where a schedule ends
+    them (under a held rate, dropout's 'twice the iterations')."""
+    runs = [r for rs in rows.values() for r in rs]
+    common = max(min(h["val_top1_error"] for h in r["curve"]) for r in runs)
+    epochs = {
+        a: [next(h["epoch"] for h in r["curve"] if h["val_top1_error"] <= common) for r in rs]
+        for a, rs in rows.items()
+    }
+    ratio = mean_sd(epochs["paper"])[0] / mean_sd(epochs["no-dropout"])[0]
+    return {"common_error": common, "epochs_to_common_error": epochs, "common_error_ratio": ratio}
 
 
 def epochs_to_converge(history: list[dict]) -> int:

@@ -86,9 +86,18 @@ def _converged(s: dict) -> str:
     if "convergence_ratio" not in s:
         return ""
     cells = ", ".join(f"{a} {', '.join(map(str, v))}" for a, v in s["epochs_to_converge"].items())
+    common = ", ".join(
+        f"{a} {', '.join(map(str, v))}" for a, v in s.get("epochs_to_common_error", {}).items()
+    )
+    if common:
+        common = (
+            f"; epochs to {100 * s['common_error']:.2f}% (the worst run's best): {common} "
+            f"(ratio {s['common_error_ratio']:.2f}x)"
+        )
     return (
         f"; epochs to within {100 * s['converged_within']:g} point of its final error: {cells} "
         f"(ratio {s['convergence_ratio']:.2f}x; paper: about {s['paper_convergence_ratio']:g}x)"
+        f"{common}"
     )
 
 
