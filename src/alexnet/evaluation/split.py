@@ -53,8 +53,8 @@ def view_probabilities(
 
 
 def split_probabilities(*args, **kwargs):
-    """view_probabilities's, each image's views averaged (§4.1): (images, classes) per
-    batch."""
+    """view_probabilities with its arguments, each image's views averaged (§4.1):
+    (softmax probabilities (images, classes), labels) per batch."""
     for probs, labels in view_probabilities(*args, **kwargs):
         yield probs.mean(dim=1), labels
 
