@@ -227,7 +227,7 @@ PREPARE_EXAMPLES = """examples:
 """
 TRAIN_EXAMPLES = """examples:
   alexnet train                                   # the paper net on the embedded demo data
-  alexnet train --data STORE --out runs/paper     # the paper's recipe (docs/paper.md §5)
+  alexnet train --data STORE --recipe paper --out runs/paper   # as printed (docs/paper.md §5)
   alexnet train --resume runs/paper               # continue where it stopped, bit for bit
   torchrun --nproc-per-node 8 -m alexnet train --data STORE --batch-size 16
 """

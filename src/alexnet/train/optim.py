@@ -200,8 +200,8 @@ class WarmupCosineSchedule(Schedule):
     name = "warmup-cosine"
 
     def __init__(self, base_lr, epochs, steps_per_epoch, warmup_epochs: float = 1.0):
-        super().__init__(base_lr, epochs, steps_per_epoch)
-        self.warmup = max(1, round(warmup_epochs * steps_per_epoch))  # its own warm-up
+        super().__init__(base_lr, epochs, steps_per_epoch, warmup_epochs)
+        self.warmup = max(1, self.warmup)  # the cosine starts after at least one step
         self.total = max(self.warmup + 1, epochs * steps_per_epoch)
 
     def lr_at(self, epoch, step):
