@@ -26,14 +26,21 @@ def local_response_norm(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
 ) -> torch.Tensor:
     """§3.3's normalisation of an (N, C, ...) tensor, per group of channels."""
-    squares = (x * alpha**0.5).square().unflatten(1, (groups, -1))  # (N, groups, C/groups, ...)
+    return x * (k + window_sum((x * alpha**0.5).square(), size, groups)).pow(-beta)
+
+
+def window_sum(squares: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
+    """The sum in §3.3's denominator: each map's value summed with its size - 1 nearest
+    maps' (size // 2 on each side) within its group of channels, for an (N, C, ...)
+    tensor of squares."""
+    squares = squares.unflatten(1, (groups, -1))  # (N, groups, C/groups, ...)
     half, channels = size // 2, squares.shape[2]
     # zeros beyond each group's first and last maps: the window is clipped there
     edged = F.pad(squares, [0, 0] * (squares.dim() - 3) + [half, half])
     window = edged.narrow(2, 0, channels)
     for i in range(1, size):
         window = window + edged.narrow(2, i, channels)
-    return x * (k + window.flatten(1, 2)).pow(-beta)
+    return window.flatten(1, 2)
 
 
 # torch.fx (torchvision's create_feature_extractor) records the LRN as one call, as it
