@@ -93,7 +93,8 @@ RECIPES = {
             "ten epochs to a good net on a CPU: AdamW (lr 5e-4, decoupled weight decay 0.05) "
             "under a half-epoch warm-up and cosine decay, label smoothing 0.1, He init and "
             "unit-variance inputs (pixels / 64), batch 128; the paper's net, crops, flips, "
-            "PCA lighting and dropout unchanged",
+            "PCA lighting and dropout unchanged (at this input scale its LRN is close to a "
+            "constant division: docs/results.md, LRN)",
             batch_size=128,
             epochs=10,
             lr=5e-4,
