@@ -1,5 +1,5 @@
 """`alexnet evaluate`: a checkpoint, or an ensemble of them, on a store split, beside
-the paper's rows (the evaluation itself is ../evaluation/split.py's)."""
+the paper's rows (the evaluation itself is alexnet.evaluation.split's)."""
 
 from __future__ import annotations
 
