@@ -71,6 +71,34 @@ def _give_memory_back():
         _MALLOC_TRIM(0)
 
 
+HOLDS_THE_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)  # as a live run holds it
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(path: Path):
+    """A live process holding `path` as a training run holds its RUN/.lock (a POSIX
+    record lock, which no other process, a test's own included, can take meanwhile);
+    yields its pid, and ends it on leaving."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDS_THE_LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.communicate("")
+
+
 def run_here(*args):
     """`alexnet ARGS` in this process (faster than a subprocess: torch is imported once),
     with the same result object as run_cli. For tests where the process itself is not

@@ -292,10 +292,17 @@ def _chromium():
     pytest.skip("no chromium to render the report")
 
 
-def test_report_renders_in_headless_chromium(trained, tmp_path):
-    r = run_here("report", trained / "run", "--out", tmp_path / "report.html")
+@pytest.fixture(scope="module")
+def report_html(trained):
+    """The run's report, built once for the tests that read it and the one that renders it."""
+    out = trained / "report.html"
+    r = run_here("report", trained / "run", "--out", out)
     assert r.returncode == 0, r.stderr
-    page = (tmp_path / "report.html").read_text()
+    return out
+
+
+def test_report_holds_every_section_and_nothing_outside_it(report_html):
+    page = report_html.read_text()
     # curves, kernels, predictions, neighbours; conv1-conv5's units; occlusion
     assert page.count("data:image/png;base64,") == 10
     assert "What units see (Zeiler and Fergus, Figure 2)" in page and "<h3>conv5</h3>" in page
@@ -307,7 +314,11 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
     # self-contained: every src/href/url() is a data: URI (base64 text may spell "http")
     refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)|url\(\s*["']?([^"')]*)""", page)
     assert all(v.startswith("data:") for pair in refs for v in pair if v), refs
-    browser = _chromium()
+
+
+def test_report_renders_in_headless_chromium(tmp_path, request):
+    browser = _chromium()  # first: without one, the report is not built for nothing
+    report = request.getfixturevalue("report_html")
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
     proc = subprocess.run(
@@ -330,7 +341,7 @@ def test_report_renders_in_headless_chromium(trained, tmp_path):
             "--run-all-compositor-stages-before-draw",
             "--virtual-time-budget=10000",
             f"--screenshot={shot}",
-            (tmp_path / "report.html").as_uri(),
+            report.as_uri(),
         ],
         capture_output=True,
         text=True,

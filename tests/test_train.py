@@ -543,7 +543,7 @@ def test_fine_tuning_refusals(tiny_store, tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, resnet)
     for args, message in (
         (["--weights", bad], "not a readable checkpoint"),
-        (["--weights", resnet], "neither an alexnet checkpoint nor a torchvision AlexNet"),
+        (["--weights", resnet], "neither an alexnet checkpoint nor an AlexNet state_dict"),
         (["--weights", resnet, "--freeze", "conv9"], "invalid choice"),
         (["--freeze", "features"], "--freeze needs --weights"),
     ):

@@ -481,7 +481,7 @@ def test_create_model_with_weights_and_other_classes_gets_a_fresh_head(
     _cached_published(tmp_path, monkeypatch, weights)
     spec = str(_our_checkpoint(tmp_path / "ours.safetensors")) if name == "ours" else name
     full = alexnet.create_model(weights=spec)
-    with pytest.warns(UserWarning, match="fc8 start afresh"):
+    with pytest.warns(UserWarning, match="fc8 starts afresh"):
         net = alexnet.create_model(weights=spec, num_classes=5)
     assert net.variant == full.variant and net.classifier[-1].out_features == 5
     old, new = full.state_dict(), net.state_dict()

@@ -8,6 +8,7 @@ Where things are, each stage importing only the ones before it
     runtime/     device and precision, torch.distributed, allocator, files, errors, seeds
     data/        prepare (images -> store), the store, the loader and the augmentation
     model/       the network of §3, its LRN, the two-tower split, the layer table
+    kernels/     fast CPU kernels, each equal to a plain module, and the execution plan
     weights/     trained nets as files: our checkpoint format, the run directory, the
                  published ImageNet nets by name, Caffe's files, loading any of them
     evaluation/  the top-k tally, a split's errors (1 or 10 crops) and fc7 features
@@ -25,10 +26,21 @@ _LAZY = {
     "create_model": "alexnet.results.pretrained",
     "load": "alexnet.results.pretrained",
     "list_weights": "alexnet.weights.hub",
+    "plain": "alexnet.kernels.plan",
+    "tune_cpu_allocator": "alexnet.runtime.allocator",
     "Pretrained": "alexnet.results.pretrained",
 }
 
-__all__ = ["AlexNet", "Pretrained", "create_model", "list_weights", "load", "__version__"]
+__all__ = [
+    "AlexNet",
+    "Pretrained",
+    "create_model",
+    "list_weights",
+    "load",
+    "plain",
+    "tune_cpu_allocator",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

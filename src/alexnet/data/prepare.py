@@ -40,13 +40,17 @@ __all__ = ["PrepareConfig", "format_summary", "prepare"]
 
 def _plan(source: Source, cfg: PrepareConfig) -> dict[str, list[list[Item]]]:
     splits = dict(source.splits)
-    if "val" not in splits:
+    held_out = "val" not in splits
+    if held_out:
         splits["train"], splits["val"] = stratified_split(
             splits["train"], cfg.val_fraction, cfg.seed
         )
     for name, items in splits.items():
         items.sort(key=lambda it: it.key)
-        if not items:
+        # a folder of one image per class holds none out: its store is still whole for
+        # what reads every image (evaluate, predict --data, features), and train refuses
+        # it, naming the empty validation split
+        if not items and not (held_out and name == "val"):
             raise UsageError(f"the {name} split has no images{_why_empty(source, name)}")
     return {
         name: [items[i : i + cfg.shard_size] for i in range(0, len(items), cfg.shard_size)]

@@ -80,13 +80,15 @@ class ViewTally:
             tally.all_reduce(group)
 
     def result(self) -> dict:
-        """The mean's Tally.result, with `views`: each view's top-1 error, by name."""
+        """The mean's Tally.result, with `views`: each view's top-1 error, by name; and
+        `centre`: the centre patch's whole result, what one crop of the same images gives."""
         r = self.mean.result()
         if self.views:
             r["views"] = {
                 name: t.result()["top1_error"]
                 for name, t in zip(TEN_CROP_VIEWS, self.views, strict=True)
             }
+            r["centre"] = self.views[TEN_CROP_VIEWS.index("centre")].result()
         return r
 
 

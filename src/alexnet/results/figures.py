@@ -162,7 +162,7 @@ def predictions_png(
         if truth:
             ax_img.set_title(truth, fontsize=10, fontweight="bold")
         elif titles:
-            ax_img.set_title(titles[i][-28:], fontsize=9)
+            ax_img.set_title(fit_title(titles[i]), fontsize=9)
         ax_bar.axis("on")
         names = [t["name"] for t in top][::-1]
         probs = [t["prob"] for t in top][::-1]
@@ -266,3 +266,12 @@ def kernels_command(cfg) -> Printed:
     index = colour_index(model)
     lines = [str(cfg.out), *(f"  {line}" for line in colour_lines(index))]
     return Printed({"out": str(cfg.out), "colour_index": index}, lines)
+
+
+def fit_title(text: str, most: int = 28) -> str:
+    """`text` in at most `most` characters: its start and end kept (a file name's wnid
+    and its class and suffix), an ellipsis in the middle where characters were cut."""
+    if len(text) <= most:
+        return text
+    head = (most - 1) // 2
+    return text[:head] + "…" + text[len(text) - (most - 1 - head) :]

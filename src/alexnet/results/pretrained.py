@@ -140,10 +140,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
 
 
 def create_model(
-    variant: str | None = None, num_classes: int | None = None, weights=None, **options
+    variant: str | None = None,
+    num_classes: int | None = None,
+    weights=None,
+    kernels: str = "none",
+    precision: str = "fp32",
+    **options,
 ):
     """`alexnet.create_model`: a fresh net of a variant ("paper" by default, 1,000
-    classes; model/net.py's create_model, whose options it passes on); or, with
+    classes; model/net.py's create_model, whose options it passes on). `kernels="auto"`
+    puts in the fast CPU kernels the command line trains with (the execution plan's
+    choice for a CPU loop computing in `precision`, "fp32" or "bf16"; or a comma list,
+    as `--kernels` takes), each proven equal to the plain module it replaces, gradients
+    included; the default "none" is the plain model, to compose, trace or move to a GPU
+    (`alexnet.plain(model)` puts the plain modules back). Or, with
     `weights` (a checkpoint path: ours, .pt or .safetensors, torchvision's AlexNet
     state_dict, a .caffemodel; or "torchvision" / "caffe", the published ImageNet nets),
     the file's trained net in eval mode. With weights, `num_classes` other than the
@@ -152,8 +162,18 @@ def create_model(
     file's (or "six-conv" over a paper net: conv6 starts afresh, §6's "1 CNN*"); dropout
     may change, and `init` draws what is not loaded. `alexnet.load(weights)` gives the
     classes and the preprocessing too."""
+    model = _created(variant, num_classes, weights, options)
+    if kernels != "none":
+        from ..kernels.plan import resolve_plan
+
+        resolve_plan(torch.device("cpu"), precision, kernels, train=True).apply(model)
+    return model
+
+
+def _created(variant: str | None, num_classes: int | None, weights, options: dict):
     if weights is None:
-        return fresh_model(variant or "paper", num_classes=num_classes or 1000, **options)
+        n = 1000 if num_classes is None else num_classes
+        return fresh_model(variant or "paper", num_classes=n, **options)
     model = load(weights).model
     _check_fits(weights, model, variant, options)
     same_classes = num_classes is None or num_classes == output_layer(model).out_features
@@ -163,15 +183,16 @@ def create_model(
     kept = asdict(model.options)
     new = fresh_model(
         variant or model.variant,
-        num_classes=num_classes or output_layer(model).out_features,
+        num_classes=output_layer(model).out_features if num_classes is None else num_classes,
         **{**kept, **options},
     )
     _, fresh = load_matching(new, model.state_dict(), keep_head=same_classes)
     if fresh:
+        verb = "starts" if len(fresh) == 1 else "start"
         warnings.warn(
-            f"create_model: {', '.join(fresh)} start afresh over the weights of {weights} "
+            f"create_model: {', '.join(fresh)} {verb} afresh over the weights of {weights} "
             f"({new.variant}, {output_layer(new).out_features} classes)",
-            stacklevel=2,
+            stacklevel=3,
         )
     return new.eval()
 

@@ -19,8 +19,9 @@ from ..data.images import center_view
 from ..data.store import Store
 from ..evaluation.embed import split_features
 from ..evaluation.split import evaluate_split
+from ..kernels.plan import resolve_plan
 from ..model.net import learned_layers
-from ..runtime.device import pick_device
+from ..runtime.device import pick_device, precision_name
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes, check_output_file
 from ..runtime.printed import Printed
@@ -71,6 +72,7 @@ class ReportData:
     units: list[tuple[str, bytes]]  # (conv layer, PNG of its units' top patches)
     units_images: int  # the validation images the units were ranked over
     occlusion: bytes  # PNG: occlusion maps of the first predictions' images
+    precision: str = "float32"  # what the error table was computed in
 
 
 def build_report(
@@ -146,9 +148,12 @@ def collect_report(
     if eval_limit is not None and len(val) > eval_limit:
         subset = val.subset(np.sort(rng.choice(len(val), size=eval_limit, replace=False)))
     tf = loaded.transform(device)
-    results = [
-        evaluate_split(loaded.model, subset, tf, loaded.num_classes, crops=c) for c in (1, 10)
-    ]
+    # one pass of ten crops gives both rows on the same images (its centre patch is the
+    # one crop), in the precision the run validated in (auto: bf16 where the CPU has it;
+    # the weights stay float32, as in training's validation)
+    amp = resolve_plan(device, "auto", "none", train=True).amp
+    ten = evaluate_split(loaded.model, subset, tf, loaded.num_classes, crops=10, autocast_dtype=amp)
+    results = [{"crops": 1, **ten.pop("centre")}, ten]
     pick = np.sort(rng.choice(len(val), size=min(samples, len(val)), replace=False))
     images = val.batch(pick)
     gallery_idx = np.sort(
@@ -187,6 +192,7 @@ def collect_report(
         units=units,
         units_images=len(unit_view),
         occlusion=_occlusion_figure(loaded, images[:OCCLUDED], tf),
+        precision=precision_name(amp),
     )
 
 
@@ -283,7 +289,8 @@ epoch ({last["epoch"]}, last.pt) top-1 error {last["val_top1_error"]:.1%}, top-5
         _top5(d, last["val_top5_error"])
     }; best epoch ({_best_epoch(d.history)["epoch"]},
 best.pt) top-1 error {_best_epoch(d.history)["val_top1_error"]:.1%}. The table below
-evaluates {d.checkpoint} again, with one and ten crops.</p>
+evaluates {d.checkpoint} again on the same images with one and ten crops, in one pass of ten
+(its centre patch is the one crop), in {d.precision}.</p>
 <h2>Training curves</h2>
 {_img(curves_png(d.history), "training curves")}
 <h2>Error rates beside the paper's</h2>

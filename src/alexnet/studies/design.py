@@ -159,6 +159,12 @@ class AblateConfig:
         "lets a run converge on its own, as dropout's 'twice the iterations' needs",
         SCHEDULES,
     )
+    milestones: str | None = option(
+        None,
+        "with --schedule step: the epochs after which the rate is divided by 10 (the drops "
+        "a plateau run of the paper arm made, shared by every arm)",
+        metavar="E,E,...",
+    )
     workers: int = option(2, "data loading processes")
     # a full-size arm is hours of work: a stopped ablate should lose minutes of it
     checkpoint_every: int = option(

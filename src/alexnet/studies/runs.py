@@ -131,6 +131,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         epochs=math.ceil(cfg.epochs),
         batch_size=cfg.batch_size,
         schedule=cfg.schedule,
+        milestones=cfg.milestones,
         device=cfg.device,
         precision=cfg.precision,
         workers=cfg.workers,

@@ -78,6 +78,12 @@ class TrainConfig:
     weight_decay: float | None = option(None, "weight decay")
     schedule: str | None = option(None, "learning-rate schedule", SCHEDULES)
     patience: int | None = option(None, "plateau schedule: epochs without improvement")
+    milestones: str | None = option(
+        None,
+        "step schedule: the epochs after which the rate is divided by 10, e.g. 8,12,16 "
+        "(default: every 30)",
+        metavar="E,E,...",
+    )
     warmup_epochs: float | None = option(
         None, "epochs of linear warm-up before the schedule's rate (any schedule)"
     )
@@ -201,6 +207,14 @@ class TrainConfig:
             (self.input_scale > 0, f"--input-scale must be positive, not {self.input_scale}"),
             (self.patience >= 0, "--patience must be non-negative"),
             (
+                self.milestones is None or parse_milestones(self.milestones) is not None,
+                f"--milestones takes increasing whole epochs, e.g. 8,12,16, not {self.milestones!r}",
+            ),
+            (
+                self.milestones is None or self.schedule == "step",
+                "--milestones are the step schedule's: give --schedule step with them",
+            ),
+            (
                 self.precision != "fp16",
                 "--precision fp16 does not train here: without a gradient scaler small "
                 "gradients underflow to zero; use bf16 (float32's range) or fp32",
@@ -264,7 +278,22 @@ RESUME_MAY_CHANGE = (
 
 # Fields added to the config since runs were first saved, with the value a run saved
 # before then trained with: a resumed old run goes on as it began.
-ADDED_SINCE_SAVED = {"head_lr_mult": 1.0, "lrn_alpha_over_n": False, "label_smoothing": 0.0}
+ADDED_SINCE_SAVED = {
+    "head_lr_mult": 1.0,
+    "lrn_alpha_over_n": False,
+    "label_smoothing": 0.0,
+    "milestones": None,
+}
+
+
+def parse_milestones(text: str) -> tuple[int, ...] | None:
+    """ "8,12,16" -> (8, 12, 16): increasing positive epochs; None when it is not that."""
+    try:
+        epochs = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        return None
+    increasing = all(a < b for a, b in zip(epochs, epochs[1:]))
+    return epochs if epochs and epochs[0] >= 1 and increasing else None
 
 
 def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:

@@ -45,6 +45,8 @@ class StartingWeights:
         loaded = load_for_inference(path, "cpu")
         m = loaded.model
         norm = {k: loaded.norm.get(k) for k in ("mean", "std", "scale", "channels")}
+        if loaded.about.get("preprocessing") == "paper":  # a bare state_dict: the store's mean
+            norm["mean"] = None
         return cls(path, loaded.kind, m.variant, m.options, m.state_dict(), norm, loaded.class_ids)
 
     def configure(self, cfg: TrainConfig) -> TrainConfig:

@@ -174,7 +174,9 @@ class PlateauSchedule(Schedule):
 
 
 class StepSchedule(Schedule):
-    """torchvision's reference recipe: x0.1 every 30 epochs."""
+    """x0.1 every 30 epochs (torchvision's reference recipe), or after each of the
+    `milestones` epochs: the drops a plateau run made, fixed in advance, so that the
+    arms of a study share one schedule (the same rates as the plateau run, bit for bit)."""
 
     name = "step"
 
@@ -186,12 +188,19 @@ class StepSchedule(Schedule):
         every: int = 30,
         factor: float = 0.1,
         warmup_epochs: float = 0.0,
+        milestones: tuple[int, ...] | None = None,
     ):
         super().__init__(base_lr, epochs, steps_per_epoch, warmup_epochs)
-        self.every, self.factor = every, factor
+        self.every, self.factor, self.milestones = every, factor, milestones
+
+    def drops(self, epoch: int) -> int:
+        """How many times the rate has been divided by the start of `epoch` (0-based)."""
+        if self.milestones is None:
+            return epoch // self.every
+        return sum(epoch >= m for m in self.milestones)
 
     def lr_at(self, epoch, step):
-        return self.base_lr * self.factor ** (epoch // self.every) * self.warm(epoch, step)
+        return self.base_lr * self.factor ** self.drops(epoch) * self.warm(epoch, step)
 
 
 class WarmupCosineSchedule(Schedule):
@@ -241,11 +250,19 @@ def build_optimizer(
 
 
 def build_schedule(
-    name: str, lr: float, epochs: int, steps_per_epoch: int, patience: int, warmup_epochs: float
+    name: str,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    patience: int,
+    warmup_epochs: float,
+    milestones: tuple[int, ...] | None = None,
 ) -> Schedule:
     """A schedule by name (options.Schedule) with its parameters; every one starts with
     `warmup_epochs` of linear warm-up."""
     cls = SCHEDULE_CLASSES[name]
     if name == "plateau":
         return cls(lr, epochs, steps_per_epoch, patience=patience, warmup_epochs=warmup_epochs)
+    if name == "step":
+        return cls(lr, epochs, steps_per_epoch, warmup_epochs=warmup_epochs, milestones=milestones)
     return cls(lr, epochs, steps_per_epoch, warmup_epochs=warmup_epochs)

@@ -165,26 +165,29 @@ def choose_recipe(
     starting_weights: bool,
     train_images: int | None = None,
     store: str = "the store",
-) -> tuple[str, str | None]:
-    """The recipe a run trains with, decided here only, and a line the run prints when
-    it should know why or what to expect: the one asked for (`paper` with what it is
-    known to do); `finetune` from starting weights; `demo` on the demo data, or on a
-    store of fewer than SMALL_STORE training images; else `caffe-init`, the paper's
-    recipe with the init that does not diverge (docs/paper.md §5). `train_images` None
-    (not counted) counts as ILSVRC-sized."""
+) -> tuple[str, str]:
+    """The recipe a run trains with, decided here only, and the line a run starts with
+    to say which and why: the one asked for (`paper` with what it is known to do);
+    `finetune` from starting weights; `demo` on the demo data, or on a store of fewer
+    than SMALL_STORE training images; else `caffe-init`, the paper's recipe with the
+    init that does not diverge (docs/paper.md §5). `train_images` None (not counted)
+    counts as ILSVRC-sized."""
     if asked is not None:
-        return asked, PAPER_AS_PRINTED if asked == "paper" else None
+        return asked, PAPER_AS_PRINTED if asked == "paper" else f"recipe: {asked}, as asked"
     if starting_weights:
-        return "finetune", None
+        return "finetune", "recipe: finetune, since the run starts from --weights"
     if demo_data:
-        return "demo", None
+        return "demo", "recipe: demo, for the embedded demo data (--recipe to choose another)"
     if train_images is not None and train_images < SMALL_STORE:
         why = (
             f"recipe: demo, since {store} has {train_images:,} training images (fewer than "
             f"{SMALL_STORE:,}); --recipe caffe-init or fast to train longer"
         )
         return "demo", why
-    return "caffe-init", None
+    return "caffe-init", (
+        "recipe: caffe-init, the paper's recipe with Caffe's init, for a store of "
+        f"{SMALL_STORE:,}+ training images"
+    )
 
 
 PAPER_AS_PRINTED = (

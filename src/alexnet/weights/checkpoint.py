@@ -30,6 +30,8 @@ from ..runtime.errors import UsageError
 from ..runtime.files import atomic_duplicate, atomic_write
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint-1"
+# what a checkpoint's config must hold to be resumed as the run it was
+RESUME_NEEDS = ("data", "recipe", "epochs", "batch_size", "lr", "seed")
 TRAIN_STATE_KEYS = ("epoch", "step", "global_step", "history", "best_val_top1_error", "running")
 # the output layer's weight in each variant's state_dict
 FC8_KEYS = {
@@ -98,6 +100,12 @@ class Checkpoint:
         _validate_train_state(
             state, lambda what: UsageError(f"{source}: damaged checkpoint: {what}")
         )
+        lacking = [k for k in RESUME_NEEDS if k not in self.config]
+        if lacking:  # resumed with today's defaults, it would be another run
+            raise UsageError(
+                f"{source}: damaged checkpoint: its training config has no {lacking[0]!r} "
+                f"({len(lacking)} of the options a run resumes with missing)"
+            )
 
     def all_finite(self) -> bool:
         """Whether every floating-point weight is finite."""
@@ -172,11 +180,7 @@ def check_shapes(state: dict, variant: str, num_classes: int, options, bad) -> N
     """Every tensor of a state_dict has the shape the net gives its name (the net built
     on the meta device), so that no check or copy ever touches a tensor whose size a
     damaged or hostile file made up. `bad(what)` makes the error raised."""
-    from ..model.net import create_model
-
-    with torch.device("meta"):
-        net = create_model(variant, num_classes=num_classes, **{**asdict(options), "init": "torch"})
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    expected = expected_shapes(variant, num_classes, options)
     for key, tensor in state.items():
         if key not in expected:
             raise bad(f"tensor {key!r} is not a weight of the {variant} net")
@@ -189,6 +193,16 @@ def check_shapes(state: dict, variant: str, num_classes: int, options, bad) -> N
         raise bad(
             f"no tensor {missing[0]!r} ({len(missing)} weight(s) of the {variant} net missing)"
         )
+
+
+def expected_shapes(variant: str, num_classes: int, options) -> dict[str, tuple]:
+    """Each tensor name of a variant's state_dict and its shape (the net built on the
+    meta device: nothing allocated)."""
+    from ..model.net import create_model
+
+    with torch.device("meta"):
+        net = create_model(variant, num_classes=num_classes, **{**asdict(options), "init": "torch"})
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def _validate_normalization(norm, bad) -> None:
@@ -308,10 +322,37 @@ def read_file(path: str | Path, map_location="cpu") -> dict:
         ) from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
+    _check_held(obj, path)
     return obj
 
 
+def _tensors(obj, name: str = "", depth: int = 0):
+    """(dotted name, tensor) for every tensor in nested dicts, lists and tuples."""
+    if torch.is_tensor(obj):
+        yield name, obj
+    elif depth < 8 and isinstance(obj, (dict, list, tuple)):
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, value in items:
+            yield from _tensors(value, f"{name}.{key}" if name else str(key), depth + 1)
+
+
+def _check_held(obj: dict, path: Path) -> None:
+    """Refuse a file whose tensor claims more numbers than the file holds for it (a
+    stride-0 view saved as a 16 GB weight from 4 bytes): torch.save writes weights
+    whole, and anything that copied such a tensor, or summed over it, would allocate or
+    read what the shape claims before any other check could run."""
+    for name, t in _tensors(obj):
+        held = t.untyped_storage().nbytes() // max(1, t.element_size())
+        if t.numel() > held:
+            raise UsageError(
+                f"{path}: damaged checkpoint: tensor {name} claims {t.numel():,} numbers "
+                f"where the file holds {held:,} for it"
+            )
+
+
 SAFETENSORS_SUFFIX = ".safetensors"
+# where read_file puts the header of a .safetensors file that is not one of ours
+HEADER_KEY = "__metadata__"
 
 
 def save_safetensors(ckpt: Checkpoint, path: str | Path) -> None:
@@ -363,8 +404,11 @@ def _read_safetensors(path: Path) -> dict:
         ) from None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["alexnet"])
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if "alexnet" not in header:  # another program's weights: a bare state_dict
+            return {**tensors, HEADER_KEY: header}
+        meta = json.loads(header["alexnet"])
         norm = {k: _tensor_from_json(v) for k, v in meta.pop("normalization_tensors", {}).items()}
     except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -11,6 +11,9 @@ per-channel mean). Ours carry their own class list and normalisation.
 
 from __future__ import annotations
 
+import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +27,16 @@ from ..kernels.plan import Plan, resolve_plan
 from ..model import AlexNet, create_model
 from ..model.net import ModelOptions, input_crop
 from ..runtime.device import model_device, pick_device
-from ..runtime.errors import UsageError
+from ..runtime.errors import Notice, UsageError
 from . import caffe, hub
 from .checkpoint import (
     CHECKPOINT_FORMAT,
+    FC8_KEYS,
+    HEADER_KEY,
     MAX_CLASSES,
     Checkpoint,
     check_shapes,
+    expected_shapes,
     first_non_finite,
     read_file,
 )
@@ -94,6 +100,8 @@ class Loaded:
                 f"{name} was trained on {self.image_size}-pixel images and {store.root} "
                 f"holds {store.size}-pixel ones: prepare them with --size {self.image_size}"
             )
+        if "classes_named" in self.about and store.num_classes == self.num_classes:
+            self._take_from(store)  # a bare state_dict: the store names its outputs
         ids = class_ids(store.classes)
         same = store.num_classes == self.num_classes and (
             not self.class_ids or self.class_ids == ids
@@ -107,6 +115,16 @@ class Loaded:
                 f"({store.num_classes} vs {self.num_classes} classes)"
             )
         return subset
+
+    def _take_from(self, store) -> None:
+        """A bare state_dict's classes and inputs as the store has them: its class names
+        (unless the file's header named them), and its mean image for the paper's
+        preprocessing (unless the header gave a mean)."""
+        if not self.about.get("classes_named"):
+            self.classes = [c["name"] for c in store.classes]
+            self.class_ids = class_ids(store.classes)
+        if self.about.get("preprocessing") == "paper":
+            self.norm = {**self.norm, "mean": torch.from_numpy(store.stats.mean).float()}
 
     def to(self, device) -> Loaded:
         """The model moved to `device` (channels_last); returns self."""
@@ -128,10 +146,6 @@ class Loaded:
         images = torch.stack([torch.from_numpy(load_for_store(p, size)) for p in paths])
         transform = self.transform("cpu")
         return transform(images, transform.views(len(paths), crops))
-
-
-def _is_torchvision_state(obj: dict) -> bool:
-    return "features.0.weight" in obj and "classifier.6.weight" in obj
 
 
 def _with_weights(state: dict, variant: str, num_classes: int, **options) -> AlexNet:
@@ -229,35 +243,162 @@ def _loaded(path: str | Path, device: torch.device) -> Loaded:
     obj, path = read_weights(path)
     if obj.get("format") == CHECKPOINT_FORMAT:
         loaded = _ours(Checkpoint.from_dict(obj, str(path)), path)
-        loaded.source = source
-        loaded.model.eval()
-        return loaded.to(device)
-    if _is_torchvision_state(obj):
-        fc8 = obj["classifier.6.weight"]
-        if fc8.dim() != 2 or not 1 <= fc8.shape[0] <= MAX_CLASSES:
-            raise UsageError(
-                f"{path}: not a torchvision AlexNet state_dict (output layer {tuple(fc8.shape)})"
-            )
-        check_shapes(
-            obj,
-            "torchvision",
-            fc8.shape[0],
-            ModelOptions(),
-            lambda what: UsageError(f"{path}: not a torchvision AlexNet state_dict ({what})"),
+    else:
+        loaded = _plain(obj, path)
+    loaded.source = source
+    loaded.model.eval()
+    return loaded.to(device)
+
+
+# the variants a bare state_dict is matched against, in order; the caffe net has the
+# paper net's tensors, and is Caffe's only with its own preprocessing (a .caffemodel's)
+PLAIN_VARIANTS = ("paper", "one-tower", "torchvision", "six-conv")
+# where other training loops put the state_dict in a dict of their own
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
+
+
+def plain_state(obj: dict) -> dict | None:
+    """The weights of a dict that is (or wraps, under WRAPPERS) a bare state_dict, with
+    a prefix every key shares before features./classifier. removed (DDP's "module.",
+    torch.compile's "_orig_mod.", a LightningModule's attribute name); None when it holds
+    no tensors."""
+    for key in WRAPPERS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner and all(torch.is_tensor(v) for v in inner.values()):
+            obj = inner
+            break
+    state = {str(k): v for k, v in obj.items() if torch.is_tensor(v)}
+    if not state:
+        return None
+    first = min(state)
+    cut = min((first.find(p) for p in ("features.", "classifier.") if p in first), default=-1)
+    prefix = first[:cut] if cut > 0 else ""
+    if prefix and prefix.endswith(".") and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+class _Misfit(Exception):
+    pass
+
+
+def plain_variant(state: dict, path) -> tuple[str, int]:
+    """(variant, classes) of the net a bare state_dict's keys and shapes fit, the class
+    count from its output layer; UsageError in one line when they fit none."""
+    fc8 = state.get(FC8_KEYS["paper"], state.get(FC8_KEYS["torchvision"]))
+    if fc8 is None:
+        raise UsageError(
+            f"{path} is neither an alexnet checkpoint nor an AlexNet state_dict (no output "
+            f"layer {FC8_KEYS['paper']} or {FC8_KEYS['torchvision']})"
         )
-        bad = first_non_finite(obj)
-        if bad:
-            raise UsageError(f"{path}: damaged weights: tensor {bad} holds NaN or infinite values")
+    if fc8.dim() != 2 or not 1 <= fc8.shape[0] <= MAX_CLASSES:
+        raise UsageError(f"{path}: not an AlexNet state_dict (output layer {tuple(fc8.shape)})")
+    n, misfits = fc8.shape[0], {}
+    for variant in PLAIN_VARIANTS:
         try:
-            model = _with_weights(obj, "torchvision", fc8.shape[0])
-        except RuntimeError as e:
-            msg = str(e).splitlines()[0]
-            raise UsageError(f"{path}: not a torchvision AlexNet state_dict ({msg})") from None
-        n = model.classifier[6].out_features
-        entries = imagenet_classes() if n == 1000 else []
-        classes = [c["name"] for c in entries] or [str(i) for i in range(n)]
-        ids = [c["id"] for c in entries]
+            check_shapes(state, variant, n, ModelOptions(), _Misfit)
+            return variant, n
+        except _Misfit as e:
+            misfits[variant] = str(e)
+    nearest = max(PLAIN_VARIANTS, key=lambda v: _shared_keys(state, v))
+    raise UsageError(
+        f"{path}: a state_dict that fits none of alexnet's nets ({', '.join(PLAIN_VARIANTS)}); "
+        f"as the {nearest} net: {misfits[nearest]}"
+    )
+
+
+def _shared_keys(state: dict, variant: str) -> int:
+    """How many of the state's tensors the variant has, by name and shape (fc8 aside)."""
+    shapes = expected_shapes(variant, 1, ModelOptions())
+    return sum(
+        k in shapes and (tuple(t.shape) == shapes[k] or k.startswith("classifier.fc8"))
+        for k, t in state.items()
+    )
+
+
+def _plain(obj: dict, path: Path) -> Loaded:
+    """A bare state_dict of any variant, from another training loop (see the README's
+    "Your own weights"): its net from its keys and shapes, its classes numbered until a
+    store names them (Loaded.check_store), and the paper's preprocessing unless a
+    .safetensors header gives its mean and std."""
+    header = obj.get(HEADER_KEY) or {}
+    state = plain_state(obj)
+    if state is None:
+        raise UsageError(f"{path} is neither an alexnet checkpoint nor an AlexNet state_dict")
+    variant, n = plain_variant(state, path)
+    bad = first_non_finite(state)
+    if bad:
+        raise UsageError(f"{path}: damaged weights: tensor {bad} holds NaN or infinite values")
+    model = _with_weights(state, variant, n)
+    torchvision_file = variant == "torchvision"
+    entries = imagenet_classes() if torchvision_file and n == 1000 else []
+    classes = header_classes(header, n, path) or [c["name"] for c in entries]
+    ids = [c["id"] for c in entries]
+    given = header_norm(header, path)
+    if torchvision_file and given is None:  # torchvision's ImageNet file, or one of its layout
         norm = {"mean": torch.tensor(IMAGENET_MEAN) * 255, "std": torch.tensor(IMAGENET_STD) * 255}
-        model.eval()
-        return Loaded(model, classes, "torchvision", norm, str(path), ids, source).to(device)
-    raise UsageError(f"{path} is neither an alexnet checkpoint nor a torchvision AlexNet file")
+        loaded = Loaded(
+            model, classes or [str(i) for i in range(n)], "torchvision", norm, str(path), ids
+        )
+        loaded.about = {"preprocessing": "torchvision", "classes_named": bool(classes)}
+        return loaded
+    warnings.warn(Notice(_plain_line(path, variant, n, classes, given)), stacklevel=4)
+    norm = given or {"mean": torch.tensor(IMAGENET_MEAN) * 255}  # until a store gives its own
+    loaded = Loaded(model, classes or [str(i) for i in range(n)], "state_dict", norm, str(path))
+    loaded.about = {"preprocessing": "header" if given else "paper", "classes_named": bool(classes)}
+    return loaded
+
+
+def _plain_line(path, variant: str, n: int, classes: list, norm: dict | None) -> str:
+    named = "named by its header" if classes else f"named by --data's store, else 0..{n - 1}"
+    inputs = (
+        "its header's mean and std"
+        if norm
+        else "the paper's: 0..255 pixels minus the store's mean image (ImageNet's "
+        "channel means without one)"
+    )
+    return (
+        f"{path}: a bare state_dict, read as the {variant} net with {n} classes ({named}); "
+        f"LRN, pooling and ReLU as the paper's (a state_dict does not record them); inputs "
+        f"{inputs}"
+    )
+
+
+def header_classes(header: dict, n: int, path) -> list[str]:
+    """A .safetensors header's "classes" (a JSON list of n names), or []."""
+    if "classes" not in header:
+        return []
+    names = _header_json(header, "classes", path)
+    if not (isinstance(names, list) and len(names) == n and all(isinstance(c, str) for c in names)):
+        raise UsageError(f"{path}: the header's classes are not a list of {n} names")
+    return names
+
+
+def header_norm(header: dict, path) -> dict | None:
+    """The inputs a .safetensors header gives: "mean" and "std", three numbers each on
+    0..1 pixel values (torchvision's Normalize), and "channels" ("rgb" or "bgr"); None
+    when it gives none."""
+    if "mean" not in header:
+        return None
+    values = {k: _header_json(header, k, path) for k in ("mean", "std") if k in header}
+    for k, v in values.items():
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)):
+            raise UsageError(f"{path}: the header's {k} is not three numbers")
+        if k == "std" and min(v) <= 0:
+            raise UsageError(f"{path}: the header's std is not positive")
+    channels = header.get("channels", "rgb")
+    if channels not in ("rgb", "bgr"):
+        raise UsageError(f"{path}: the header's channels is {channels!r}, not rgb or bgr")
+    norm = {k: torch.tensor(v, dtype=torch.float32) * 255 for k, v in values.items()}
+    return {**norm, "channels": channels}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _header_json(header: dict, key: str, path):
+    try:
+        return json.loads(header[key])
+    except (TypeError, ValueError):
+        raise UsageError(f"{path}: the header's {key} is not JSON") from None

@@ -17,6 +17,7 @@ write into one directory at once: the second is refused, naming the first's pid.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -58,14 +59,27 @@ class RunDir:
         """Whether another run already wrote here."""
         return any(p.exists() for p in (self.config, self.metrics, self.last, self.best))
 
+    def stopped_before_a_checkpoint(self) -> bool:
+        """Whether the run here was stopped before it wrote any checkpoint: nothing of
+        it can be resumed, so running it again starts it afresh."""
+        return self.holds_a_run() and not (self.last.exists() or self.best.exists())
+
     def best_or_last(self) -> Path:
         """best.pt when there is one, else last.pt."""
         return self.best if self.best.is_file() else self.last
 
-    def create(self) -> None:
-        """Make the directory for a new run; refuse one that holds another run."""
+    def create(self, say=None) -> None:
+        """Make the directory for a new run; refuse one that holds another run. One that
+        was stopped before its first checkpoint is started afresh (its lock taken first:
+        a live run before its first checkpoint is not touched), and `say` is told so."""
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--out {self.root} exists and is not a directory")
+        if self.stopped_before_a_checkpoint():
+            self.lock(say)
+            self._clear_unstarted()
+            if say is not None:
+                say(f"{self.root}: its run stopped before its first checkpoint; starting it afresh")
+            return
         if self.holds_a_run():
             raise UsageError(
                 f"--out {self.root} already holds a run: continue it with "
@@ -87,6 +101,18 @@ class RunDir:
         except OSError as e:
             raise UsageError(f"cannot create the run directory {self.root}: {e.strerror}") from None
 
+    def _clear_unstarted(self) -> None:
+        """Remove what a run wrote before its first checkpoint (its config, logs and
+        events), nothing else."""
+        import shutil
+
+        written = (self.config, self.config_yaml, self.environment, self.metrics, self.steps)
+        for path in (*written, self.report):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)
+        self.remove_stale_temp_files()
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
     def check_resumable(self) -> None:
         """Raise UsageError unless there is a checkpoint to resume from."""
         if self.root.is_file():
@@ -101,18 +127,33 @@ class RunDir:
                 f"--resume {self.root}: no checkpoint (checkpoints/last.pt) to resume from"
             )
 
-    def lock(self) -> None:
-        """Take the directory's advisory lock for this process's lifetime."""
+    def lock(self, say=None) -> None:
+        """Take the directory's lock for this process's lifetime: a POSIX record lock,
+        which belongs to this process alone (a forked DataLoader worker does not inherit
+        it, so a killed run's surviving workers never hold its directory) and which the
+        system drops when the process dies. A .lock file still naming a pid is a run that
+        ended without releasing it: taken over, and `say` is told so."""
+        if self._lock_fd is not None:  # held already (create took it)
+            return
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise UsageError(
                 f"{self.root} is in use by another alexnet train (pid {holder}); "
                 "wait for it or choose another --out"
             ) from None
+        before = os.read(fd, 32).decode(errors="replace").strip()
+        if before and say is not None:
+            say(
+                f"{self.root}: taking over the lock of pid {before}, which ended without releasing it"
+            )
+        os.lseek(fd, 0, os.SEEK_SET)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
@@ -126,7 +167,7 @@ class RunDir:
                 os.unlink(self.root / ".lock")
             except OSError:
                 pass
-            os.close(self._lock_fd)  # closing releases the flock
+            os.close(self._lock_fd)  # closing releases the record lock
             self._lock_fd = None
 
     def remove_stale_temp_files(self) -> None:
