@@ -198,6 +198,24 @@ def test_a_state_dict_that_fits_no_net_is_refused_naming_the_nearest(tmp_path, c
     )
 
 
+@pytest.mark.parametrize(
+    "odd, message",
+    [
+        (lambda t: t.to(torch.int64), "holds torch.int64, not weights"),
+        (lambda t: t.to(torch.complex64), "holds torch.complex64, not weights"),
+        (lambda t: t.to_sparse(), "is a torch.sparse_coo tensor, not numbers"),
+        (lambda t: torch.empty(t.shape, device="meta"), "is a meta tensor, not numbers"),
+    ],
+    ids=["int", "complex", "sparse", "meta"],
+)
+def test_a_weight_that_is_not_numbers_is_refused_in_one_line(tmp_path, capsys, odd, message):
+    state = _paper_net().state_dict()
+    state["classifier.fc8.bias"] = odd(state["classifier.fc8.bias"])
+    torch.save(state, tmp_path / "odd.pth")
+    code, _, err = cli(capsys, "predict", tmp_path / "odd.pth", write_image(tmp_path / "x.jpg"))
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
 def test_a_tensor_claiming_more_than_its_file_holds_is_refused(store, tmp_path, capsys):
     """A stride-0 view passes every shape check and would be read or copied whole."""
     run = tmp_path / "run"

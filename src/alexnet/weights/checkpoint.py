@@ -184,6 +184,8 @@ def check_shapes(state: dict, variant: str, num_classes: int, options, bad) -> N
     for key, tensor in state.items():
         if key not in expected:
             raise bad(f"tensor {key!r} is not a weight of the {variant} net")
+        if not tensor.is_floating_point():
+            raise bad(f"tensor {key} holds {tensor.dtype}, not weights (floating-point numbers)")
         if tuple(tensor.shape) != expected[key]:
             shape = "x".join(map(str, tensor.shape))
             want = "x".join(map(str, expected[key]))
@@ -342,6 +344,9 @@ def _check_held(obj: dict, path: Path) -> None:
     whole, and anything that copied such a tensor, or summed over it, would allocate or
     read what the shape claims before any other check could run."""
     for name, t in _tensors(obj):
+        if t.layout != torch.strided or t.device.type == "meta":
+            kind = "a meta tensor" if t.device.type == "meta" else f"a {t.layout} tensor"
+            raise UsageError(f"{path}: damaged checkpoint: tensor {name} is {kind}, not numbers")
         held = t.untyped_storage().nbytes() // max(1, t.element_size())
         if t.numel() > held:
             raise UsageError(
