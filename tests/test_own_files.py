@@ -276,3 +276,20 @@ def test_a_long_file_name_is_cut_in_the_middle_with_an_ellipsis():
     title = fit_title("n02110185_Siberian_husky.JPEG")
     assert len(title) == 28 and title.startswith("n0211") and title.endswith("husky.JPEG")
     assert "…" in title and fit_title("short.jpg") == "short.jpg"
+
+
+def test_a_run_says_its_recipe_first_and_its_final_accuracy_last(store, tmp_path, capsys):
+    args = ["--data", store, "--out", tmp_path / "run", "--epochs", "1", *TRAIN]
+    code, out, err = cli(capsys, "train", *args)
+    assert code == 0, err
+    said = [line for line in err.splitlines() if not line.startswith("epoch")]
+    assert said[:2] == [said[0], "recipe: demo, as asked"] and said[0].startswith("plan: ")
+    last = out.strip().splitlines()[-1]
+    error = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["val_top1_error"]
+    assert last.startswith(f"final val accuracy {1 - error:.1%} (top-1 error {error:.3f}")
+
+
+def test_a_batch_larger_than_the_data_names_the_flag(store, tmp_path, capsys):
+    args = ["--data", store, "--out", tmp_path / "run", *TRAIN, "--batch-size", "500"]
+    code, _, err = cli(capsys, "train", *args)
+    assert code == 2 and "--batch-size 500" in err and "give a smaller --batch-size" in err
