@@ -265,3 +265,30 @@ def test_a_schedule_given_to_ablate_reaches_every_run(tmp_path, monkeypatch):
         assert row["config"]["schedule"] == schedule
     assert [c.schedule for c in seen] == ["constant", None]
     assert [c.checkpoint_every for c in seen] == [0, 150]
+
+
+def test_the_full_size_figure_1_is_read_off_each_runs_logged_steps(store, tmp_path):
+    """`activation`: the paper net against tanh, timed as Figure 1 is (the fractional epoch
+    at which the running training error first reaches the target), with the test accuracy
+    at the end of that epoch."""
+    out = tmp_path / "abl"
+    r = run_here(
+        "ablate", "activation", "--data", store, "--out", out, *TINY, "--target-error", "0.999"
+    )
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    s = json.loads((out / "summary.json").read_text())["studies"]["activation"]
+    assert rows["alexnet:tanh:seed0"]["config"]["activation"] == "tanh"
+    for arm in ("paper", "tanh"):
+        row = rows[f"alexnet:{arm}:seed0"]
+        assert all(0 < at <= 1 and 0 <= err <= 1 for at, err in row["steps"])  # epoch 1's
+        crossed = next((at for at, err in row["steps"] if err <= 0.999), None)
+        assert s["epochs_to_target"][arm] == [crossed]
+        accuracy = None if crossed is None else 1 - row["curve"][0]["val_top1_error"]
+        assert s["test_accuracy_at_target"][arm] == [accuracy]
+    epochs = s["epochs_to_target"]
+    if None in epochs["paper"] + epochs["tanh"]:  # a tiny run may never cross: no speed-up
+        assert s["speedup"] is None
+    else:
+        assert s["speedup"] == epochs["tanh"][0] / epochs["paper"][0]
+    assert "activation (§3.1, Figure 1) to 100%" in (out / "ablations.md").read_text()

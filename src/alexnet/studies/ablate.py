@@ -105,6 +105,8 @@ def summarise(cfg: AblateConfig, results: Results) -> dict:
             studies[name] = _summarise_relu(cfg, rows)
         else:
             studies[name] = _summarise_errors(study, rows)
+        if study.name == "activation":
+            studies[name].update(figure_1(rows, cfg.target_error))
         studies[name].update(section=study.section, claim=study.claim)
     return {"studies": studies, "config": asdict(cfg)}
 
@@ -136,6 +138,32 @@ def _summarise_relu(cfg: AblateConfig, rows: dict) -> dict:
         "speedup": speedup,
         "paper_speedup": 6.0,
         "same_sign": None if speedup is None else speedup > 1,
+    }
+
+
+def figure_1(rows: dict, target: float) -> dict:
+    """Figure 1 at full size: the fractional epoch at which each run's running training
+    error first reaches `target` (from its logged steps), the test accuracy at the end of
+    that epoch, and tanh's epochs over ReLU's (the paper's arm)."""
+    from .cifar_net import first_crossing
+
+    epochs = {
+        a: [first_crossing(r.get("steps") or [], target) for r in rs] for a, rs in rows.items()
+    }
+
+    def accuracy(row: dict, at: float | None) -> float | None:
+        ended = [h for h in row["curve"] if at is not None and h["epoch"] >= at]
+        return 1 - ended[0]["val_top1_error"] if ended else None
+
+    return {
+        "target_error": target,
+        "epochs_to_target": epochs,
+        "test_accuracy_at_target": {
+            a: [accuracy(r, e) for r, e in zip(rs, epochs[a], strict=True)]
+            for a, rs in rows.items()
+        },
+        "speedup": _speedup({"relu": epochs.get("paper"), "tanh": epochs.get("tanh")}),
+        "paper_speedup": 6.0,
     }
 
 

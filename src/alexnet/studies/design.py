@@ -55,6 +55,12 @@ STUDIES = {
             kind="small",
         ),
         Study(
+            "activation",
+            "§3.1, Figure 1",
+            "ReLU reaches 25% training error 6x faster than tanh (the paper net at full size)",
+            {"paper": {}, "tanh": {"activation": "tanh"}},
+        ),
+        Study(
             "lrn-cifar",
             "§3.3",
             "response normalisation: 13% -> 11% test error on CIFAR-10",

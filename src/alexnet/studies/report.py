@@ -33,7 +33,23 @@ def table_rows(summary: dict) -> list[list[str]]:
     rows = []
     for name, s in summary["studies"].items():
         rows += _relu_rows(s) if name == "relu" else [_error_row(name, s)]
+        if name == "activation":
+            rows.append(_figure_1_row(s))
     return rows
+
+
+def _figure_1_row(s: dict) -> list[str]:
+    """The full-size Figure 1: epochs to the target training error, each arm."""
+    target = s["target_error"]
+    ours = "; ".join(f"{arm} {_epochs(v)}" for arm, v in s["epochs_to_target"].items())
+    speedup = s["speedup"]
+    return [
+        f"activation ({s['section']}) to {target:.0%}",
+        s["claim"],
+        f"epochs to {target:.0%} running training error: {ours}",
+        "speed-up " + ("-" if speedup is None else f"{speedup:.2f}x"),
+        _sign(None if speedup is None else speedup > 1),
+    ]
 
 
 def _relu_rows(s: dict) -> list[list[str]]:

@@ -154,6 +154,7 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
         "seed": seed,
         "config": {**vars(base), **switch},
         "curve": history,
+        "steps": running_errors(RunDir(out).steps),
         "final": {
             "top1_error": last["val_top1_error"],
             "top5_error": last["val_top5_error"],
@@ -161,6 +162,21 @@ def train_arm(cfg: AblateConfig, arm: str, switch: dict, seed: int) -> dict:
             "gap": last["val_top1_error"] - last["train_top1_error"],
         },
     }
+
+
+def running_errors(steps_log: Path) -> list[list[float]]:
+    """[fractional epoch, the epoch's running training error] at each logged step of a
+    run (its steps.jsonl): where it first crosses 25% is Figure 1's measure."""
+    import json
+
+    out = []
+    if not steps_log.is_file():
+        return out
+    for line in steps_log.read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if "train_top1_error" in r:
+            out.append([r["epoch"] - 1 + r["step"] / r["steps_per_epoch"], r["train_top1_error"]])
+    return out
 
 
 def run_eval(cfg: AblateConfig, seed: int, results: Results, log) -> None:
