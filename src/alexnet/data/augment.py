@@ -4,7 +4,7 @@ The gathers are the GPU path; on a CPU the same crops are taken by slicing, whic
 copies at memory speed (tests hold both to the same pixels).
 
 As in torchvision's transforms v2, the random draws (`draw_*`) are kept apart from the
-deterministic kernels (`crop_flip`, `to_network_input`), so a test can pin the
+deterministic kernels (`crop_flip`, `BatchTransform.__call__`), so a test can pin the
 parameters and check pixels exactly, and a resumed run can redraw the same ones.
 
 Images travel as (B, 256, 256, 3) uint8, as the store holds them. The crop and the
