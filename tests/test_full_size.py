@@ -20,7 +20,16 @@ def fake_run(root, store, epochs):
     root.mkdir()
     (root / "config.json").write_text(
         json.dumps(
-            {"data": str(store), "recipe": "fast", "variant": "paper", "seed": 0, "dropout": 0.5}
+            {
+                "data": str(store),
+                "recipe": "fast",
+                "variant": "paper",
+                "seed": 0,
+                "dropout": 0.5,
+                "schedule": "plateau",
+                "patience": 1,
+                "milestones": None,
+            }
         )
     )
     (root / "environment.json").write_text(json.dumps({"precision": "bf16", "torch": "2"}))
@@ -55,7 +64,8 @@ def test_the_record_of_a_run(image_folder, tmp_path):
     assert full_size.main([*args, *more, "--out", str(out), "--figure", str(fig)]) == 0
     (r,) = json.loads(out.read_text())["runs"]
     assert r["commit"] == "abc1234" and r["precision"] == "bf16" and r["recipe"] == "fast"
-    assert r["switches"] == {"dropout": 0.5}  # the ablation switches its config holds
+    assert r["switches"] == {"dropout": 0.5, "variant": "paper"}  # those its config holds
+    assert r["schedule"] == {"schedule": "plateau", "patience": 1}  # how its rate moved
     assert r["cpu"] == {
         "model_name": "AMD EPYC",
         "family": "25",

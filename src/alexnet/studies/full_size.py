@@ -26,7 +26,18 @@ from ..weights.rundir import RunDir
 # accuracies whose first crossing the record names: d2l's 10-epoch figure, 90%, the goal
 TARGETS = (0.88, 0.90, 0.93)
 # the switches an ablation arm turns (alexnet ablate): a record says where its net stands
-SWITCHES = ("dropout", "augment", "pca_lighting", "lrn", "lrn_alpha_over_n")
+SWITCHES = (
+    "dropout",
+    "augment",
+    "pca_lighting",
+    "lrn",
+    "lrn_alpha_over_n",
+    "overlap_pool",
+    "activation",
+    "variant",
+)
+# how its rate moved: the recipe's schedule or the one a study fixed for its arms
+SCHEDULE_FIELDS = ("schedule", "lr", "patience", "milestones", "warmup_epochs")
 # the flags that decide a CPU's training speed (docs/benchmarks.md)
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -124,6 +135,7 @@ def run_record(
         "variant": config["variant"],
         "seed": config["seed"],
         "switches": {k: config[k] for k in SWITCHES if k in config},
+        "schedule": {k: config[k] for k in SCHEDULE_FIELDS if config.get(k) is not None},
         "train_images": config.get("train_images") or len(store.split("train")),
         "test_images": config.get("val_images") or len(store.split("val")),
         "epochs": epochs,
