@@ -100,8 +100,8 @@ class Loaded:
                 f"{name} was trained on {self.image_size}-pixel images and {store.root} "
                 f"holds {store.size}-pixel ones: prepare them with --size {self.image_size}"
             )
-        if "classes_named" in self.about and store.num_classes == self.num_classes:
-            self._take_from(store)  # a bare state_dict: the store names its outputs
+        if "classes_named" in self.about:  # a bare state_dict: the store's inputs, names
+            self._take_from(store, names=store.num_classes == self.num_classes)
         ids = class_ids(store.classes)
         same = store.num_classes == self.num_classes and (
             not self.class_ids or self.class_ids == ids
@@ -116,11 +116,11 @@ class Loaded:
             )
         return subset
 
-    def _take_from(self, store) -> None:
-        """A bare state_dict's classes and inputs as the store has them: its class names
-        (unless the file's header named them), and its mean image for the paper's
-        preprocessing (unless the header gave a mean)."""
-        if not self.about.get("classes_named"):
+    def _take_from(self, store, names: bool) -> None:
+        """A bare state_dict's inputs and classes as the store has them: its mean image
+        for the paper's preprocessing (unless the header gave a mean), and, with `names`
+        (as many classes as outputs), its class names unless the file's header named them."""
+        if names and not self.about.get("classes_named"):
             self.classes = [c["name"] for c in store.classes]
             self.class_ids = class_ids(store.classes)
         if self.about.get("preprocessing") == "paper":
@@ -336,16 +336,14 @@ def _plain(obj: dict, path: Path) -> Loaded:
     ids = [c["id"] for c in entries]
     given = header_norm(header, path)
     if torchvision_file and given is None:  # torchvision's ImageNet file, or one of its layout
+        kind, preprocessing = "torchvision", "torchvision"
         norm = {"mean": torch.tensor(IMAGENET_MEAN) * 255, "std": torch.tensor(IMAGENET_STD) * 255}
-        loaded = Loaded(
-            model, classes or [str(i) for i in range(n)], "torchvision", norm, str(path), ids
-        )
-        loaded.about = {"preprocessing": "torchvision", "classes_named": bool(classes)}
-        return loaded
-    warnings.warn(Notice(_plain_line(path, variant, n, classes, given)), stacklevel=4)
-    norm = given or {"mean": torch.tensor(IMAGENET_MEAN) * 255}  # until a store gives its own
-    loaded = Loaded(model, classes or [str(i) for i in range(n)], "state_dict", norm, str(path))
-    loaded.about = {"preprocessing": "header" if given else "paper", "classes_named": bool(classes)}
+    else:
+        warnings.warn(Notice(_plain_line(path, variant, n, classes, given)), stacklevel=4)
+        kind, preprocessing = "state_dict", "header" if given else "paper"
+        norm = given or {"mean": torch.tensor(IMAGENET_MEAN) * 255}  # until a store gives its own
+    loaded = Loaded(model, classes or [str(i) for i in range(n)], kind, norm, str(path), ids)
+    loaded.about = {"preprocessing": preprocessing, "classes_named": bool(classes)}
     return loaded
 
 
