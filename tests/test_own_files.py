@@ -125,6 +125,27 @@ def test_a_checkpoint_without_its_config_is_not_resumed_with_defaults(store, tmp
     assert code == 2 and "last.pt: damaged checkpoint: its training config has no 'data'" in err
 
 
+def test_a_resumed_run_keeps_how_it_ran_unless_told(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = ["--max-steps", "1", "--checkpoint-every", "1", "--log-every", "1", *TRAIN]
+    assert main(["train", "--data", str(store), "--out", str(run), *first]) == 0
+
+    def resumed(*flags) -> dict:
+        capsys.readouterr()
+        code, _, err = cli(capsys, "train", "--resume", run, *flags)
+        assert code == 0, err
+        return json.loads((run / "config.json").read_text())
+
+    cfg = resumed("--max-steps", "2")  # after a crash: the same command, nothing else
+    assert (cfg["checkpoint_every"], cfg["log_every"], cfg["report"]) == (1, 1, False)
+    assert (cfg["workers"], cfg["device"], cfg["eval_batch_size"]) == (0, "cpu", 8)
+    assert cfg["max_steps"] == 2  # this command's own limit
+    cfg = resumed("--max-steps", "3", "--checkpoint-every", "0", "--log-every", "5")
+    assert (cfg["checkpoint_every"], cfg["log_every"], cfg["report"]) == (0, 5, False)
+    cfg = resumed("--max-steps", "4")
+    assert (cfg["checkpoint_every"], cfg["log_every"]) == (0, 5)
+
+
 # --- bare state_dicts ----------------------------------------------------------------
 
 

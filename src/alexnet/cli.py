@@ -380,13 +380,19 @@ def _run_verb(args) -> int:
     if _is(verb, "FeaturesConfig"):
         overrides["images"] = list(args.images)
     train = _is(verb, "TrainConfig")
+    kwargs = {}
     if train:
-        overrides.update(_config_file_values(args))
+        from_file = _config_file_values(args)
+        overrides.update(from_file)
+        # what a resumed run changes: the options this command sets, nothing it defaults
+        kwargs = {
+            "resume": args.resume,
+            "given": _given_options(args.parser, args.argv) | set(from_file),
+        }
     cfg = config_from_args(config, args, **overrides)
     if not train and hasattr(cfg, "check"):  # a run's config is checked as it resolves
         cfg.check()
     run = _load(verb.run)
-    kwargs = {"resume": args.resume} if train else {}
     if "progress" in inspect.signature(run).parameters:
         kwargs["progress"] = progress
     return _emit(run(cfg, **kwargs), json_out)

@@ -9,11 +9,13 @@ from .config import TrainConfig
 from .loop import TrainingDiverged, train
 
 
-def train_command(cfg: TrainConfig, resume: str | None = None) -> Printed:
+def train_command(
+    cfg: TrainConfig, resume: str | None = None, given: set[str] | None = None
+) -> Printed:
     """Run (or resume) training. A diverged run exits 3 with its one line; a rank other
     than 0 prints nothing."""
     try:
-        summary = train(cfg, resume=resume)
+        summary = train(cfg, resume=resume, given=given)
     except TrainingDiverged as e:
         return Printed(None, [], notes=[f"alexnet: error: {e}"], code=3)
     if summary["rank"] != 0:

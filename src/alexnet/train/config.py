@@ -258,7 +258,9 @@ class TrainConfig:
         ]
 
 
-# What a resumed run may change: where and how it runs, not what it learns.
+# What a resumed run may change: where and how it runs, not what it learns. Those the
+# resuming command does not set stay as the run had them (a crashed run's --resume goes
+# on checkpointing mid-epoch), except the two that belong to this one command.
 RESUME_MAY_CHANGE = (
     "device",
     "workers",
@@ -274,6 +276,7 @@ RESUME_MAY_CHANGE = (
     "eval_batch_size",
     "model_parallel",
 )
+FOR_THIS_COMMAND_ONLY = ("progress", "max_steps")
 
 
 # Fields added to the config since runs were first saved, with the value a run saved
@@ -296,16 +299,28 @@ def parse_milestones(text: str) -> tuple[int, ...] | None:
     return epochs if epochs and epochs[0] >= 1 and increasing else None
 
 
-def config_for_resume(saved: dict, asked: TrainConfig, run_dir: str) -> TrainConfig:
+def config_for_resume(
+    saved: dict, asked: TrainConfig, run_dir: str, given: set[str] | None = None
+) -> TrainConfig:
     """The config a resumed run continues with: the saved one, except for how it runs
-    (RESUME_MAY_CHANGE) and, when given, a new path to the store (a moved store; the
-    caller checks that it holds the same classes). Checkpoints are full state dicts, so a
-    run may change its parallelism too."""
+    (RESUME_MAY_CHANGE) where the resuming command sets it, and, when given, a new path
+    to the store (a moved store; the caller checks that it holds the same classes).
+    `given` names the options the command set (the CLI's flags); None takes those of
+    `asked` that differ from their defaults. Checkpoints are full state dicts, so a run
+    may change its parallelism too."""
     merged = {
         f.name: saved.get(f.name, ADDED_SINCE_SAVED.get(f.name, getattr(asked, f.name)))
         for f in fields(TrainConfig)
     }
-    merged.update({k: getattr(asked, k) for k in RESUME_MAY_CHANGE})
+    defaults = TrainConfig()
+    for name in RESUME_MAY_CHANGE:
+        set_now = (
+            name in given
+            if given is not None
+            else (getattr(asked, name) != getattr(defaults, name))
+        )
+        if set_now or name in FOR_THIS_COMMAND_ONLY or name not in saved:
+            merged[name] = getattr(asked, name)
     if asked.data is not None:
         merged["data"] = asked.data
     merged["out"] = str(run_dir)

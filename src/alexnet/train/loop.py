@@ -102,17 +102,18 @@ class Trainer:
         return self.dist.world, self.dist.rank
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """Run (or resume) training; returns a summary with the run's paths and results."""
+def train(cfg: TrainConfig, resume: str | None = None, given: set[str] | None = None) -> dict:
+    """Run (or resume) training; returns a summary with the run's paths and results.
+    On resume, `given` names the options the caller set (see config_for_resume)."""
     ckpt, why, weights = None, None, None
     if resume and RunDir(resume).stopped_before_a_checkpoint():
-        cfg, resume = _config_of_unstarted(resume, cfg), None  # nothing to resume: afresh
+        cfg, resume = _config_of_unstarted(resume, cfg, given), None  # nothing to resume: afresh
     if resume:
         run = RunDir(resume)
         run.check_resumable()
         ckpt = load_checkpoint(run.last)
         ckpt.check_resumable(str(run.last))
-        cfg = config_for_resume(ckpt.config, cfg, resume)
+        cfg = config_for_resume(ckpt.config, cfg, resume, given)
     else:
         if cfg.data is not None:  # an image folder: its cached store (data/folders.py)
             cfg = replace(cfg, data=store_for(cfg.data))
@@ -164,7 +165,7 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _config_of_unstarted(run_dir: str, asked: TrainConfig) -> TrainConfig:
+def _config_of_unstarted(run_dir: str, asked: TrainConfig, given: set[str] | None) -> TrainConfig:
     """The config of a run stopped before its first checkpoint (its config.json, with
     what a resumed run may change), to start it again under the same directory."""
     import json
@@ -173,7 +174,7 @@ def _config_of_unstarted(run_dir: str, asked: TrainConfig) -> TrainConfig:
         saved = json.loads(RunDir(run_dir).config.read_text())
         if not isinstance(saved, dict):
             raise ValueError("not a mapping")
-        return config_for_resume(saved, asked, run_dir)
+        return config_for_resume(saved, asked, run_dir, given)
     except (OSError, ValueError, TypeError) as e:
         raise UsageError(
             f"--resume {run_dir}: it stopped before its first checkpoint and its config.json "
