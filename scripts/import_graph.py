@@ -23,6 +23,7 @@ STAGES = (
     "weights",  # trained nets as files: checkpoint format, run directory, loading
     "evaluation",  # the tally, a split's errors and features
     "results",  # the verbs on trained nets, the figures, the report
+    "microscope",  # every unit of a net as a static site (results' scan, feature visualisation)
     "train",  # training
     "studies",  # the ablation studies (train and results)
     "bench",  # benchmarks

@@ -198,3 +198,60 @@ def image_folder(tmp_path):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+# --- shared nets, pictures and the browser ------------------------------------------
+RED, GREY = (255, 0, 0), (128, 128, 128)
+
+
+def red_detector(path):
+    """A paper net whose conv1 unit 5 answers red (R up, G and B down, over its 11 x 11)
+    and stays silent on grey; the other conv1 units are zero. Raw 0..255 inputs."""
+    import torch
+
+    import alexnet
+    from alexnet.weights.checkpoint import Checkpoint, save_atomic
+
+    torch.manual_seed(0)
+    net = alexnet.create_model("paper", num_classes=2, init="kaiming")
+    with torch.no_grad():
+        net.features.conv1.weight.zero_()
+        net.features.conv1.bias.zero_()
+        net.features.conv1.weight[5, 0] = 1.0
+        net.features.conv1.weight[5, 1:] = -1.0
+    save_atomic(
+        Checkpoint(
+            model=net.state_dict(),
+            variant="paper",
+            classes=[{"index": i, "id": str(i), "name": f"c{i}"} for i in range(2)],
+            normalization={"kind": "mean-image", "mean": torch.zeros(256, 256, 3)},
+            model_options={"init": "kaiming"},
+        ).to_dict(),
+        path,
+    )
+    return path
+
+
+def red_square_pictures(root, n=12):
+    """n grey 256 x 256 pictures; the odd ones hold a 20-pixel red square inside the
+    central 224 crop. Returns the names of those with a square, and where it is."""
+    rng = np.random.default_rng(0)
+    squares = {}
+    for i in range(n):
+        arr = np.zeros((256, 256, 3), np.uint8) + np.array(GREY, np.uint8)
+        if i % 2:
+            y, x = (int(v) for v in rng.integers(16, 240 - 20, 2))
+            arr[y : y + 20, x : x + 20] = RED
+            squares[f"p{i:02d}.png"] = (y - 16, x - 16)  # in the 224 crop's coordinates
+        Image.fromarray(arr).save(root / f"p{i:02d}.png")
+    return squares
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("chromium is required in CI (installed by .ci/run)")
+    pytest.skip("no chromium to render the page")

@@ -1,7 +1,6 @@
 import argparse
 import importlib.util
 import json
-import os
 import pickle
 import re
 import shutil
@@ -24,7 +23,7 @@ from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
 from alexnet.weights.checkpoint import read_file
 from alexnet.weights.load import load_for_inference
-from conftest import EVAL_FAST, prepare_store, run_here, write_image
+from conftest import EVAL_FAST, chromium, prepare_store, run_here, write_image
 
 
 @pytest.fixture(scope="module")
@@ -282,16 +281,6 @@ def test_an_unreadable_checkpoint_says_why_in_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------ report in a browser
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("CI"):
-        pytest.fail("chromium is required in CI (installed by .ci/run)")
-    pytest.skip("no chromium to render the report")
-
-
 @pytest.fixture(scope="module")
 def report_html(trained):
     """The run's report, built once for the tests that read it and the one that renders it."""
@@ -317,7 +306,7 @@ def test_report_holds_every_section_and_nothing_outside_it(report_html):
 
 
 def test_report_renders_in_headless_chromium(tmp_path, request):
-    browser = _chromium()  # first: without one, the report is not built for nothing
+    browser = chromium()  # first: without one, the report is not built for nothing
     report = request.getfixturevalue("report_html")
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"

@@ -1,6 +1,6 @@
 """The shape of the package: its import graph has no cycle, and no stage imports one
 above it (scripts/import_graph.py's order: options, runtime, data, model, kernels, weights,
-evaluation, results, train, studies, bench, the command line)."""
+evaluation, results, microscope, train, studies, bench, the command line)."""
 
 import importlib.util
 from pathlib import Path

@@ -2,18 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import alexnet
 from alexnet.model.receptive import receptive_fields
 from alexnet.results import units as units_module
-from alexnet.weights.checkpoint import Checkpoint, save_atomic
-from conftest import prepare_store, run_here
-
-RED, GREY = (255, 0, 0), (128, 128, 128)
+from conftest import prepare_store, red_detector, red_square_pictures, run_here
 
 
 def test_the_receptive_fields_of_the_paper_net_by_hand():
@@ -39,49 +33,11 @@ def test_the_receptive_fields_of_the_paper_net_by_hand():
     assert f["conv1"].box(3, 5, 224) == (12, 20, 23, 31)
 
 
-def _red_detector(path):
-    """A paper net whose conv1 unit 5 answers red (R up, G and B down, over its 11 x 11)
-    and stays silent on grey; the other conv1 units are zero. Raw 0..255 inputs."""
-    torch.manual_seed(0)
-    net = alexnet.create_model("paper", num_classes=2, init="kaiming")
-    with torch.no_grad():
-        net.features.conv1.weight.zero_()
-        net.features.conv1.bias.zero_()
-        net.features.conv1.weight[5, 0] = 1.0
-        net.features.conv1.weight[5, 1:] = -1.0
-    save_atomic(
-        Checkpoint(
-            model=net.state_dict(),
-            variant="paper",
-            classes=[{"index": i, "id": str(i), "name": f"c{i}"} for i in range(2)],
-            normalization={"kind": "mean-image", "mean": torch.zeros(256, 256, 3)},
-            model_options={"init": "kaiming"},
-        ).to_dict(),
-        path,
-    )
-    return path
-
-
-def _pictures(root, n=12):
-    """n grey 256 x 256 pictures; the odd ones hold a 20-pixel red square inside the
-    central 224 crop. Returns the names of those with a square, and where it is."""
-    rng = np.random.default_rng(0)
-    squares = {}
-    for i in range(n):
-        arr = np.zeros((256, 256, 3), np.uint8) + np.array(GREY, np.uint8)
-        if i % 2:
-            y, x = (int(v) for v in rng.integers(16, 240 - 20, 2))
-            arr[y : y + 20, x : x + 20] = RED
-            squares[f"p{i:02d}.png"] = (y - 16, x - 16)  # in the 224 crop's coordinates
-        Image.fromarray(arr).save(root / f"p{i:02d}.png")
-    return squares
-
-
 @pytest.fixture(scope="module")
 def detector(module_dir):
     (module_dir / "pics").mkdir()
-    squares = _pictures(module_dir / "pics")
-    return _red_detector(module_dir / "red.pt"), module_dir / "pics", squares
+    squares = red_square_pictures(module_dir / "pics")
+    return red_detector(module_dir / "red.pt"), module_dir / "pics", squares
 
 
 def _two_class_store(pics, n: int, root) -> None:

@@ -12,7 +12,8 @@ Where things are, each stage importing only the ones before it
     weights/     trained nets as files: our checkpoint format, the run directory, the
                  published ImageNet nets by name, Caffe's files, loading any of them
     evaluation/  the top-k tally, a split's errors (1 or 10 crops) and fc7 features
-    results/     evaluate, predict, retrieval, features, figures, report, export
+    results/     evaluate, predict, retrieval, features, units, figures, report, export
+    microscope/  every unit of a net as a static site: top patches, feature visualisation
     train/       config and recipes, optimiser and schedules, state, the loop
     studies/     the ablation studies
     bench/       throughput against baselines measured in the same run

@@ -211,6 +211,11 @@ EXPLAIN_EXAMPLES = """examples:
   alexnet explain caffe photo.jpg --method occlusion --out o.png
   alexnet explain best.pt a.jpg b.jpg --method gradcam --target cat --out g.png
 """
+MICROSCOPE_EXAMPLES = """examples:
+  alexnet microscope runs/x/checkpoints/best.pt --data STORE --out scope   # the conv stack
+  alexnet microscope caffe --data photos/ --layers conv5,fc8 --units 0-63 --out scope
+  open scope/index.html   # or: python -m http.server -d scope
+"""
 EXPORT_EXAMPLES = """examples:
   alexnet export runs/x/checkpoints/best.pt --out model.onnx
   alexnet export runs/x/checkpoints/best.pt --out model.pt2
@@ -293,6 +298,15 @@ VERBS = (
         "results.explain:explain_command",
         EXPLAIN_EXAMPLES,
         "each image's target, probability, map and its peak",
+    ),
+    Verb(
+        "microscope",
+        "every unit of a net, its top dataset patches and feature visualisation, as a "
+        "static site to browse",
+        "microscope.config:MicroscopeConfig",
+        "microscope.build:microscope_command",
+        MICROSCOPE_EXAMPLES,
+        "the manifest: each unit's page, visualisation and top patches (paths under --out)",
     ),
     Verb(
         "kernels",

@@ -60,7 +60,7 @@ def layer_table(model: AlexNet, input_size: int) -> list[LayerInfo]:
     if input_size < 1:
         raise ValueError(f"input size must be positive, not {input_size}")
     if any(p.device.type != "meta" for p in model.parameters()):
-        model = copy.deepcopy(model).to("meta")
+        model = copy.deepcopy(model).to("meta", torch.float32)  # weights held in bf16 too
     leaves = [(f"features.{n}", m) for n, m in model.features.named_children()]
     leaves.append(("avgpool", model.avgpool))
     leaves += [(f"classifier.{n}", m) for n, m in model.classifier.named_children()]
@@ -133,7 +133,6 @@ def model_info(
     with torch.device("meta"):
         model = create_model(variant, num_classes=num_classes)
     rows = layer_table(model, input_size)
-    fields = receptive_fields(model.features)
     lrn = lrn_info(model)
     info = {
         "variant": variant,
@@ -142,7 +141,7 @@ def model_info(
         "params": count_parameters(model),
         "macs": sum(r.macs for r in rows),
         "min_input_size": min_input_size(variant),
-        "layers": [{**asdict(r), "receptive_field": _field(fields, r.name)} for r in rows],
+        "layers": layer_rows(model, input_size, rows),
         "lrn": lrn,
         # which convention the coefficient follows (None: a net without LRN)
         "lrn_alpha_over_n": model.options.lrn_alpha_over_n if lrn else None,
@@ -156,6 +155,13 @@ def model_info(
         }
         info["differs_from_paper"] = list(CAFFE_DIFFERENCES)
     return info
+
+
+def layer_rows(model: AlexNet, input_size: int, rows: list[LayerInfo] | None = None) -> list[dict]:
+    """The layer table as `alexnet info` gives it: each row with its receptive field."""
+    fields = receptive_fields(model.features)
+    rows = layer_table(model, input_size) if rows is None else rows
+    return [{**asdict(r), "receptive_field": _field(fields, r.name)} for r in rows]
 
 
 def _field(fields: dict, name: str) -> int | None:

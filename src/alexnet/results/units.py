@@ -87,7 +87,7 @@ class Stimuli:
         return self.source.image(index)
 
 
-def _stimuli(data: str, split: str) -> Stimuli:
+def stimuli_of(data: str, split: str) -> Stimuli:
     if is_store(data):
         view = Store(data).split(split)
         if len(view) == 0:
@@ -129,15 +129,23 @@ def top_units(
 
     if not 1 <= top <= MAX_TOP:
         raise UsageError(f"--top must be between 1 and {MAX_TOP}, not {top}")
-    stimuli = _stimuli(data, split)
+    stimuli = stimuli_of(data, split)
     loaded = load_for_inference(weights, device, precision, kernels="auto")
     (result,) = scan(loaded, stimuli, {layer: units}, top, batch_size)
     return result
 
 
-def scan(loaded, stimuli: Stimuli, layers: dict[str, str], top: int, batch_size: int = 64):
+def scan(
+    loaded,
+    stimuli: Stimuli,
+    layers: dict[str, str],
+    top: int,
+    batch_size: int = 64,
+    on_values=None,
+):
     """One pass over the stimuli for several layers at once ({layer: units spec}): a
-    result per layer, as top_units returns it."""
+    result per layer, as top_units returns it. on_values(layer, values, first_image), if
+    given, sees each batch's strongest responses (n, units) as they pass."""
     requests = parse_layers(loaded.model, list(layers))
     chosen: dict[str, list[int]] = {}
     states: dict[str, TopK] = {}
@@ -147,7 +155,10 @@ def scan(loaded, stimuli: Stimuli, layers: dict[str, str], top: int, batch_size:
             if name not in chosen:
                 chosen[name] = parse_units(layers[name], a.shape[1])
                 states[name] = TopK(len(chosen[name]), top)
-            states[name].update(*_strongest(a[:, chosen[name]]), start)
+            values, positions = _strongest(a[:, chosen[name]])
+            states[name].update(values, positions, start)
+            if on_values is not None:
+                on_values(name, values, start)
     crop = loaded.transform("cpu").crop
     results = []
     for r in requests:
