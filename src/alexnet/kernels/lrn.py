@@ -2,8 +2,8 @@
 for model.lrn.LocalResponseNorm: `FastLRN`, the same module with the same attributes,
 which the execution plan (kernels/plan.py) puts in its place.
 
-Why: autograd through the plain formula records every intermediate; nn.LocalResponseNorm
-made LRN about 43% of a CPU training step (docs/benchmarks.md). Here the forward computes
+Why: autograd through the plain formula records every intermediate, which makes the LRN
+a large share of a CPU training step (docs/benchmarks.md, "LRN alone"). Here the forward computes
 the window sum of squares once, keeps the denominator, and the backward reuses it:
 
     dL/da[j] = g[j] * s[j]^-beta

@@ -17,8 +17,8 @@ from .plan import replace_modules
 
 def onnx_formula(x, size: int, alpha: float, beta: float, k: float, groups: int = 1):
     """§3.3's formula with the window sums as a 1x1 convolution by the band matrix,
-    alpha in its weights and k its bias: onnxruntime runs it 1.6-2.3x faster than
-    shifted slices and 3.9-5.9x faster than ONNX's own LRN operator (docs/benchmarks.md).
+    alpha in its weights and k its bias: onnxruntime runs it faster than shifted slices
+    or ONNX's own LRN operator (docs/benchmarks.md, "ONNX in onnxruntime").
     In float32 at least, as the formula is."""
     if x.dim() != 4:
         return local_response_norm(x, size, alpha, beta, k, groups)

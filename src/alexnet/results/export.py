@@ -29,8 +29,7 @@ from ..weights.load import load_for_inference
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # how far an exported program's outputs may be from PyTorch's, relative to the largest
 # logit (a few units of the type's last place). onnxruntime's kernels sum in other
-# orders, and stay well inside it: the paper and Caffe nets, random weights at both
-# inits, inputs of scale 50 (2026-12-03): 2e-7 to 1.1e-6 in fp32, 1.2e-4 to 8.1e-4 in fp16
+# orders, and stay well inside it (docs/benchmarks.md, "ONNX in onnxruntime")
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2, "fp16": 2e-3}
 
 
