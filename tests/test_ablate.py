@@ -225,6 +225,24 @@ def test_the_runs_spread_over_gpus_are_each_needed_run_once(tmp_path):
     assert ("paper", {}, 0) not in pending_trains(cfg, results)
 
 
+def test_arms_picks_the_arms_a_claim_needs(tmp_path):
+    from alexnet.runtime.errors import UsageError
+    from alexnet.studies.design import AblateConfig, Results
+    from alexnet.studies.runs import pending_trains
+
+    cfg = AblateConfig(["lrn", "overlap"], "S", str(tmp_path), seeds=2, arms="paper,no-lrn")
+    jobs = pending_trains(cfg, Results(tmp_path))
+    assert sorted((arm, seed) for arm, _, seed in jobs) == [
+        ("no-lrn", 0),
+        ("no-lrn", 1),
+        ("paper", 0),
+        ("paper", 1),
+    ]  # no alpha-undivided, no no-overlap
+    for arms in ("paper,no-pca", ","):
+        with pytest.raises(UsageError, match="the studies asked have the arms alpha-undivided"):
+            AblateConfig(["lrn", "overlap"], "S", str(tmp_path), arms=arms).check()
+
+
 def test_a_schedule_given_to_ablate_reaches_every_run(tmp_path, monkeypatch):
     """--schedule constant (dropout's convergence claim needs a run that is not stopped
     by its schedule) is what each AlexNet-scale run trains with; left out, the recipe's.

@@ -80,7 +80,7 @@ def test_the_site_renders_with_every_image_loaded(scope, tmp_path):
     out, manifest, _ = scope
     pages = ["index.html", "layers/conv1.html", "layers/conv5.html"]
     pages += [u["page"] for u in manifest["units"]]
-    for i, page in enumerate(pages):
+    for page in pages:
         proc = subprocess.run(
             [
                 browser,

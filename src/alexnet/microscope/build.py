@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..data.images import BadImage, center_view
 from ..data.store import Store, is_store
-from ..model.info import layer_rows
+from ..model.info import layer_rows, min_input_size
 from ..results.features import extract, parse_layers
 from ..results.figures import kernels_png
 from ..results.units import MAX_TOP, parse_units, patches, scan, stimuli_of
@@ -306,11 +306,13 @@ def _visualise_layer(site: Site, loaded, request: dict, recipe: Recipe, batch: i
 
 
 def _layer_recipe(loaded, request: dict, recipe: Recipe) -> Recipe:
-    """The recipe's images for a map; for a fully connected layer, whose units see one
-    whole input, images whose views are the net's own crop."""
-    if request["vis_module"].startswith("features"):
-        return recipe
-    return replace(recipe, size=loaded.transform("cpu").crop - 2 * VIEW_MARGIN)
+    """The recipe's images for a map (at least as large as the net takes); for a fully
+    connected layer, whose units see one whole input, images whose views are the net's
+    own crop."""
+    if not request["vis_module"].startswith("features"):
+        return replace(recipe, size=loaded.transform("cpu").crop - 2 * VIEW_MARGIN)
+    least = min_input_size(loaded.model.variant, loaded.model.options) - 2 * VIEW_MARGIN
+    return replace(recipe, size=max(recipe.size, least))
 
 
 # ------------------------------------------------------------------ the manifest
@@ -425,8 +427,8 @@ def _raw_of(scanned: list[dict], stimuli, image_size: int) -> dict:
 
 def _about(cfg, loaded, stimuli, recipe: Recipe, crop: int) -> dict:
     drawn = (
-        f"{recipe.steps} Adam steps at rate {recipe.lr:g} on {recipe.size}-pixel images, "
-        f"seed {recipe.seed}"
+        f"{recipe.steps} Adam steps at rate {recipe.lr:g} on {recipe.size}-pixel images "
+        f"(fully connected layers: the net's {crop}-pixel input), seed {recipe.seed}"
         if recipe.steps
         else "none drawn (--steps 0)"
     )

@@ -58,7 +58,7 @@ def ablate(cfg: AblateConfig, log=print) -> dict:
             elif study.kind == "eval":
                 run_eval(cfg, seed, results, log)
             else:
-                for arm, switch in study.arms.items():
+                for arm, switch in cfg.arms_of(study).items():
                     run_train(cfg, arm, switch, seed, results, log)
     summary = summarise(cfg, results)
     write_outputs(out, cfg, summary, results)

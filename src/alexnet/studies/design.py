@@ -177,6 +177,10 @@ class AblateConfig:
         0, "the AlexNet-scale runs also checkpoint every N steps (0: at epoch ends only)"
     )
     lrs: tuple[float, ...] = option(SMALL_LRS, "relu: the learning-rate grid of each arm")
+    # a full-size arm is hours: run the arms a claim needs, not every arm of its study
+    arms: str | None = option(
+        None, "only these arms of the AlexNet-scale studies (default: all)", metavar="A,A,..."
+    )
     extra: dict = field(default_factory=dict, metadata={"cli": False})  # other TrainConfig fields
 
     def check(self) -> None:
@@ -202,9 +206,28 @@ class AblateConfig:
             raise UsageError(f"--targets must each be in (0, 1), not {list(self.targets)}")
         if not all(lr > 0 for lr in self.lrs):
             raise UsageError(f"--lrs must each be positive, not {list(self.lrs)}")
+        self.chosen_arms()
         from ..runtime.device import pick_device
 
         pick_device(self.device)  # a device that is not there: one line, as every verb says
+
+    def chosen_arms(self) -> set[str] | None:
+        """--arms as a set (None: every arm), each checked against the studies asked."""
+        if self.arms is None:
+            return None
+        chosen = {a.strip() for a in self.arms.split(",") if a.strip()}
+        known = {a for name in self.studies for a in STUDIES[name].arms}
+        unknown = sorted(chosen - known)
+        if unknown or not chosen:
+            raise UsageError(
+                f"--arms {self.arms}: the studies asked have the arms {', '.join(sorted(known))}"
+            )
+        return chosen
+
+    def arms_of(self, study: Study) -> dict:
+        """The study's arms this ablate runs."""
+        chosen = self.chosen_arms()
+        return {a: s for a, s in study.arms.items() if chosen is None or a in chosen}
 
 
 class Results:

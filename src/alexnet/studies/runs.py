@@ -216,7 +216,7 @@ def pending_trains(cfg: AblateConfig, results: Results) -> list[tuple[str, dict,
     jobs: dict[str, tuple[str, dict, int]] = {}
     for name in cfg.studies:
         study = STUDIES[name]
-        arms = {"paper": {}} if study.kind == "eval" else study.arms
+        arms = {"paper": {}} if study.kind == "eval" else cfg.arms_of(study)
         if study.kind == "small":
             continue
         for seed in range(cfg.seeds):
