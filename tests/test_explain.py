@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from alexnet.results import explain
-from conftest import run_here
-from test_units import _pictures, _red_detector
+from conftest import red_detector, red_square_pictures, run_here
 
 SQUARE = (40, 136, 24)  # top, left, side of the red square in a 224 x 224 input
 
@@ -87,8 +86,8 @@ def test_explain_from_the_command_line(module_dir_explain, tmp_path):
 @pytest.fixture(scope="module")
 def module_dir_explain(module_dir):
     (module_dir / "pics").mkdir()
-    _pictures(module_dir / "pics", n=2)
-    return _red_detector(module_dir / "red.pt"), module_dir / "pics"
+    red_square_pictures(module_dir / "pics", n=2)
+    return red_detector(module_dir / "red.pt"), module_dir / "pics"
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,7 @@ def test_a_resumed_run_keeps_how_it_ran_unless_told(store, tmp_path, capsys):
 
     cfg = resumed("--max-steps", "2")  # after a crash: the same command, nothing else
     assert (cfg["checkpoint_every"], cfg["log_every"], cfg["report"]) == (1, 1, False)
-    assert (cfg["workers"], cfg["device"], cfg["eval_batch_size"]) == (0, "cpu", 8)
+    assert (cfg["workers"], cfg["device"], cfg["model_parallel"]) == (2, "auto", 1)  # here
     assert cfg["max_steps"] == 2  # this command's own limit
     cfg = resumed("--max-steps", "3", "--checkpoint-every", "0", "--log-every", "5")
     assert (cfg["checkpoint_every"], cfg["log_every"], cfg["report"]) == (0, 5, False)

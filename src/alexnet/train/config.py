@@ -258,9 +258,10 @@ class TrainConfig:
         ]
 
 
-# What a resumed run may change: where and how it runs, not what it learns. Those the
-# resuming command does not set stay as the run had them (a crashed run's --resume goes
-# on checkpointing mid-epoch), except the two that belong to this one command.
+# What a resumed run may change: where and how it runs, not what it learns. Each takes
+# the resuming command's value, except the run's bookkeeping, which stays as the run had
+# it unless the command sets it: a crashed run's plain --resume goes on checkpointing
+# mid-epoch. Where it runs (device, processes, workers) follows the machine it resumes on.
 RESUME_MAY_CHANGE = (
     "device",
     "workers",
@@ -276,7 +277,7 @@ RESUME_MAY_CHANGE = (
     "eval_batch_size",
     "model_parallel",
 )
-FOR_THIS_COMMAND_ONLY = ("progress", "max_steps")
+KEPT_UNLESS_GIVEN = ("checkpoint_every", "log_every", "log_updates", "report")
 
 
 # Fields added to the config since runs were first saved, with the value a run saved
@@ -303,8 +304,8 @@ def config_for_resume(
     saved: dict, asked: TrainConfig, run_dir: str, given: set[str] | None = None
 ) -> TrainConfig:
     """The config a resumed run continues with: the saved one, except for how it runs
-    (RESUME_MAY_CHANGE) where the resuming command sets it, and, when given, a new path
-    to the store (a moved store; the caller checks that it holds the same classes).
+    (RESUME_MAY_CHANGE; the run's bookkeeping, KEPT_UNLESS_GIVEN, only where the command
+    sets it), and, when given, a new path to the store (a moved store; the caller checks that it holds the same classes).
     `given` names the options the command set (the CLI's flags); None takes those of
     `asked` that differ from their defaults. Checkpoints are full state dicts, so a run
     may change its parallelism too."""
@@ -319,7 +320,7 @@ def config_for_resume(
             if given is not None
             else (getattr(asked, name) != getattr(defaults, name))
         )
-        if set_now or name in FOR_THIS_COMMAND_ONLY or name not in saved:
+        if set_now or name not in KEPT_UNLESS_GIVEN or name not in saved:
             merged[name] = getattr(asked, name)
     if asked.data is not None:
         merged["data"] = asked.data
