@@ -146,6 +146,10 @@ def stopped_and_resumed(args, tmp_path, stop_after=3):
 # evaluate, fast and exact: the centre crop, no loader processes, float32 (auto would be
 # bf16 on a CPU with AMX, and the tests compare with float32 references)
 EVAL_FAST = ("--crops", "1", "--workers", "0", "--device", "cpu", "--precision", "fp32")
+# train on the CPU in this process's threads, no report, small validation batches
+TRAIN_FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+# and the tiny stores' recipe: four images a step of the five-epoch AdamW preset
+TRAIN_TINY = [*TRAIN_FAST, "--batch-size", "4", "--recipe", "demo"]
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import numpy as np
 
 from alexnet.data.folders import store_for
 from alexnet.data.store import Store
-from conftest import EVAL_FAST, run_here
+from conftest import EVAL_FAST, TRAIN_TINY, run_here
 
-FAST_TRAIN = ["--recipe", "demo", "--batch-size", "4", "--max-steps", "1", "--workers", "0"]
-FAST_TRAIN += ["--device", "cpu", "--no-report", "--eval-batch-size", "8"]
+FAST_TRAIN = [*TRAIN_TINY, "--max-steps", "1"]
 
 
 def test_train_on_a_folder_prepares_it_once_and_again_when_it_changes(image_folder, tmp_path):

@@ -15,11 +15,10 @@ import alexnet
 from alexnet.cli import main
 from alexnet.runtime.errors import Notice, UsageError
 from alexnet.weights.rundir import RunDir
-from conftest import EVAL_FAST, lock_held_by_another_process, prepare_store, write_image
+from conftest import EVAL_FAST, TRAIN_TINY, lock_held_by_another_process, prepare_store, write_image
 
 COLORS = {"apple": (220, 40, 40), "leaf": (40, 200, 60), "sky": (40, 80, 230)}
-TRAIN = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
-TRAIN += ["--batch-size", "4", "--recipe", "demo"]
+TRAIN = TRAIN_TINY
 
 
 def _folder(root, per_class: int):

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from alexnet import create_model
-from conftest import prepare_store, run_here
+from conftest import TRAIN_FAST, prepare_store, run_here
 
 HIDDEN = 256  # fc6 and fc7 narrowed from 4096: the slicing is by shape, and 4 float64
 # workers of the full-width net held 13 GB between them
@@ -119,7 +119,7 @@ def test_two_towers_times_two_replicas_equal_the_grouped_model(tmp_path):
 
 
 # ---------------------------------------------------------------- alexnet train --model-parallel
-FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+FAST = TRAIN_FAST
 # He init and unit-scale inputs: under the paper's N(0, 0.01) init float32 gradients of
 # conv1-3 are only good to a few percent (measured against float64), too loose to compare;
 # float32 throughout (auto is bf16 on a CPU with AMX), whose sums agree to 1e-4 in any order

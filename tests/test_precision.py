@@ -10,9 +10,9 @@ import torch
 from alexnet.runtime import device as dev
 from alexnet.runtime.errors import Notice
 from alexnet.train.loop import _run_precision
-from conftest import prepare_store, run_here, stopped_and_resumed, write_image
+from conftest import TRAIN_FAST, prepare_store, run_here, stopped_and_resumed, write_image
 
-FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+FAST = TRAIN_FAST
 
 
 @pytest.mark.parametrize(

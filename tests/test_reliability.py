@@ -19,21 +19,9 @@ from alexnet.runtime.errors import UsageError
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
 from alexnet.weights.checkpoint import CHECKPOINT_FORMAT, is_finite
-from conftest import EVAL_FAST, lock_held_by_another_process, prepare_store, write_image
+from conftest import EVAL_FAST, TRAIN_TINY, lock_held_by_another_process, prepare_store, write_image
 
-FAST = [
-    "--device",
-    "cpu",
-    "--workers",
-    "0",
-    "--no-report",
-    "--eval-batch-size",
-    "8",
-    "--batch-size",
-    "4",
-    "--recipe",
-    "demo",
-]
+FAST = TRAIN_TINY
 
 
 def cli(capsys, *args) -> tuple[int, str]:

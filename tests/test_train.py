@@ -12,9 +12,9 @@ import torch
 
 from alexnet.data.demo import CLASSES, build_demo_dataset, ensure_demo_store
 from alexnet.train.optim import PaperSGD, PlateauSchedule, WarmupCosineSchedule, build_schedule
-from conftest import EVAL_FAST, prepare_store, run_here, stopped_and_resumed
+from conftest import EVAL_FAST, TRAIN_FAST, prepare_store, run_here, stopped_and_resumed
 
-FAST = ["--device", "cpu", "--workers", "0", "--no-report", "--eval-batch-size", "8"]
+FAST = TRAIN_FAST
 
 
 @pytest.fixture
