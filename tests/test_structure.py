@@ -25,3 +25,13 @@ def test_the_tool_finds_a_cycle_and_an_upward_edge():
     assert tool.stage("alexnet.model.net") == "model" and tool.stage("alexnet.cli") == "top"
     ranks = {s: i for i, s in enumerate(tool.STAGES)}
     assert ranks["model"] < ranks["weights"] < ranks["results"] < ranks["train"]
+
+
+def test_autocast_is_entered_in_one_place():
+    """One helper (runtime/device.py's autocast) enters torch.autocast for every verb, so
+    a change to how a precision runs is made once."""
+    src = Path(__file__).resolve().parent.parent / "src" / "alexnet"
+    users = sorted(
+        str(p.relative_to(src)) for p in src.rglob("*.py") if "torch.autocast(" in p.read_text()
+    )
+    assert users == ["runtime/device.py"], users

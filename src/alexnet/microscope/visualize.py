@@ -24,12 +24,13 @@ batch. The net's weights are frozen; nothing but the images takes gradients.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..runtime.device import autocast
 
 # The square root of ImageNet's RGB covariance, as Lucid decorrelates with it.
 COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -170,11 +171,10 @@ def visualize(
     frozen = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     model.eval().requires_grad_(False)
-    ctx = torch.autocast(device.type, autocast_dtype) if autocast_dtype else nullcontext()
     try:
         for _ in range(recipe.steps):
             x = to_net_input(random_views(images(), draws, recipe.size + 2 * VIEW_MARGIN), norm)
-            with ctx:
+            with autocast(device, autocast_dtype):
                 out = response_at(model, module, x)
             out = out.float()
             response = out[rows, index]

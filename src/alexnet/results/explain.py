@@ -14,11 +14,11 @@ The target is the net's top class for each image, or a class named by name or in
 from __future__ import annotations
 
 import io
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
+from ..runtime.device import autocast
 from ..runtime.errors import UsageError
 from ..runtime.files import atomic_write_bytes
 from ..runtime.printed import Printed
@@ -30,14 +30,10 @@ CAPTUM_MISSING = (
 )
 
 
-def _autocast(x: torch.Tensor, dtype):
-    return torch.autocast(x.device.type, dtype) if dtype is not None else nullcontext()
-
-
 @torch.no_grad()
 def probabilities(model, x: torch.Tensor, autocast_dtype=None) -> torch.Tensor:
     """Softmax of the net's outputs for a preprocessed batch, float32."""
-    with _autocast(x, autocast_dtype):
+    with autocast(x.device, autocast_dtype):
         return model(x).float().softmax(dim=1)
 
 

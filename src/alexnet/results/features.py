@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..model.net import learned_layers
+from ..runtime.device import autocast
 from ..runtime.errors import UsageError
 from .features_config import POOLINGS
 
@@ -150,8 +150,7 @@ def extract(
         model.eval()
         device = next(model.parameters()).device
         x = x.to(device)
-        ctx = torch.autocast(device.type, autocast_dtype) if autocast_dtype else nullcontext()
-        with ctx:
+        with autocast(device, autocast_dtype):
             model(x)
     finally:
         for h in handles:
