@@ -363,7 +363,10 @@ def _manifest(site: Site, scanned: list[dict], requests: list[dict], loaded) -> 
 
 
 def _label(loaded, request: dict, unit: int) -> str:
-    if request["vis_module"] == "classifier.fc8" and ".tower" not in request["layer"]:
+    """fc8's units by their classes (whatever the variant calls fc8: torchvision's
+    classifier.6 too), the others by number."""
+    (fc8,) = parse_layers(loaded.model, ["fc8:pre"])
+    if request["vis_module"] == fc8.module and ".tower" not in request["layer"]:
         return f"unit {unit}: {loaded.classes[unit]}"
     return f"unit {unit}"
 
